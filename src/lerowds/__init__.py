@@ -1,0 +1,1 @@
+"""lerowds: LeRobot v3 datasets as per-episode WebDataset shards, streamed fast."""
