@@ -1,0 +1,315 @@
+"""``LeRobotWebDataset``: an IterableDataset over converted shards, sample-for-sample like LeRobotDataset.
+
+Data flows one way: index → (rank, worker) split of frames → pool order (pure math) → admitted episodes'
+tabular rows → windows → frames decoded on exit → samples. Order is a pure function of
+``(seed, epoch, rank, worker, counters)``; resume replays it on integers only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lerowds.errors import ConfigError
+from lerowds.reader.decode import DecoderCache, make_decoder
+from lerowds.reader.episode import EpisodeRows, parse_episode_rows
+from lerowds.reader.epochs import EpochClock
+from lerowds.reader.meta import DatasetMeta
+from lerowds.reader.order import (
+    Admit,
+    Emit,
+    Evict,
+    Remainder,
+    consumer_sample_count,
+    pool_order,
+    rank_frame_count,
+    rank_plan,
+    worker_segments,
+)
+from lerowds.reader.resume import ResumeState, plan_for_worker
+from lerowds.reader.sample import SampleSpec, build_sample
+from lerowds.reader.split import Consumer, detect_consumer
+from lerowds.reader.store import EpisodeStore, open_store
+from lerowds.reader.windows import validate_delta_timestamps
+
+logger = logging.getLogger(__name__)
+
+
+class LeRobotWebDataset(IterableDataset):
+    """Stream a converted LeRobot dataset: episode pool shuffling, delta windows, decode-on-exit.
+
+    Args:
+        source: a converted dataset (local directory).
+        delta_timestamps: ``{key: [seconds, ...]}`` as in lerobot; windows with ``<key>_is_pad`` masks.
+        episode_pool_size: whole episodes held per consumer (rank × DataLoader worker).
+        shuffle, seed: order is a pure function of (seed, epoch, rank, worker).
+        episodes: subset of episode indices (default: all).
+        image_transforms: applied to every camera tensor (float32 CHW, or uint8 with ``return_uint8``).
+        return_uint8: give camera frames as uint8 CHW instead of float32 in [0, 1].
+        tolerance_s: tolerance for ``delta_timestamps`` and frame timestamps.
+        decoder: "auto", "pyav" or "torchcodec".
+        remainder: "drop" (default) or "repeat" frames so every rank yields the same number of samples.
+        rank, world_size: override the detected distributed setup.
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        delta_timestamps: Mapping[str, Sequence[float]] | None = None,
+        episode_pool_size: int = 64,
+        shuffle: bool = True,
+        seed: int = 0,
+        episodes: Sequence[int] | None = None,
+        image_transforms: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        return_uint8: bool = False,
+        tolerance_s: float = 1e-4,
+        decoder: str = "auto",
+        *,
+        remainder: Remainder = "drop",
+        rank: int | None = None,
+        world_size: int | None = None,
+        decoder_cache_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
+            raise ConfigError(f"episode_pool_size must be an integer >= 1, got {episode_pool_size!r}")
+        if not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        if remainder not in ("drop", "repeat"):
+            raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
+        self.source = os.fspath(source)
+        self._store: EpisodeStore = open_store(source)
+        index, table = self._store.index, self._store.table
+        self.meta = DatasetMeta.from_index(index)
+        self.episode_pool_size = episode_pool_size
+        self.shuffle = bool(shuffle)
+        self.seed = seed
+        self.tolerance_s = tolerance_s
+        self.decoder = decoder
+        self.remainder: Remainder = remainder
+        self._rank, self._world_size = rank, world_size
+        self._rows = self._select_rows(episodes, table["episode_index"])
+        self._lengths = table["length"][self._rows]
+        self._episode_ids = table["episode_index"][self._rows]
+        self._row_of = {int(e): int(r) for e, r in zip(self._episode_ids, self._rows)}
+        self.windows = validate_delta_timestamps(
+            delta_timestamps, fps=index.fps, features=index.features, tolerance_s=tolerance_s
+        )
+        self.delta_timestamps = (
+            None if delta_timestamps is None else {k: list(v) for k, v in delta_timestamps.items()}
+        )
+        self._spec = SampleSpec(
+            video_keys=tuple(index.video_keys),
+            image_keys=tuple(index.image_keys),
+            tasks=index.tasks,
+            windows=self.windows,
+            return_uint8=return_uint8,
+            image_transforms=image_transforms,
+        )
+        if decoder not in ("auto", "pyav", "torchcodec"):
+            raise ConfigError(f"decoder must be 'auto', 'pyav' or 'torchcodec', got {decoder!r}")
+        n_cams = max(1, len(index.video_keys))
+        self._decoder_cache_size = decoder_cache_size or episode_pool_size * n_cams
+        self._clock = EpochClock(0)
+        self._resume: ResumeState | None = None
+
+    # ------------------------------------------------------------------------------------------ config
+    @staticmethod
+    def _select_rows(episodes: Sequence[int] | None, all_ids: np.ndarray) -> np.ndarray:
+        if episodes is None:
+            return np.arange(len(all_ids), dtype=np.int64)
+        wanted = np.asarray(list(episodes), dtype=np.int64)
+        if wanted.size == 0:
+            raise ConfigError("episodes=[] selects nothing; pass None for all episodes")
+        if len(np.unique(wanted)) != len(wanted):
+            raise ConfigError(f"episodes= lists some episodes twice: {sorted(wanted.tolist())}")
+        rows = np.searchsorted(all_ids, wanted)
+        bad = [int(e) for e, r in zip(wanted, rows) if r >= len(all_ids) or all_ids[r] != e]
+        if bad:
+            raise ConfigError(f"episodes {bad} are not in this dataset (it has {len(all_ids)} episodes)")
+        return rows.astype(np.int64)
+
+    @property
+    def num_frames(self) -> int:
+        """Frames of the selected episodes."""
+        return int(self._lengths.sum())
+
+    def _consumer(self) -> Consumer:
+        return detect_consumer(self._rank, self._world_size)
+
+    def __len__(self) -> int:
+        """Samples this rank yields in one epoch (the same on every rank)."""
+        c = self._consumer()
+        return rank_frame_count(self.num_frames, world_size=c.world_size, remainder=self.remainder)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next iteration (later iterations count up from it)."""
+        if not isinstance(epoch, int) or epoch < 0:
+            raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
+        self._clock.set(epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use if ``set_epoch`` was called, else the last one started."""
+        return self._clock.peek()
+
+    # ------------------------------------------------------------------------------------------ resume
+    def config(self, num_workers: int | None = None) -> dict[str, Any]:
+        c = self._consumer()
+        return {
+            "seed": self.seed,
+            "world_size": c.world_size,
+            "num_workers": num_workers,
+            "episode_pool_size": self.episode_pool_size,
+            "shuffle": self.shuffle,
+            "remainder": self.remainder,
+            "dataset": self.meta.fingerprint,
+            "num_frames": self.num_frames,
+        }
+
+    def state_dict(
+        self,
+        *,
+        batches_consumed: int,
+        batch_size: int,
+        epoch: int | None = None,
+        num_workers: int | None = None,
+    ) -> dict[str, Any]:
+        """The resume state: the trainer's counters plus the configuration that must match on load."""
+        state = ResumeState(
+            epoch=self.epoch if epoch is None else epoch,
+            batches_consumed=batches_consumed,
+            batch_size=batch_size,
+            config=self.config(num_workers),
+        )
+        return state.to_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches."""
+        resume = ResumeState.from_dict(state)
+        resume.check_config(self.config(resume.config.get("num_workers")))
+        self._resume = resume
+        self._clock.set(resume.epoch)
+
+    # ------------------------------------------------------------------------------------------ iteration
+    def _segments(self, epoch: int, consumer: Consumer):
+        plan = rank_plan(
+            self._lengths,
+            self._episode_ids,
+            seed=self.seed,
+            epoch=epoch,
+            shuffle=self.shuffle,
+            world_size=consumer.world_size,
+            rank=consumer.rank,
+            remainder=self.remainder,
+        )
+        if consumer.worker == 0 and (plan.dropped or plan.repeated):
+            what = f"dropped {plan.dropped}" if plan.dropped else f"repeated {plan.repeated}"
+            logger.info(
+                "epoch %d: %s of %d frames so that each of %d ranks yields %d samples",
+                epoch,
+                what,
+                plan.total_frames,
+                consumer.world_size,
+                plan.num_frames,
+            )
+        segs = worker_segments(plan.segments, num_workers=consumer.num_workers, worker=consumer.worker)
+        if not segs:
+            logger.warning(
+                "rank %d worker %d of %d owns no frames this epoch (%d frames per rank): use fewer workers",
+                consumer.rank,
+                consumer.worker,
+                consumer.num_workers,
+                plan.num_frames,
+            )
+        return segs
+
+    def _worker_counts(self, consumer: Consumer) -> list[int]:
+        return [
+            consumer_sample_count(
+                self.num_frames,
+                world_size=consumer.world_size,
+                num_workers=consumer.num_workers,
+                worker=w,
+                remainder=self.remainder,
+            )
+            for w in range(consumer.num_workers)
+        ]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        consumer = self._consumer()
+        epoch = self._clock.begin(None if info is None else info.seed - info.id)
+        role, skip = consumer.worker, 0
+        if self._resume is not None and self._resume.epoch == epoch:
+            step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
+            if step.epoch_complete:
+                epoch = self._clock.advance_past(epoch)
+            else:
+                role, skip = step.role, step.skip
+        me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
+        segments = self._segments(epoch, me)
+        events = pool_order(
+            segments,
+            pool_size=self.episode_pool_size,
+            seed=self.seed,
+            epoch=epoch,
+            rank=me.rank,
+            worker=me.worker,
+            shuffle=self.shuffle,
+            skip=skip,
+        )
+        return self._samples(events)
+
+    def _samples(self, events: Iterator[Admit | Emit | Evict]) -> Iterator[dict[str, Any]]:
+        store, spec = self._store, self._spec
+        pool: dict[int, EpisodeRows] = {}
+        decoders = DecoderCache(self._decoder_cache_size)
+        try:
+            for ev in events:
+                if isinstance(ev, Emit):
+                    rows = pool[ev.episode]
+
+                    def decode(key: str, positions: np.ndarray, rows: EpisodeRows = rows) -> np.ndarray:
+                        dec = decoders.get((rows.episode_index, key), lambda: self._open_decoder(rows, key))
+                        return dec.frames(positions.tolist())
+
+                    yield build_sample(rows, ev.frame, spec, decode)
+                elif isinstance(ev, Admit):
+                    if ev.segment.episode not in pool:
+                        pool[ev.segment.episode] = self._load_rows(ev.segment.episode)
+                else:
+                    pool.pop(ev.episode, None)
+                    for key in spec.video_keys:
+                        decoders.discard((ev.episode, key))
+                    store.release(self._row_of[ev.episode])
+        finally:
+            decoders.close()
+
+    def _load_rows(self, episode: int) -> EpisodeRows:
+        row = self._row_of[episode]
+        return parse_episode_rows(
+            self._store.parquet_bytes(row),
+            episode_index=episode,
+            length=int(self._store.table["length"][row]),
+            image_keys=self._spec.image_keys,
+            where=f"{self.source}",
+        )
+
+    def _open_decoder(self, rows: EpisodeRows, key: str):
+        clip = self._store.clip(self._row_of[rows.episode_index], key)
+        return make_decoder(
+            self.decoder,
+            clip,
+            fps=self.meta.fps,
+            num_frames=rows.length,
+            episode_index=rows.episode_index,
+            camera=key,
+            tolerance_s=self.tolerance_s,
+        )

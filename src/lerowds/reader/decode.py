@@ -1,0 +1,438 @@
+"""Decode the frames of one episode's camera clip, read in place from a tar shard (or from memory).
+
+A clip is a standalone mp4 whose frame ``k`` has presentation time ``k / fps``. A decoder stays open while
+its episode is in the pool (see ``decoder_cache.py``) and decodes only the frames asked for: it seeks to
+the keyframe at or before a target only when decoding forward from where it stands would cost more.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import operator
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import av
+import numpy as np
+from av.video.reformatter import VideoReformatter
+
+from lerowds.errors import ConfigError, FormatError, VideoDecodeError
+
+logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+DEFAULT_TOLERANCE_S = 1e-4
+
+
+@dataclass(frozen=True, slots=True)
+class ClipRange:
+    """Where a clip lies: ``size`` bytes at ``offset`` in the file at ``path`` (a tar member, read raw)."""
+
+    path: str
+    offset: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or self.size <= 0:
+            raise ValueError(
+                f"clip range needs offset >= 0 and size > 0, got offset={self.offset} size={self.size}"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.path}@{self.offset}+{self.size}"
+
+
+ClipSource = ClipRange | str | os.PathLike | bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class ClipContext:
+    """Who a clip belongs to, for error messages: ``episode 12, camera 'observation.images.front'``."""
+
+    episode_index: int
+    camera_key: str
+
+    def __str__(self) -> str:
+        return f"episode {self.episode_index}, camera {self.camera_key!r}"
+
+
+class ClipFile(io.RawIOBase):
+    """A read-only, seekable window of ``size`` bytes; subclasses say how to read at a position."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self._size = size
+        self._pos = 0
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        raise NotImplementedError
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
+        if base is None:
+            raise ValueError(f"whence must be 0, 1 or 2, got {whence}")
+        if base + offset < 0:
+            raise ValueError(f"cannot seek to {base + offset} (before the start) in {self}")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        if self.closed:
+            raise ValueError(f"read from closed clip {self}")
+        n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
+        if n <= 0:
+            return b""
+        data = self._read_at(self._pos, n)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+
+class ByteRangeFile(ClipFile):
+    """``[offset, offset + size)`` of a file, read with ``os.pread`` on one fd; nothing is copied up front."""
+
+    def __init__(self, path: str | os.PathLike, offset: int, size: int) -> None:
+        super().__init__(size)
+        self._path = os.fspath(path)
+        self._offset = offset
+        self._fd = os.open(self._path, os.O_RDONLY)
+        file_size = os.fstat(self._fd).st_size
+        if offset < 0 or size < 0 or offset + size > file_size:
+            os.close(self._fd)
+            raise FormatError(
+                f"clip {self} lies outside {self._path!r} ({file_size} bytes): shard truncated or index wrong"
+            )
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        return os.pread(self._fd, n, self._offset + pos)
+
+    def close(self) -> None:
+        if not self.closed and getattr(self, "_fd", -1) >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        super().close()
+
+    def __str__(self) -> str:
+        return f"{self._path}@{self._offset}+{self._size}"
+
+
+class MemoryClipFile(ClipFile):
+    """A clip already in memory (e.g. fetched from a remote cache); the buffer is shared, not copied."""
+
+    def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(buffer).cast("B")
+        super().__init__(self._view.nbytes)
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        return self._view[pos : pos + n].tobytes()
+
+    def __str__(self) -> str:
+        return f"<memory {self._size} bytes>"
+
+
+def open_clip(source: ClipSource) -> ClipFile:
+    """Open a clip as a seekable file object that PyAV and torchcodec accept."""
+    if isinstance(source, ClipRange):
+        return ByteRangeFile(source.path, source.offset, source.size)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return MemoryClipFile(source)
+    if isinstance(source, (str, os.PathLike)):
+        return ByteRangeFile(source, 0, os.path.getsize(source))
+    raise TypeError(f"a clip source is a ClipRange, a path or bytes, got {type(source).__name__}")
+
+
+@runtime_checkable
+class ClipDecoder(Protocol):
+    """Decodes frames of one clip by index: (T, H, W, 3) uint8 RGB, in the order asked, repeats allowed."""
+
+    def frames(self, indices: Sequence[int]) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+DecoderFactory = Callable[[ClipSource, float, int, "ClipContext | str"], ClipDecoder]
+
+
+def check_decoder_args(fps: float, num_frames: int, tolerance_s: float, thread_count: int) -> None:
+    """Raise ConfigError naming the bad value; shared by every decoder backend."""
+    if not fps > 0:
+        raise ConfigError(f"fps must be > 0, got {fps}")
+    if num_frames < 0:
+        raise ConfigError(f"num_frames must be >= 0, got {num_frames}")
+    if not 0 <= tolerance_s < 0.5 / fps:
+        raise ConfigError(f"tolerance_s must be in [0, 0.5/fps={0.5 / fps:g}), got {tolerance_s}")
+    if thread_count < 0:
+        raise ConfigError(f"thread_count must be >= 0 (0 = FFmpeg's choice), got {thread_count}")
+
+
+class _DecodeFailure(Exception):
+    """Internal: what went wrong for one frame; turned into a VideoDecodeError with the clip's context."""
+
+    def __init__(self, frame: int, reason: str) -> None:
+        super().__init__(reason)
+        self.frame = frame
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _FrameTable:
+    """Packets in decode order, and for frame k its packet and the keyframe to start decoding from."""
+
+    dts: tuple[int, ...]  # per packet: where to seek to start at it
+    pkt_of_frame: np.ndarray  # (num_frames,) decode index of frame k's packet, -1 if no such frame
+    key_of_frame: np.ndarray  # (num_frames,) decode index of the keyframe to decode frame k from
+    times: np.ndarray  # sorted presentation times (s) of all packets, for error messages
+    index_of_dts: dict[int, int]
+
+    @staticmethod
+    def build(
+        packets: list[tuple[int, int, bool]], time_base: float, fps: float, num_frames: int, tol: float
+    ) -> _FrameTable:
+        pkt_of = np.full(num_frames, -1, dtype=np.int64)
+        key_of = np.zeros(num_frames, dtype=np.int64)
+        last_key, times = -1, []
+        for i, (pts, _, is_key) in enumerate(packets):
+            last_key = i if is_key else last_key
+            t = pts * time_base
+            times.append(t)
+            k = round(t * fps)
+            if 0 <= k < num_frames and pkt_of[k] < 0 and abs(t - k / fps) <= tol:
+                pkt_of[k] = i
+                j = last_key  # with reordering, the keyframe must also be shown no later than frame k
+                while j > 0 and packets[j][0] > pts:
+                    j = max((m for m in range(j) if packets[m][2]), default=0)
+                key_of[k] = max(j, 0)
+        dts = tuple(d for _, d, _ in packets)
+        return _FrameTable(
+            dts,
+            pkt_of,
+            key_of,
+            np.sort(np.asarray(times, dtype=np.float64)),
+            {d: i for i, d in enumerate(dts)},
+        )
+
+    def nearest(self, t: float) -> float | None:
+        if self.times.size == 0:
+            return None
+        i = int(np.searchsorted(self.times, t))
+        cands = self.times[max(i - 1, 0) : i + 1]
+        return float(cands[np.argmin(np.abs(cands - t))])
+
+
+def _scan_packets(container: Any, stream: Any) -> tuple[list[tuple[int, int, bool]], bool]:
+    """(pts, dts, keyframe) per packet in decode order, and whether the demuxer had to read the whole clip.
+
+    The demuxer's index (mp4: the sample table, no I/O) holds decode times; they are presentation times
+    only for codecs without frame reordering (AV1, VP9), so other codecs are demuxed once.
+    """
+    entries = stream.index_entries
+    if len(entries) and not stream.codec_context.codec.reorder:
+        rows = [(e.timestamp, e.timestamp, e.is_keyframe, e.is_discard) for e in entries]
+        if not any(r[3] for r in rows):
+            return [r[:3] for r in rows], False
+    out = []
+    for pkt in container.demux(stream):
+        if pkt.size and (pkt.pts is not None or pkt.dts is not None):
+            pts = pkt.pts if pkt.pts is not None else pkt.dts
+            out.append((pts, pkt.dts if pkt.dts is not None else pts, pkt.is_keyframe))
+    return out, True
+
+
+class PyAVClipDecoder:
+    """Decodes frames of one clip with PyAV, keeping the demuxer and decoder position between calls.
+
+    A target is decoded forward from the current position when no keyframe lies between that position
+    and the target's own keyframe (same GOP, or its keyframe is the very next packet); otherwise the
+    decoder seeks to the target's keyframe. Frames returned by the previous call are kept (not copied),
+    so sliding windows read in order decode each frame once.
+    """
+
+    def __init__(
+        self,
+        source: ClipSource,
+        fps: float,
+        num_frames: int,
+        context: ClipContext | str,
+        *,
+        tolerance_s: float = DEFAULT_TOLERANCE_S,
+        thread_count: int = 1,
+    ) -> None:
+        check_decoder_args(fps, num_frames, tolerance_s, thread_count)
+        self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
+        self._file: ClipFile | None = None
+        self._container: Any = None
+        self._source_text = str(source) if isinstance(source, (ClipRange, str, os.PathLike)) else "<memory>"
+        try:
+            self._file = open_clip(source)
+            self._source_text = str(self._file)
+            self._container = av.open(self._file, mode="r")
+            if not self._container.streams.video:
+                raise _DecodeFailure(0, "no video stream")
+            self._stream = self._container.streams.video[0]
+            self._cc = self._stream.codec_context
+            self._cc.thread_count = thread_count
+            self._tb = float(self._stream.time_base)
+            packets, scanned = _scan_packets(self._container, self._stream)
+            self._table = _FrameTable.build(packets, self._tb, fps, num_frames, tolerance_s)
+        except Exception as exc:  # every failure to open becomes a VideoDecodeError
+            self.close()
+            raise self._error(
+                exc if isinstance(exc, _DecodeFailure) else _DecodeFailure(0, failure_text(exc))
+            ) from exc
+        self._shape = (self._cc.height, self._cc.width, 3)
+        self._reformatter = VideoReformatter()
+        self._packets: Iterator[Any] | None = None if scanned else self._container.demux(self._stream)
+        self._peeked: Any = None
+        self._next_pkt = 0  # decode index of the next packet the demuxer yields
+        self._recent: dict[int, np.ndarray] = {}
+        self.seeks = 0
+        self.decoded = 0
+
+    def frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Return frames ``indices`` (any order, repeats allowed) as a (T, H, W, 3) uint8 RGB array."""
+        if self._container is None:
+            raise VideoDecodeError(f"{self.context}: decoder of clip {self._source_text} is closed")
+        idx = [operator.index(i) for i in indices]
+        try:
+            got = self._decode_set(sorted(set(idx)))
+        except _DecodeFailure as failure:
+            self._packets = None
+            raise self._error(failure) from failure.__cause__
+        out = np.empty((len(idx), *self._shape), dtype=np.uint8)
+        for row, k in enumerate(idx):
+            out[row] = got[k]
+        self._recent = got
+        return out
+
+    def _decode_set(self, wanted: list[int]) -> dict[int, np.ndarray]:
+        got: dict[int, np.ndarray] = {}
+        todo = []
+        for k in wanted:
+            if not 0 <= k < self.num_frames:
+                raise _DecodeFailure(k, f"frame index out of range [0, {self.num_frames})")
+            if k in self._recent:
+                got[k] = self._recent[k]
+            elif self._table.pkt_of_frame[k] < 0:
+                near = self._table.nearest(k / self.fps)
+                near_text = "no frames at all" if near is None else f"nearest {near:.4f} s"
+                raise _DecodeFailure(k, f"no frame within {self.tolerance_s:g} s ({near_text})")
+            else:
+                todo.append(k)
+        pending = set(todo)
+        inflight: set[int] = set()  # packet sent, frame not out yet (decoder delay)
+        current = todo[0] if todo else 0
+        try:
+            for k in sorted(todo, key=lambda f: self._table.pkt_of_frame[f]):
+                current = k
+                if k in got or k in inflight:
+                    continue
+                pkt_i, key_i = int(self._table.pkt_of_frame[k]), int(self._table.key_of_frame[k])
+                if not (self._packets is not None and key_i <= self._next_pkt <= pkt_i):
+                    if inflight:
+                        self._drain(pending, got)
+                    self._seek(key_i)
+                while self._next_pkt <= pkt_i and self._packets is not None:
+                    self._feed(pending, got)
+                if k not in got:
+                    inflight.add(k)
+                inflight -= got.keys()
+            if inflight - got.keys():
+                self._drain(pending, got)
+        except _DecodeFailure:
+            raise
+        except Exception as exc:  # corrupt data raises many FFmpeg/OS error types
+            raise _DecodeFailure(current, failure_text(exc)) from exc
+        for k in todo:
+            if k not in got:
+                raise _DecodeFailure(k, "the decoder returned no frame for it (clip corrupt or truncated?)")
+        return got
+
+    def _seek(self, key_i: int) -> None:
+        """Position the demuxer on packet ``key_i`` (a keyframe); the seek also flushes the decoder."""
+        self.seeks += 1
+        self._container.seek(self._table.dts[key_i], stream=self._stream, backward=True)
+        self._packets = self._container.demux(self._stream)
+        first = next(self._packets, None)
+        landed = self._table.index_of_dts.get(first.dts if first is not None else None, -1)
+        if landed > key_i or landed < 0 or not first.is_keyframe:  # demuxer disagrees: restart at the top
+            self._container.seek(self._table.dts[0], stream=self._stream, backward=True)
+            self._packets = self._container.demux(self._stream)
+            first = next(self._packets, None)
+            landed = 0
+        self._peeked, self._next_pkt = first, landed
+
+    def _feed(self, pending: set[int], got: dict[int, np.ndarray]) -> None:
+        """Send the next packet to the decoder and keep any wanted frame that comes out."""
+        pkt, self._peeked = self._peeked, None
+        if pkt is None and self._packets is not None:
+            pkt = next(self._packets, None)
+        if pkt is None or not pkt.size:
+            self._drain(pending, got)
+            return
+        self._next_pkt = self._table.index_of_dts.get(pkt.dts, self._next_pkt) + 1
+        self._collect(self._cc.decode(pkt), pending, got)
+
+    def _drain(self, pending: set[int], got: dict[int, np.ndarray]) -> None:
+        """Flush the frames still inside the decoder; it is then at its end until the next seek."""
+        self._collect(self._cc.decode(None), pending, got)
+        self._packets = None
+
+    def _collect(self, frames: list[Any], pending: set[int], got: dict[int, np.ndarray]) -> None:
+        for frame in frames:
+            self.decoded += 1
+            if frame.pts is None:
+                continue
+            t = frame.pts * self._tb
+            k = round(t * self.fps)
+            if k in pending and k not in got and abs(t - k / self.fps) <= self.tolerance_s:
+                got[k] = self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+
+    def _error(self, failure: _DecodeFailure) -> VideoDecodeError:
+        k = failure.frame
+        return VideoDecodeError(
+            f"{self.context}, timestamp {k / self.fps:.4f} s (frame {k}): {failure.reason} "
+            f"in clip {self._source_text}"
+        )
+
+    def close(self) -> None:
+        """Close the container and the clip file; safe to call twice."""
+        self._packets, self._peeked, self._recent = None, None, {}
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def failure_text(exc: BaseException) -> str:
+    """How a backend's exception reads inside a VideoDecodeError message."""
+    return f"decoding failed ({type(exc).__name__}: {exc})"

@@ -1,0 +1,190 @@
+"""lerowds stages for a stock ``webdataset`` pipeline over lerowds shards.
+
+    wds.DataPipeline(
+        wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples(),
+        lerowds.wds.episodes(), lerowds.wds.episode_pool(64, seed=0),
+        lerowds.wds.delta_windows(delta_timestamps, fps=15), lerowds.wds.decode_frames(), wds.batched(32))
+
+Each stage is a generator function over an iterator (webdataset's ``pipelinefilter`` convention): called
+with its options it returns a stage for ``DataPipeline``; called with the iterator first it runs directly.
+Clips travel as in-memory bytes here (the tar stream is read sequentially); ``LeRobotWebDataset`` reads
+them in place from the shard instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from torch.utils.data import get_worker_info
+from webdataset.filters import pipelinefilter
+
+from lerowds.errors import ConfigError, FormatError
+from lerowds.reader.decode import DecoderCache, make_decoder
+from lerowds.reader.episode import EpisodeRows, parse_episode_rows
+from lerowds.reader.order import UniformDraws
+from lerowds.reader.sample import SampleSpec, build_sample
+from lerowds.reader.windows import DeltaWindows, validate_delta_timestamps
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode as it travels through a wds pipeline: rows in RAM plus its clips' bytes."""
+
+    key: str
+    rows: EpisodeRows
+    fps: int
+    tasks: dict[int, str]
+    clips: dict[str, bytes]
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """A frame chosen by the pool, before windows and decoding."""
+
+    episode: Episode
+    frame: int
+    windows: DeltaWindows | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _episodes(samples: Iterable[Mapping[str, Any]]) -> Iterator[Episode]:
+    for sample in samples:
+        key, url = sample.get("__key__", "?"), sample.get("__url__", "")
+        where = f"{url or '<stream>'}: {key}"
+        if "json" not in sample or "parquet" not in sample:
+            raise FormatError(f"{where}: a lerowds sample needs '<key>.json' and '<key>.parquet' members")
+        meta = json.loads(sample["json"])
+        videos = meta.get("videos", {})
+        clips = {}
+        for video_key in videos:
+            data = sample.get(f"{video_key}.mp4")
+            if data is None:
+                raise FormatError(f"{where}: camera {video_key!r} has no member '{key}.{video_key}.mp4'")
+            clips[video_key] = data
+        image_keys = tuple(meta.get("image_keys", ()))
+        rows = parse_episode_rows(
+            sample["parquet"],
+            episode_index=meta["episode_index"],
+            length=meta["length"],
+            image_keys=image_keys,
+            where=where,
+        )
+        tasks = {int(i): t for i, t in zip(meta.get("task_indices", ()), meta.get("tasks", ()))}
+        yield Episode(key, rows, int(meta["fps"]), tasks, clips, url)
+
+
+def _episode_pool(
+    episodes: Iterable[Episode], pool_size: int = 64, *, seed: int = 0, epoch: int = 0, shuffle: bool = True
+) -> Iterator[FrameRef]:
+    """Hold up to ``pool_size`` episodes; emit frames uniformly at random over all not-yet-emitted ones.
+
+    The streaming twin of ``order.PoolOrder`` (which needs the whole segment list up front): episodes are
+    pulled from the stream only when the pool has room, and draws come from ``seed``/``epoch`` and the
+    DataLoader worker id, never from global state.
+    """
+    if pool_size < 1:
+        raise ConfigError(f"episode_pool size must be >= 1, got {pool_size!r}")
+    source = iter(episodes)
+    if not shuffle:
+        for ep in source:
+            for f in range(ep.rows.length):
+                yield FrameRef(ep, f)
+        return
+    info = get_worker_info()
+    draws = UniformDraws(seed, epoch, 0, 0 if info is None else info.id)
+    held: list[Episode] = []
+    left: list[int] = []
+    flat: list[tuple[int, int]] = []  # (slot in held, frame) of every not-yet-emitted frame in the pool
+    free: list[int] = []
+
+    def admit() -> bool:
+        ep = next(source, None)
+        if ep is None:
+            return False
+        slot = free.pop() if free else len(held)
+        if slot == len(held):
+            held.append(ep)
+            left.append(0)
+        held[slot], left[slot] = ep, ep.rows.length
+        flat.extend((slot, f) for f in range(ep.rows.length))
+        return True
+
+    active = 0
+    while active < pool_size and admit():
+        active += 1
+    while flat:
+        k = int(draws.next() * len(flat))
+        (slot, frame), last = flat[k], flat.pop()
+        if k < len(flat):
+            flat[k] = last
+        yield FrameRef(held[slot], frame)
+        left[slot] -= 1
+        if left[slot] == 0:
+            free.append(slot)
+            active -= 1
+            if admit():
+                active += 1
+
+
+def _delta_windows(
+    frames: Iterable[FrameRef],
+    delta_timestamps: Mapping[str, Sequence[float]] | None = None,
+    *,
+    tolerance_s: float = 1e-4,
+) -> Iterator[FrameRef]:
+    """Attach validated delta windows (checked against each episode's fps and columns)."""
+    cache: dict[int, DeltaWindows | None] = {}
+    for ref in frames:
+        fps = ref.episode.fps
+        if fps not in cache:
+            keys = list(ref.episode.rows.columns) + list(ref.episode.clips)
+            cache[fps] = validate_delta_timestamps(
+                delta_timestamps, fps=fps, features=keys, tolerance_s=tolerance_s
+            )
+        yield replace(ref, windows=cache[fps])
+
+
+def _decode_frames(
+    frames: Iterable[FrameRef],
+    *,
+    return_uint8: bool = False,
+    decoder: str = "auto",
+    cache_size: int = 64,
+    tolerance_s: float = 1e-4,
+) -> Iterator[dict[str, Any]]:
+    """Decode only the emitted frames (and their windows) and build lerobot-style samples."""
+    decoders = DecoderCache(cache_size)
+    try:
+        for ref in frames:
+            ep = ref.episode
+            spec = SampleSpec(tuple(ep.clips), ep.rows.image_keys, ep.tasks, ref.windows, return_uint8)
+
+            def decode(key: str, positions: np.ndarray, ep: Episode = ep) -> np.ndarray:
+                dec = decoders.get(
+                    (ep.url, ep.key, key),
+                    lambda: make_decoder(
+                        decoder,
+                        ep.clips[key],
+                        fps=ep.fps,
+                        num_frames=ep.rows.length,
+                        episode_index=ep.rows.episode_index,
+                        camera=key,
+                        tolerance_s=tolerance_s,
+                    ),
+                )
+                return dec.frames(positions.tolist())
+
+            yield build_sample(ep.rows, ref.frame, spec, decode)
+    finally:
+        decoders.close()
+
+
+episodes = pipelinefilter(_episodes)
+episode_pool = pipelinefilter(_episode_pool)
+delta_windows = pipelinefilter(_delta_windows)
+decode_frames = pipelinefilter(_decode_frames)
