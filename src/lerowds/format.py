@@ -62,12 +62,24 @@ def video_member(key: str, video_key: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- atomic I/O
+def _file_mode() -> int:
+    """What ``open()`` would give a new file (0o666 minus the umask); mkstemp's 0o600 would hide the dataset
+    from other users of a shared file system."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temp file beside ``path``, fsync, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -154,6 +166,7 @@ class ShardWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
+        os.fchmod(fd, _FILE_MODE)
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
         self._hasher = _HashingWriter(self._file)
@@ -188,6 +201,10 @@ class ShardWriter:
 
     def abort(self) -> None:
         if not self._done:
+            try:  # close the tar stream first, or its __del__ later writes to the closed file
+                self._tar.close()
+            except (OSError, ValueError, tarfile.TarError):
+                pass
             self._file.close()
             self._tmp.unlink(missing_ok=True)
             self._done = True

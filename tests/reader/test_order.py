@@ -20,6 +20,7 @@ from lerowds.reader.order import (
     Evict,
     PoolOrder,
     Segment,
+    UniformDraws,
     consumer_sample_count,
     episode_order,
     pool_order,
@@ -106,7 +107,7 @@ def test_order_is_the_same_in_other_processes() -> None:
 def test_ranks_split_the_sequence(lengths, world, seed, epoch, shuffle, remainder) -> None:
     total = sum(lengths)
     ids = [3 * i + 1 for i in range(len(lengths))]  # a subset of the dataset's episode indices
-    kw = dict(seed=seed, epoch=epoch, shuffle=shuffle, world_size=world, remainder=remainder)
+    kw = {"seed": seed, "epoch": epoch, "shuffle": shuffle, "world_size": world, "remainder": remainder}
     if world > total:
         with pytest.raises(ConfigError, match=f"world_size={world}.*only {total} frames"):
             rank_plan(lengths, ids, rank=0, **kw)
@@ -192,12 +193,12 @@ def check_events(events, segments, pool_size) -> list[tuple[int, int]]:
             assert len(pool) <= pool_size
         elif isinstance(e, Emit):
             assert e.episode == segments[e.index].episode
+            evicted = len(admitted) - len(pool)  # the pool is refilled as soon as a segment drains
+            assert len(pool) == min(pool_size, len(segments) - evicted)
             pool[e.index].remove(e.frame)
             out.append((e.episode, e.frame))
         else:
             assert isinstance(e, Evict) and pool.pop(e.index) == set()
-            evicted = len(admitted) - len(pool)  # the pool is refilled as soon as a segment drains
-            assert len(pool) == min(pool_size, len(segments) - evicted)
     assert pool == {} and admitted == list(range(len(segments)))
     return out
 
@@ -226,7 +227,7 @@ def test_pool_emits_each_owned_frame_once(segments, pool_size, seed, shuffle) ->
     segments=segments_st, pool_size=st.integers(1, 5), seed=seeds_st, shuffle=st.booleans(), data=st.data()
 )
 def test_skip_is_the_tail_of_the_unskipped_stream(segments, pool_size, seed, shuffle, data) -> None:
-    kw = dict(pool_size=pool_size, seed=seed, epoch=0, rank=2, worker=3, shuffle=shuffle)
+    kw = {"pool_size": pool_size, "seed": seed, "epoch": 0, "rank": 2, "worker": 3, "shuffle": shuffle}
     full = list(pool_order(segments, **kw))
     total = sum(s.num_frames for s in segments)
     k = data.draw(st.integers(0, total))
@@ -262,7 +263,7 @@ def test_skip_past_the_end_and_bad_pool_size_raise() -> None:
 
 def test_pool_order_does_not_depend_on_block_size(monkeypatch) -> None:
     segs = [Segment(i, 0, 11) for i in range(40)]
-    kw = dict(pool_size=4, seed=5, epoch=1, rank=0, worker=1, shuffle=True)
+    kw = {"pool_size": 4, "seed": 5, "epoch": 1, "rank": 0, "worker": 1, "shuffle": True}
     reference = emits(pool_order(segs, **kw))
     skipped = emits(pool_order(segs, skip=123, **kw))
     monkeypatch.setattr(order, "_BLOCK", 7)
@@ -270,9 +271,22 @@ def test_pool_order_does_not_depend_on_block_size(monkeypatch) -> None:
     assert emits(pool_order(segs, skip=123, **kw)) == skipped == reference[123:]
 
 
+def test_uniform_draws_are_one_stream_however_taken(monkeypatch) -> None:
+    one_by_one = [UniformDraws(4, 2, 1, 0).next() for _ in range(1)]
+    draws = UniformDraws(4, 2, 1, 0)
+    singles = [draws.next() for _ in range(5000)]
+    assert singles[:1] == one_by_one and all(0.0 <= u < 1.0 for u in singles)
+    monkeypatch.setattr(order, "_BLOCK", 3)
+    chunked, draws = [], UniformDraws(4, 2, 1, 0)
+    while len(chunked) < 5000:
+        chunked += draws.take(min(2, 5000 - len(chunked)))
+    assert chunked == singles
+    assert UniformDraws(4, 2, 1, 1).next() != singles[0]
+
+
 def test_pool_order_is_pinned_and_depends_on_consumer() -> None:
     segs = [Segment(3, 0, 3), Segment(7, 2, 4)]
-    kw = dict(pool_size=2, seed=0, epoch=0, shuffle=True)
+    kw = {"pool_size": 2, "seed": 0, "epoch": 0, "shuffle": True}
     assert emits(pool_order(segs, rank=0, worker=0, **kw)) == [(3, 0), (7, 3), (3, 2), (7, 2), (3, 1)]
     segs = [Segment(i, 0, 4) for i in range(6)]
     orders = {

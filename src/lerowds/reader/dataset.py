@@ -17,7 +17,8 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lerowds.errors import ConfigError
-from lerowds.reader.decode import DecoderCache, make_decoder
+from lerowds.reader.decode import ClipContext, ClipDecoder
+from lerowds.reader.decoder_cache import DecoderCache, make_decoder
 from lerowds.reader.episode import EpisodeRows, parse_episode_rows
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
@@ -26,15 +27,15 @@ from lerowds.reader.order import (
     Emit,
     Evict,
     Remainder,
+    PoolOrder,
     consumer_sample_count,
-    pool_order,
     rank_frame_count,
     rank_plan,
     worker_segments,
 )
-from lerowds.reader.resume import ResumeState, plan_for_worker
 from lerowds.reader.sample import SampleSpec, build_sample
 from lerowds.reader.split import Consumer, detect_consumer
+from lerowds.reader.state import ResumeState, plan_for_worker
 from lerowds.reader.store import EpisodeStore, open_store
 from lerowds.reader.windows import validate_delta_timestamps
 
@@ -56,6 +57,7 @@ class LeRobotWebDataset(IterableDataset):
         decoder: "auto", "pyav" or "torchcodec".
         remainder: "drop" (default) or "repeat" frames so every rank yields the same number of samples.
         rank, world_size: override the detected distributed setup.
+        cache_dir, cache_limit: local download cache of a remote source (bytes, or e.g. "2GB").
     """
 
     def __init__(
@@ -75,6 +77,8 @@ class LeRobotWebDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         decoder_cache_size: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int | str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
@@ -84,7 +88,7 @@ class LeRobotWebDataset(IterableDataset):
         if remainder not in ("drop", "repeat"):
             raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
         self.source = os.fspath(source)
-        self._store: EpisodeStore = open_store(source)
+        self._store: EpisodeStore = open_store(source, cache_dir=cache_dir, cache_limit=cache_limit)
         index, table = self._store.index, self._store.table
         self.meta = DatasetMeta.from_index(index)
         self.episode_pool_size = episode_pool_size
@@ -255,7 +259,7 @@ class LeRobotWebDataset(IterableDataset):
                 role, skip = step.role, step.skip
         me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
         segments = self._segments(epoch, me)
-        events = pool_order(
+        order = PoolOrder(
             segments,
             pool_size=self.episode_pool_size,
             seed=self.seed,
@@ -263,32 +267,39 @@ class LeRobotWebDataset(IterableDataset):
             rank=me.rank,
             worker=me.worker,
             shuffle=self.shuffle,
-            skip=skip,
         )
-        return self._samples(events)
+        order.skip(skip)  # integers only: no episode is read for the skipped part
+        first = min(order.pool, default=len(segments))
+        self._store.prefetch([self._row_of[s.episode] for s in segments[first:]])
+        return self._samples(order.events())
 
     def _samples(self, events: Iterator[Admit | Emit | Evict]) -> Iterator[dict[str, Any]]:
         store, spec = self._store, self._spec
-        pool: dict[int, EpisodeRows] = {}
+        rows_of: dict[int, EpisodeRows] = {}  # episode -> rows, shared by its segments in the pool
+        refs: dict[int, int] = {}  # episode -> segments of it in the pool (two with remainder="repeat")
         decoders = DecoderCache(self._decoder_cache_size)
+
+        def decode(rows: EpisodeRows, key: str, positions: np.ndarray) -> np.ndarray:
+            dec = decoders.get((rows.episode_index, key), lambda: self._open_decoder(rows, key))
+            return dec.frames(positions.tolist())
+
         try:
             for ev in events:
                 if isinstance(ev, Emit):
-                    rows = pool[ev.episode]
-
-                    def decode(key: str, positions: np.ndarray, rows: EpisodeRows = rows) -> np.ndarray:
-                        dec = decoders.get((rows.episode_index, key), lambda: self._open_decoder(rows, key))
-                        return dec.frames(positions.tolist())
-
-                    yield build_sample(rows, ev.frame, spec, decode)
+                    rows = rows_of[ev.episode]
+                    yield build_sample(rows, ev.frame, spec, lambda k, p, rows=rows: decode(rows, k, p))
                 elif isinstance(ev, Admit):
-                    if ev.segment.episode not in pool:
-                        pool[ev.segment.episode] = self._load_rows(ev.segment.episode)
+                    episode = ev.segment.episode
+                    if episode not in rows_of:
+                        rows_of[episode] = self._load_rows(episode)
+                    refs[episode] = refs.get(episode, 0) + 1
                 else:
-                    pool.pop(ev.episode, None)
-                    for key in spec.video_keys:
-                        decoders.discard((ev.episode, key))
-                    store.release(self._row_of[ev.episode])
+                    refs[ev.episode] -= 1
+                    if refs[ev.episode] == 0:
+                        del refs[ev.episode], rows_of[ev.episode]
+                        for key in spec.video_keys:
+                            decoders.discard((ev.episode, key))
+                        store.release(self._row_of[ev.episode])
         finally:
             decoders.close()
 
@@ -302,14 +313,7 @@ class LeRobotWebDataset(IterableDataset):
             where=f"{self.source}",
         )
 
-    def _open_decoder(self, rows: EpisodeRows, key: str):
+    def _open_decoder(self, rows: EpisodeRows, key: str) -> ClipDecoder:
         clip = self._store.clip(self._row_of[rows.episode_index], key)
-        return make_decoder(
-            self.decoder,
-            clip,
-            fps=self.meta.fps,
-            num_frames=rows.length,
-            episode_index=rows.episode_index,
-            camera=key,
-            tolerance_s=self.tolerance_s,
-        )
+        context = ClipContext(rows.episode_index, key)
+        return make_decoder(self.decoder, clip, self.meta.fps, rows.length, context, tolerance_s=self.tolerance_s)

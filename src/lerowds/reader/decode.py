@@ -11,7 +11,7 @@ import io
 import logging
 import operator
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 DEFAULT_TOLERANCE_S = 1e-4
+_SPARE_FRAMES = 8  # decoded frames kept unconverted (e.g. B-frames decoded ahead of a sequential read)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,13 @@ class MemoryClipFile(ClipFile):
         return f"<memory {self._size} bytes>"
 
 
+def describe_source(source: ClipSource) -> str:
+    """How a clip is named in messages: ``shards/shard-000003.tar@123456+7890`` or ``<memory 7890 bytes>``."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<memory {memoryview(source).nbytes} bytes>"
+    return str(source) if isinstance(source, ClipRange) else os.fspath(source)
+
+
 def open_clip(source: ClipSource) -> ClipFile:
     """Open a clip as a seekable file object that PyAV and torchcodec accept."""
     if isinstance(source, ClipRange):
@@ -170,9 +178,6 @@ class ClipDecoder(Protocol):
     def frames(self, indices: Sequence[int]) -> np.ndarray: ...
 
     def close(self) -> None: ...
-
-
-DecoderFactory = Callable[[ClipSource, float, int, "ClipContext | str"], ClipDecoder]
 
 
 def check_decoder_args(fps: float, num_frames: int, tolerance_s: float, thread_count: int) -> None:
@@ -205,6 +210,7 @@ class _FrameTable:
     key_of_frame: np.ndarray  # (num_frames,) decode index of the keyframe to decode frame k from
     times: np.ndarray  # sorted presentation times (s) of all packets, for error messages
     index_of_dts: dict[int, int]
+    index_of_pts: dict[int, int]
 
     @staticmethod
     def build(
@@ -231,7 +237,13 @@ class _FrameTable:
             key_of,
             np.sort(np.asarray(times, dtype=np.float64)),
             {d: i for i, d in enumerate(dts)},
+            {p[0]: i for i, p in enumerate(packets)},
         )
+
+    def index_of(self, packet: Any, default: int) -> int:
+        """The decode index of a demuxed packet (some demuxers only know its pts)."""
+        i = self.index_of_dts.get(packet.dts, -1)
+        return i if i >= 0 else self.index_of_pts.get(packet.pts, default)
 
     def nearest(self, t: float) -> float | None:
         if self.times.size == 0:
@@ -266,7 +278,8 @@ class PyAVClipDecoder:
     A target is decoded forward from the current position when no keyframe lies between that position
     and the target's own keyframe (same GOP, or its keyframe is the very next packet); otherwise the
     decoder seeks to the target's keyframe. Frames returned by the previous call are kept (not copied),
-    so sliding windows read in order decode each frame once.
+    so sliding windows read in order decode each frame once. The clip is opened on the first call, so
+    that an unreadable clip fails with the timestamp that needed it.
     """
 
     def __init__(
@@ -281,38 +294,43 @@ class PyAVClipDecoder:
     ) -> None:
         check_decoder_args(fps, num_frames, tolerance_s, thread_count)
         self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
+        self.thread_count = thread_count
+        self._source: ClipSource | None = source
+        self._source_text = describe_source(source)
         self._file: ClipFile | None = None
         self._container: Any = None
-        self._source_text = str(source) if isinstance(source, (ClipRange, str, os.PathLike)) else "<memory>"
-        try:
-            self._file = open_clip(source)
-            self._source_text = str(self._file)
-            self._container = av.open(self._file, mode="r")
-            if not self._container.streams.video:
-                raise _DecodeFailure(0, "no video stream")
-            self._stream = self._container.streams.video[0]
-            self._cc = self._stream.codec_context
-            self._cc.thread_count = thread_count
-            self._tb = float(self._stream.time_base)
-            packets, scanned = _scan_packets(self._container, self._stream)
-            self._table = _FrameTable.build(packets, self._tb, fps, num_frames, tolerance_s)
-        except Exception as exc:  # every failure to open becomes a VideoDecodeError
-            self.close()
-            raise self._error(
-                exc if isinstance(exc, _DecodeFailure) else _DecodeFailure(0, failure_text(exc))
-            ) from exc
-        self._shape = (self._cc.height, self._cc.width, 3)
-        self._reformatter = VideoReformatter()
-        self._packets: Iterator[Any] | None = None if scanned else self._container.demux(self._stream)
+        self._packets: Iterator[Any] | None = None  # the demuxer, while the decoder can go on forward
         self._peeked: Any = None
         self._next_pkt = 0  # decode index of the next packet the demuxer yields
-        self._recent: dict[int, np.ndarray] = {}
-        self.seeks = 0
+        self._run_start = 0  # decode index the decoder started from (open or last seek)
+        self._emitted: set[int] = set()  # frames out of the decoder since then
+        self._recent: dict[int, np.ndarray] = {}  # the previous call's frames (RGB)
+        self._spare: dict[int, Any] = {}  # the last frames decoded but not asked for (YUV)
+        self._pending: set[int] = set()  # the current call's frames still to decode, and those done
+        self._got: dict[int, np.ndarray] = {}
+        self._last_max: int | None = None  # the highest frame of the previous call
+        self.seeks = 0  # counters, for tests and benchmarks
         self.decoded = 0
+
+    def _open(self) -> None:
+        self._file = open_clip(self._source)  # type: ignore[arg-type]
+        self._source_text = str(self._file)
+        self._container = av.open(self._file, mode="r")
+        if not self._container.streams.video:
+            raise ValueError("the clip has no video stream")
+        self._stream = self._container.streams.video[0]
+        self._cc = self._stream.codec_context
+        self._cc.thread_count = self.thread_count
+        self._tb = float(self._stream.time_base)
+        packets, scanned = _scan_packets(self._container, self._stream)
+        self._table = _FrameTable.build(packets, self._tb, self.fps, self.num_frames, self.tolerance_s)
+        self._shape = (self._cc.height, self._cc.width, 3)
+        self._reformatter = VideoReformatter()
+        self._packets = None if scanned else self._container.demux(self._stream)
 
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         """Return frames ``indices`` (any order, repeats allowed) as a (T, H, W, 3) uint8 RGB array."""
-        if self._container is None:
+        if self._source is None:
             raise VideoDecodeError(f"{self.context}: decoder of clip {self._source_text} is closed")
         idx = [operator.index(i) for i in indices]
         try:
@@ -327,43 +345,57 @@ class PyAVClipDecoder:
         return out
 
     def _decode_set(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        got: dict[int, np.ndarray] = {}
-        todo = []
         for k in wanted:
             if not 0 <= k < self.num_frames:
                 raise _DecodeFailure(k, f"frame index out of range [0, {self.num_frames})")
-            if k in self._recent:
-                got[k] = self._recent[k]
-            elif self._table.pkt_of_frame[k] < 0:
+        if self._container is None:
+            try:
+                self._open()
+            except Exception as exc:  # an unreadable clip raises many FFmpeg/OS error types
+                self._close_container()
+                raise _DecodeFailure(wanted[0] if wanted else 0, f"cannot open: {failure_text(exc)}") from exc
+        got = self._got = {k: self._recent[k] for k in wanted if k in self._recent}
+        for k in wanted:
+            if k not in got and k in self._spare:
+                got[k] = self._rgb(self._spare.pop(k))
+        todo = [k for k in wanted if k not in got]
+        for k in todo:
+            if self._table.pkt_of_frame[k] < 0:
                 near = self._table.nearest(k / self.fps)
-                near_text = "no frames at all" if near is None else f"nearest {near:.4f} s"
+                near_text = "the clip has no frames" if near is None else f"nearest {near:.4f} s"
                 raise _DecodeFailure(k, f"no frame within {self.tolerance_s:g} s ({near_text})")
-            else:
-                todo.append(k)
-        pending = set(todo)
-        inflight: set[int] = set()  # packet sent, frame not out yet (decoder delay)
+        self._pending = set(todo)
+        inflight: set[int] = set()  # packet sent, frame not out of the decoder yet (B-frames, threads)
         current = todo[0] if todo else 0
+        # Frames still in the decoder at the end (B-frames, threads): when this call reads on from the last
+        # one, decode on so that the next call continues without a seek; else drain (the next one seeks).
+        reading_on = self._last_max is None or (bool(todo) and todo[0] == self._last_max + 1)
+        self._last_max = wanted[-1] if wanted else self._last_max
         try:
             for k in sorted(todo, key=lambda f: self._table.pkt_of_frame[f]):
                 current = k
-                if k in got or k in inflight:
+                if k in got:
                     continue
                 pkt_i, key_i = int(self._table.pkt_of_frame[k]), int(self._table.key_of_frame[k])
-                if not (self._packets is not None and key_i <= self._next_pkt <= pkt_i):
-                    if inflight:
-                        self._drain(pending, got)
+                live = self._packets is not None
+                if live and self._run_start <= pkt_i < self._next_pkt and k not in self._emitted:
+                    inflight.add(k)
+                    continue
+                if not (live and key_i <= self._next_pkt <= pkt_i):
+                    if live and inflight - got.keys():
+                        self._drain()
                     self._seek(key_i)
                 while self._next_pkt <= pkt_i and self._packets is not None:
-                    self._feed(pending, got)
-                if k not in got:
-                    inflight.add(k)
-                inflight -= got.keys()
-            if inflight - got.keys():
-                self._drain(pending, got)
-        except _DecodeFailure:
-            raise
+                    self._feed()
+                inflight.add(k)
+            while inflight - got.keys() and self._packets is not None and reading_on:
+                self._feed()
+            if inflight - got.keys() and self._packets is not None:
+                self._drain()
         except Exception as exc:  # corrupt data raises many FFmpeg/OS error types
-            raise _DecodeFailure(current, failure_text(exc)) from exc
+            raise _DecodeFailure(current, f"decoding failed: {failure_text(exc)}") from exc
+        finally:
+            self._pending = set()
         for k in todo:
             if k not in got:
                 raise _DecodeFailure(k, "the decoder returned no frame for it (clip corrupt or truncated?)")
@@ -375,39 +407,54 @@ class PyAVClipDecoder:
         self._container.seek(self._table.dts[key_i], stream=self._stream, backward=True)
         self._packets = self._container.demux(self._stream)
         first = next(self._packets, None)
-        landed = self._table.index_of_dts.get(first.dts if first is not None else None, -1)
+        landed = -1 if first is None else self._table.index_of(first, -1)
         if landed > key_i or landed < 0 or not first.is_keyframe:  # demuxer disagrees: restart at the top
+            logger.debug(
+                "%s: seek to packet %d landed on %d in %s", self.context, key_i, landed, self._source_text
+            )
             self._container.seek(self._table.dts[0], stream=self._stream, backward=True)
             self._packets = self._container.demux(self._stream)
             first = next(self._packets, None)
             landed = 0
-        self._peeked, self._next_pkt = first, landed
+        self._peeked, self._next_pkt, self._run_start, self._emitted = first, landed, landed, set()
 
-    def _feed(self, pending: set[int], got: dict[int, np.ndarray]) -> None:
-        """Send the next packet to the decoder and keep any wanted frame that comes out."""
+    def _feed(self) -> None:
+        """Send the next packet to the decoder and keep what comes out."""
         pkt, self._peeked = self._peeked, None
         if pkt is None and self._packets is not None:
             pkt = next(self._packets, None)
         if pkt is None or not pkt.size:
-            self._drain(pending, got)
+            self._drain()
             return
-        self._next_pkt = self._table.index_of_dts.get(pkt.dts, self._next_pkt) + 1
-        self._collect(self._cc.decode(pkt), pending, got)
+        self._next_pkt = self._table.index_of(pkt, self._next_pkt) + 1
+        self._collect(self._cc.decode(pkt))
 
-    def _drain(self, pending: set[int], got: dict[int, np.ndarray]) -> None:
+    def _drain(self) -> None:
         """Flush the frames still inside the decoder; it is then at its end until the next seek."""
-        self._collect(self._cc.decode(None), pending, got)
+        self._collect(self._cc.decode(None))
         self._packets = None
 
-    def _collect(self, frames: list[Any], pending: set[int], got: dict[int, np.ndarray]) -> None:
+    def _collect(self, frames: list[Any]) -> None:
+        """Convert the wanted frames to RGB; keep the last few others as they are (YUV) for later calls."""
         for frame in frames:
             self.decoded += 1
             if frame.pts is None:
                 continue
             t = frame.pts * self._tb
             k = round(t * self.fps)
-            if k in pending and k not in got and abs(t - k / self.fps) <= self.tolerance_s:
-                got[k] = self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+            if abs(t - k / self.fps) > self.tolerance_s:
+                continue
+            self._emitted.add(k)
+            if k in self._pending and k not in self._got:
+                self._got[k] = self._rgb(frame)
+            else:
+                self._spare.pop(k, None)
+                self._spare[k] = frame
+                if len(self._spare) > _SPARE_FRAMES:
+                    del self._spare[next(iter(self._spare))]
+
+    def _rgb(self, frame: Any) -> np.ndarray:
+        return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
 
     def _error(self, failure: _DecodeFailure) -> VideoDecodeError:
         k = failure.frame
@@ -416,15 +463,19 @@ class PyAVClipDecoder:
             f"in clip {self._source_text}"
         )
 
-    def close(self) -> None:
-        """Close the container and the clip file; safe to call twice."""
-        self._packets, self._peeked, self._recent = None, None, {}
+    def _close_container(self) -> None:
+        self._packets, self._peeked, self._recent, self._spare = None, None, {}, {}
         if self._container is not None:
             self._container.close()
             self._container = None
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def close(self) -> None:
+        """Close the container and the clip file; safe to call twice."""
+        self._close_container()
+        self._source = None
 
     def __enter__(self) -> Self:
         return self
@@ -435,4 +486,4 @@ class PyAVClipDecoder:
 
 def failure_text(exc: BaseException) -> str:
     """How a backend's exception reads inside a VideoDecodeError message."""
-    return f"decoding failed ({type(exc).__name__}: {exc})"
+    return f"{type(exc).__name__}: {exc}"

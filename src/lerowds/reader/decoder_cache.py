@@ -26,6 +26,7 @@ from lerowds.reader.decode import (
     ClipSource,
     PyAVClipDecoder,
     check_decoder_args,
+    describe_source,
     failure_text,
     open_clip,
 )
@@ -53,35 +54,48 @@ class TorchCodecClipDecoder:
         thread_count: int = 1,
     ) -> None:
         check_decoder_args(fps, num_frames, tolerance_s, thread_count)
+        self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
+        self.thread_count = thread_count
+        self._source: ClipSource | None = source
+        self._source_text = describe_source(source)
+        self._file: ClipFile | None = None
+        self._dec: Any = None
+
+    def _open(self) -> None:
         from torchcodec.decoders import VideoDecoder
 
-        self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
-        self._file: ClipFile | None = open_clip(source)
+        self._file = open_clip(self._source)  # type: ignore[arg-type]
         self._source_text = str(self._file)
-        try:
-            self._dec: Any = VideoDecoder(
-                self._file, dimension_order="NHWC", num_ffmpeg_threads=thread_count, seek_mode="approximate"
-            )
-        except Exception as exc:  # every failure to open becomes a VideoDecodeError
-            self.close()
-            raise self._error(0, failure_text(exc)) from exc
+        self._dec = VideoDecoder(
+            self._file, dimension_order="NHWC", num_ffmpeg_threads=self.thread_count, seek_mode="approximate"
+        )
 
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         """Return frames ``indices`` (any order, repeats allowed) as a (T, H, W, 3) uint8 RGB array."""
-        if self._dec is None:
+        if self._source is None:
             raise VideoDecodeError(f"{self.context}: decoder of clip {self._source_text} is closed")
         idx = [operator.index(i) for i in indices]
         wanted = sorted(set(idx))
         for k in wanted:
             if not 0 <= k < self.num_frames:
                 raise self._error(k, f"frame index out of range [0, {self.num_frames})")
+        first = wanted[0] if wanted else 0
+        if self._dec is None:
+            try:
+                self._open()
+            except Exception as exc:  # an unreadable clip raises many error types
+                self._close_decoder()
+                raise self._error(first, f"cannot open: {failure_text(exc)}") from exc
         if not wanted:
-            meta = self._dec.metadata
-            return np.empty((0, meta.height, meta.width, 3), dtype=np.uint8)
+            return np.empty((0, self._dec.metadata.height, self._dec.metadata.width, 3), dtype=np.uint8)
+        meta = self._dec.metadata  # times outside the stream are clamped: the check below names the nearest
+        lo, hi = meta.begin_stream_seconds or 0.0, (meta.end_stream_seconds or np.inf) - 1e-6
         try:  # played at k/fps + tol: the frame within tolerance of k/fps, never its predecessor
-            batch = self._dec.get_frames_played_at([k / self.fps + self.tolerance_s for k in wanted])
+            batch = self._dec.get_frames_played_at(
+                [min(max(k / self.fps + self.tolerance_s, lo), hi) for k in wanted]
+            )
         except Exception as exc:  # corrupt data raises RuntimeError from the C++ core
-            raise self._error(wanted[0], failure_text(exc)) from exc
+            raise self._error(first, f"decoding failed: {failure_text(exc)}") from exc
         for k, t in zip(wanted, batch.pts_seconds.tolist()):
             if abs(t - k / self.fps) > self.tolerance_s:
                 raise self._error(k, f"no frame within {self.tolerance_s:g} s (nearest {t:.4f} s)")
@@ -93,12 +107,16 @@ class TorchCodecClipDecoder:
             f"{self.context}, timestamp {k / self.fps:.4f} s (frame {k}): {reason} in clip {self._source_text}"
         )
 
-    def close(self) -> None:
-        """Drop the decoder and close the clip file; safe to call twice."""
+    def _close_decoder(self) -> None:
         self._dec = None
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def close(self) -> None:
+        """Drop the decoder and close the clip file; safe to call twice."""
+        self._close_decoder()
+        self._source = None
 
     def __enter__(self) -> Self:
         return self
@@ -131,12 +149,12 @@ def resolve_decoder_kind(kind: str) -> str:
 
 
 def make_decoder(
+    kind: str,
     source: ClipSource,
     fps: float,
     num_frames: int,
     context: ClipContext | str,
     *,
-    kind: str = "auto",
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     thread_count: int = 1,
 ) -> ClipDecoder:
@@ -182,7 +200,8 @@ class DecoderCache(Generic[K]):
         self._open[key] = decoder
         evicted = 0
         while len(self._open) > self.capacity:
-            _, old = self._open.popitem(last=False)
+            old_key, old = self._open.popitem(last=False)
+            logger.debug("closing the decoder of %r, the least recently used of %d", old_key, self.capacity)
             old.close()
             evicted += 1
         self._stats = DecoderCacheStats(s.hits, s.misses, s.opens + 1, s.evictions + evicted)

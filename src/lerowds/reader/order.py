@@ -170,7 +170,8 @@ def rank_plan(
     o_ids, o_lens = ids[order], lens[order]
     ends = np.cumsum(o_lens)
     lo, hi = rank * per_rank, (rank + 1) * per_rank
-    segments = _cut(o_ids, o_lens, ends, lo, min(hi, total)) + _cut(o_ids, o_lens, ends, 0, hi - total)
+    segments = _cut(o_ids, o_lens, ends, lo, min(hi, total))  # then the wrapped part ("repeat"), < total
+    segments += _cut(o_ids, o_lens, ends, max(lo, total) - total, hi - total)
     excess = world_size * per_rank - total
     return RankPlan(tuple(segments), per_rank, total, dropped=max(-excess, 0), repeated=max(excess, 0))
 
@@ -189,6 +190,30 @@ def worker_segments(rank_segments: Sequence[Segment], *, num_workers: int, worke
 
 
 # ---- pool emission order ----------------------------------------------------------------------------
+
+
+class UniformDraws:
+    """Consumer ``(seed, epoch, rank, worker)``'s uniform floats in [0, 1): draw ``i`` is raw output ``i`` of
+    ``PCG64(SeedSequence([seed, epoch, rank, worker, POOL_TAG]))`` as ``(raw >> 11) * 2**-53``."""
+
+    def __init__(self, seed: int, epoch: int, rank: int, worker: int) -> None:
+        for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank), ("worker", worker)):
+            _check_int(name, value)
+        self._bitgen = _bit_generator(seed, epoch, rank, worker, POOL_TAG)
+        self._buffer: list[float] = []
+        self._pos = 0
+
+    def take(self, count: int) -> list[float]:
+        """The next ``min(count, buffered)`` draws (at least one when ``count > 0``)."""
+        if self._pos == len(self._buffer):
+            raw = self._bitgen.random_raw(_BLOCK) >> np.uint64(11)
+            self._buffer, self._pos = (raw.astype(np.float64) * 2.0**-53).tolist(), 0
+        out = self._buffer[self._pos : self._pos + count]
+        self._pos += len(out)
+        return out
+
+    def next(self) -> float:
+        return self.take(1)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,13 +265,9 @@ class PoolOrder:
         shuffle: bool,
     ) -> None:
         _check_int("pool_size", pool_size, 1)
-        for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank), ("worker", worker)):
-            _check_int(name, value)
         self._segments = tuple(segments)
         self._shuffle = shuffle
-        self._bitgen = _bit_generator(seed, epoch, rank, worker, POOL_TAG)
-        self._uniform: list[float] = []
-        self._upos = 0
+        self._draws = UniformDraws(seed, epoch, rank, worker)
         self._flat: list[int] = []  # shuffle: codes ``index << _SHIFT | frame`` of the pool's frames left
         self._left = [s.num_frames for s in self._segments]  # frames left per segment index
         self._pool: dict[int, None] = {}  # segment indices in the pool, in admission order
@@ -287,19 +308,11 @@ class PoolOrder:
             self._flat.extend(range(base + seg.start, base + seg.stop))
         return index
 
-    def _refill(self) -> list[float]:
-        raw = self._bitgen.random_raw(_BLOCK) >> np.uint64(11)
-        self._uniform, self._upos = (raw.astype(np.float64) * 2.0**-53).tolist(), 0
-        return self._uniform
-
     def _pick(self) -> tuple[int, int]:
         if not self._shuffle:
             index = next(iter(self._pool))
             return index, self._segments[index].stop - self._left[index]
-        if self._upos == len(self._uniform):
-            self._refill()
-        u = self._uniform[self._upos]
-        self._upos += 1
+        u = self._draws.next()
         flat = self._flat
         k = int(u * len(flat))  # u < 1 - 2**-53 keeps k < len(flat) in IEEE rounding
         code, last = flat[k], flat.pop()
@@ -350,10 +363,7 @@ class PoolOrder:
         flat, left, pool, admit = self._flat, self._left, self._pool, self._admit
         pop = flat.pop
         while count:
-            if self._upos == len(self._uniform):
-                self._refill()
-            chunk = self._uniform[self._upos : self._upos + count]
-            self._upos += len(chunk)
+            chunk = self._draws.take(count)
             count -= len(chunk)
             self._emitted += len(chunk)
             for u in chunk:

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, TypeVar
 
 from lerowds.errors import ConfigError
@@ -104,17 +105,13 @@ def detect_consumer(
 def split_by_rank(src: Iterable[T], consumer: Consumer | None = None) -> Iterator[T]:
     """Keep every ``world_size``-th item starting at ``rank`` (a webdataset-style stage, e.g. on shard URLs)."""
     c = detect_consumer() if consumer is None else consumer
-    for i, item in enumerate(src):
-        if i % c.world_size == c.rank:
-            yield item
+    yield from islice(src, c.rank, None, c.world_size)
 
 
 def split_by_worker(src: Iterable[T], consumer: Consumer | None = None) -> Iterator[T]:
     """Keep every ``num_workers``-th item starting at ``worker``; detection runs inside the worker."""
     c = detect_consumer() if consumer is None else consumer
-    for i, item in enumerate(src):
-        if i % c.num_workers == c.worker:
-            yield item
+    yield from islice(src, c.worker, None, c.num_workers)
 
 
 def _mro_names(obj: Any) -> set[str]:

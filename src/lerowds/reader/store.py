@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from lerowds.errors import ConfigError, FormatError
+from lerowds.reader.decode import ClipRange
 from lerowds.format import (
     DatasetIndex,
     EpisodeTable,
@@ -16,29 +17,29 @@ from lerowds.format import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ClipRef:
-    """A clip as a byte range of a local file (a shard, or a cached download)."""
-
-    path: str
-    offset: int
-    size: int
-
-    def describe(self) -> str:
-        return f"{self.path}@{self.offset}+{self.size}"
-
-
 class EpisodeStore(Protocol):
     """The reader's view of a dataset: metadata, and per-episode member bytes / clip ranges."""
 
     index: DatasetIndex
     table: EpisodeTable
 
-    def parquet_bytes(self, row: int) -> bytes: ...
+    def prefetch(self, rows: Sequence[int]) -> None:
+        """The episodes (table rows) this consumer will admit, in order: fetch ahead if remote."""
+        ...
 
-    def clip(self, row: int, video_key: str) -> ClipRef: ...
+    def parquet_bytes(self, row: int) -> bytes:
+        """The episode's ``<key>.parquet`` member (blocks until fetched for a remote source)."""
+        ...
 
-    def release(self, row: int) -> None: ...
+    def clip(self, row: int, video_key: str) -> ClipRange:
+        """Where the episode's clip for ``video_key`` lies in a local file (shard or cache)."""
+        ...
+
+    def release(self, row: int) -> None:
+        """The episode left the pool: a remote store may delete its cached bytes."""
+        ...
+
+    def close(self) -> None: ...
 
 
 class LocalStore:
@@ -77,9 +78,12 @@ class LocalStore:
             )
         return data
 
-    def clip(self, row: int, video_key: str) -> ClipRef:
+    def prefetch(self, rows: Sequence[int]) -> None:
+        """Local shards are read in place: nothing to fetch ahead."""
+
+    def clip(self, row: int, video_key: str) -> ClipRange:
         off_col, size_col = video_columns(video_key)
-        return ClipRef(self._shard_path(row), int(self.table[off_col][row]), int(self.table[size_col][row]))
+        return ClipRange(self._shard_path(row), int(self.table[off_col][row]), int(self.table[size_col][row]))
 
     def release(self, row: int) -> None:
         """Local shards need no cleanup when an episode leaves the pool."""
@@ -95,7 +99,12 @@ class LocalStore:
         return state
 
 
-def open_store(source: str | os.PathLike[str]) -> EpisodeStore:
+def open_store(
+    source: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int | str | None = None,
+) -> EpisodeStore:
     """Open a converted dataset from a local directory (remote sources: see ``lerowds.reader.remote``)."""
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):

@@ -23,7 +23,8 @@ from torch.utils.data import get_worker_info
 from webdataset.filters import pipelinefilter
 
 from lerowds.errors import ConfigError, FormatError
-from lerowds.reader.decode import DecoderCache, make_decoder
+from lerowds.reader.decode import ClipContext
+from lerowds.reader.decoder_cache import DecoderCache, make_decoder
 from lerowds.reader.episode import EpisodeRows, parse_episode_rows
 from lerowds.reader.order import UniformDraws
 from lerowds.reader.sample import SampleSpec, build_sample

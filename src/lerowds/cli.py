@@ -1,0 +1,174 @@
+"""The ``lerowds`` command line: thin argparse over library functions, one function per command.
+
+A command is a ``Command`` in ``COMMANDS`` (name, help, how to add its arguments, what to run); add one with
+``register``. Errors lerowds raises on purpose (``LerowdsError``) print one line and exit with status 2;
+``--debug`` or ``LEROWDS_DEBUG=1`` shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lerowds.errors import LerowdsError
+
+log = logging.getLogger("lerowds")
+
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand: ``add_arguments(parser)`` declares its options, ``run(args)`` returns the exit status."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register(command: Command) -> Command:
+    if command.name in COMMANDS:
+        raise ValueError(f"command {command.name!r} is registered twice")
+    COMMANDS[command.name] = command
+    return command
+
+
+# ----------------------------------------------------------------------------------------------- convert
+def _convert_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repo-id", required=True, help="source dataset ORG/NAME (also recorded in the index)")
+    p.add_argument("--root", type=Path, help="read a local LeRobot v3 dataset from DIR instead of the Hub")
+    p.add_argument("--revision", help="Hub revision (branch, tag or commit); default main")
+    p.add_argument("--output", "-o", type=Path, required=True, help="output directory")
+    p.add_argument(
+        "--shard-size", default="512MB", help="target shard size, e.g. 512MB, 1GiB (default 512MB)"
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="shards converted in parallel processes (default 1)"
+    )
+    p.add_argument("--episodes", help="episodes to convert, e.g. 0:100,150 (a:b is half-open; default all)")
+    p.add_argument("--reencode", action="store_true", help="re-encode clips that cannot be cut on a keyframe")
+    p.add_argument("--num-tasks", type=int, default=1, help="split the shards over N tasks (machines)")
+    p.add_argument("--task-index", type=int, default=0, help="this task's number in [0, N)")
+    p.add_argument("--finalize", action="store_true", help="write the index once all tasks are done")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from lerowds.convert.plan import parse_size
+    from lerowds.convert.run import ConvertOptions, convert
+
+    result = convert(
+        ConvertOptions(
+            repo_id=args.repo_id,
+            output=args.output,
+            root=args.root,
+            revision=args.revision,
+            shard_size=parse_size(args.shard_size),
+            workers=args.workers,
+            episodes=args.episodes,
+            reencode=args.reencode,
+            num_tasks=args.num_tasks,
+            task_index=args.task_index,
+            finalize_only=args.finalize,
+            progress=not args.no_progress,
+        )
+    )
+    state = "finished" if result.finalized else "shards done, not finalized yet"
+    sys.stdout.write(
+        f"{result.output}: {state} ({len(result.converted)} shards converted, {len(result.reused)} reused, "
+        f"{result.num_shards} in the plan)\n"
+    )
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------- verify, info
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="a converted dataset directory")
+    p.add_argument(
+        "--deep", action="store_true", help="also check every episode's row and video frame counts"
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from lerowds.convert.verify import verify
+
+    report = verify(args.path, deep=args.deep)
+    (sys.stdout if report.ok else sys.stderr).write(report.format())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _info_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="a converted dataset directory")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from lerowds.convert.info import describe
+
+    sys.stdout.write(describe(args.path))
+    return EXIT_OK
+
+
+register(
+    Command(
+        "convert", "convert a LeRobot v3 dataset into per-episode tar shards", _convert_arguments, _convert
+    )
+)
+register(
+    Command("verify", "check a converted dataset's shards against its index", _verify_arguments, _verify)
+)
+register(
+    Command("info", "show a converted dataset's totals, features, cameras and shards", _info_arguments, _info)
+)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """--debug and -q, accepted before and after the command (after it, they must not reset the defaults)."""
+    p = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else False
+    p.add_argument("--debug", action="store_true", default=default, help="show tracebacks and debug logs")
+    p.add_argument("-q", "--quiet", action="store_true", default=default, help="only warnings and errors")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lerowds", description="LeRobot v3 datasets as WebDataset shards.", parents=[_common(False)]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS.values():
+        command.add_arguments(
+            sub.add_parser(command.name, help=command.help, description=command.help, parents=[_common(True)])
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("LEROWDS_DEBUG", "") not in ("", "0")
+    level = logging.DEBUG if debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command].run(args)
+    except LerowdsError as e:
+        if debug:
+            traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(f"lerowds {args.command}: error: {e}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write(f"lerowds {args.command}: interrupted; rerun the same command to resume\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

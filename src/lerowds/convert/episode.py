@@ -1,0 +1,146 @@
+"""Build one episode's tar members: ``<key>.json``, ``<key>.parquet``, one ``<key>.<video_key>.mp4`` per camera."""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lerowds.convert.remux import cut_clip
+from lerowds.convert.source import SourceEpisode
+from lerowds.errors import ConversionError, SourceError
+from lerowds.format import episode_key, episode_metadata, json_member, parquet_member, video_member
+
+_COMPRESSIONS = {
+    "UNCOMPRESSED": "none",
+    "SNAPPY": "snappy",
+    "GZIP": "gzip",
+    "BROTLI": "brotli",
+    "ZSTD": "zstd",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeMembers:
+    """One episode's members in tar order (json, parquet, then the videos in feature order)."""
+
+    episode_index: int
+    length: int
+    members: tuple[tuple[str, bytes], ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(data) for _, data in self.members)
+
+
+class DataFiles:
+    """Open source parquet files, kept while consecutive episodes read from them (a small LRU)."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self._files: OrderedDict[Path, pq.ParquetFile] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, path: Path) -> pq.ParquetFile:
+        pf = self._files.get(path)
+        if pf is None:
+            try:
+                pf = pq.ParquetFile(path)
+            except FileNotFoundError:
+                raise SourceError(f"{path}: missing") from None
+            except (pa.ArrowException, OSError) as e:
+                raise SourceError(
+                    f"{path}: unreadable parquet ({e}); the file is truncated or corrupt"
+                ) from e
+            self._files[path] = pf
+            while len(self._files) > self._capacity:
+                self._files.popitem(last=False)
+        self._files.move_to_end(path)
+        return pf
+
+
+def read_episode_rows(pf: pq.ParquetFile, path: Path, episode_index: int) -> pa.Table:
+    """All rows of ``episode_index`` in a data file, in file order (row groups pruned by their statistics)."""
+    names = pf.schema_arrow.names
+    if "episode_index" not in names:
+        raise SourceError(f"{path}: no episode_index column (have {names})")
+    leaves = pf.metadata.schema
+    col = next((i for i in range(len(leaves)) if leaves.column(i).path == "episode_index"), None)
+    parts = []
+    try:
+        for rg in range(pf.metadata.num_row_groups):
+            stats = pf.metadata.row_group(rg).column(col).statistics if col is not None else None
+            if stats is not None and stats.has_min_max and not stats.min <= episode_index <= stats.max:
+                continue
+            table = pf.read_row_group(rg)
+            parts.append(table.filter(pc.equal(table.column("episode_index"), episode_index)))
+    except (pa.ArrowException, OSError) as e:
+        raise SourceError(f"{path}: unreadable parquet ({e}); the file is truncated or corrupt") from e
+    if not parts:
+        return pf.schema_arrow.empty_table()
+    return pa.concat_tables(parts)
+
+
+def parquet_bytes(table: pa.Table, pf: pq.ParquetFile) -> bytes:
+    """The episode's rows as one parquet file: the source schema (and its metadata) and compression."""
+    compression = "snappy"
+    if pf.metadata.num_row_groups and pf.metadata.num_columns:
+        compression = _COMPRESSIONS.get(pf.metadata.row_group(0).column(0).compression, "snappy")
+    buf = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(pf.schema_arrow.metadata), buf, compression=compression)
+    return buf.getvalue()
+
+
+def build_episode(
+    root: Path,
+    episode: SourceEpisode,
+    *,
+    fps: int,
+    reencode: bool = False,
+    data_files: DataFiles | None = None,
+) -> EpisodeMembers:
+    """Read an episode's rows and cut its clips; check row and frame counts against its metadata."""
+    key = episode_key(episode.episode_index)
+    path = root / episode.data_path
+    pf = (data_files or DataFiles()).get(path)
+    rows = read_episode_rows(pf, path, episode.episode_index)
+    if rows.num_rows != episode.length:
+        raise ConversionError(
+            f"episode {episode.episode_index}: {path} holds {rows.num_rows} rows of it but the episode "
+            f"metadata says length={episode.length} (row count disagrees with meta/episodes)"
+        )
+    videos: dict[str, dict[str, object]] = {}
+    clips: list[tuple[str, bytes]] = []
+    for video_key, ref in episode.videos:
+        clip = cut_clip(
+            root / ref.path,
+            ref.from_timestamp,
+            ref.to_timestamp,
+            fps,
+            expected_frames=episode.length,
+            label=f"episode {episode.episode_index}, camera {video_key!r}",
+            reencode=reencode,
+        )
+        videos[video_key] = {
+            "codec": clip.codec,
+            "frames": clip.num_frames,
+            "reencoded": clip.reencoded,
+            "source_path": ref.path,
+            "source_from_timestamp": ref.from_timestamp,
+            "source_to_timestamp": ref.to_timestamp,
+        }
+        clips.append((video_member(key, video_key), clip.data))
+    meta = episode_metadata(
+        episode_index=episode.episode_index,
+        length=episode.length,
+        tasks=episode.tasks,
+        dataset_from_index=episode.dataset_from_index,
+        fps=fps,
+        videos=videos,
+    )
+    members = ((json_member(key), meta), (parquet_member(key), parquet_bytes(rows, pf)), *clips)
+    return EpisodeMembers(episode.episode_index, episode.length, members)

@@ -1,0 +1,246 @@
+"""Cut one episode's segment out of a source mp4 into a standalone mp4, by stream copy (or re-encode).
+
+The clip holds exactly the packets whose presentation time lies in the segment (half a frame of tolerance),
+shifted so that the first frame has timestamp 0. Muxing is deterministic (``fflags=+bitexact``: no encoder
+tag, no creation time), so the same input gives the same bytes. A segment that does not start on a keyframe,
+or whose frames depend on packets outside it, cannot be copied without changing its pixels: that is a
+ConversionError unless ``reencode`` is set.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.container
+import av.stream
+
+from lerowds.errors import ConversionError, SourceError
+
+log = logging.getLogger(__name__)
+
+MUX_OPTIONS = {"fflags": "+bitexact"}
+SEEK_MARGIN_S = 1.0  # seek this far before a segment so reordered (B-frame) packets are not missed
+
+# Re-encode: the encoder of each codec family, with lerobot's random-access GOP (a keyframe every 2 frames).
+# One thread, because x264 and SVT-AV1 output depends on the thread count: the bytes stay machine-independent.
+ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
+    "av1": ("libsvtav1", {"crf": "30", "g": "2", "svtav1-params": "lp=1"}),
+    "h264": ("libx264", {"crf": "18", "g": "2", "preset": "medium"}),
+    "hevc": ("libx265", {"crf": "20", "g": "2", "x265-params": "log-level=error:pools=1:frame-threads=1"}),
+    "vp9": ("libvpx-vp9", {"crf": "30", "b": "0", "g": "2"}),
+    "mpeg4": ("mpeg4", {"q": "2", "g": "2"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VideoClip:
+    """A standalone mp4 of one episode's camera: its bytes, frame count, codec, and whether it was re-encoded."""
+
+    data: bytes
+    num_frames: int
+    codec: str
+    reencoded: bool
+
+    def __post_init__(self) -> None:
+        if self.num_frames < 1 or not self.data:
+            raise ValueError(
+                f"a clip needs frames and bytes, got {self.num_frames} frames, {len(self.data)} B"
+            )
+
+
+def open_video(path: str | Path) -> av.container.InputContainer:
+    """Open an mp4 for reading; a missing or unreadable file is a SourceError naming it."""
+    try:
+        container = av.open(str(path), mode="r")
+    except FileNotFoundError:
+        raise SourceError(f"{path}: missing") from None
+    except (av.FFmpegError, OSError) as e:
+        raise SourceError(f"{path}: unreadable mp4 ({e}); the file is truncated or corrupt") from e
+    if not container.streams.video:
+        container.close()
+        raise SourceError(f"{path}: holds no video stream")
+    return container
+
+
+def cut_clip(
+    path: str | Path,
+    from_timestamp: float,
+    to_timestamp: float,
+    fps: int,
+    *,
+    expected_frames: int,
+    label: str,
+    reencode: bool = False,
+) -> VideoClip:
+    """The clip of ``path`` between ``from_timestamp`` and ``to_timestamp`` (seconds), ``expected_frames`` long.
+
+    ``label`` names the episode and camera in error messages. With ``reencode``, a segment that cannot be
+    stream-copied is decoded and re-encoded instead (same codec family and pixel format, see ``ENCODERS``).
+    """
+    half = 0.5 / fps
+    lo, hi = from_timestamp - half, to_timestamp - half
+    with open_video(path) as container:
+        stream = container.streams.video[0]
+        codec = stream.codec_context.codec.canonical_name
+        try:
+            packets, reason = _select_packets(container, stream, lo, hi)
+        except av.FFmpegError as e:
+            raise SourceError(
+                f"{path}: unreadable mp4 while reading {label} ({e}); truncated or corrupt?"
+            ) from e
+        where = f"{label}: {path} segment [{from_timestamp:.6g}s, {to_timestamp:.6g}s)"
+        if len(packets) != expected_frames:
+            _raise_if_truncated(path, stream)
+            raise ConversionError(
+                f"{where} holds {len(packets)} frames but the episode metadata says length={expected_frames} "
+                "(video frame count disagrees with the metadata; truncated mp4?)"
+            )
+        if reason is None:
+            return VideoClip(_mux_copy(stream, packets), len(packets), codec, reencoded=False)
+        if not reencode:
+            raise ConversionError(
+                f"{where} cannot be stream-copied: {reason}; rerun with --reencode to decode and re-encode "
+                "such segments (their pixels then differ slightly from the source)"
+            )
+        log.info("%s: %s; re-encoding it", where, reason)
+        try:
+            data = _reencode(container, stream, lo, hi, fps, expected_frames, where)
+        except av.FFmpegError as e:
+            raise ConversionError(f"{where}: re-encoding failed ({e})") from e
+        return VideoClip(data, expected_frames, codec, reencoded=True)
+
+
+def _raise_if_truncated(path: str | Path, stream: av.stream.Stream) -> None:
+    """A SourceError when the mp4's sample index points past the end of the file."""
+    end = max((e.pos + e.size for e in stream.index_entries), default=0)
+    size = os.path.getsize(path)
+    if end > size:
+        raise SourceError(
+            f"{path}: unreadable mp4 (truncated: its index needs {end} bytes, the file has {size}); re-download it"
+        )
+
+
+def _seek(container: av.container.InputContainer, stream: av.stream.Stream, seconds: float) -> None:
+    """Seek to the keyframe at or before ``seconds`` (the start of the file when ``seconds`` <= 0)."""
+    if seconds > 0:
+        container.seek(int(seconds / stream.time_base), stream=stream, backward=True, any_frame=False)
+    else:
+        container.seek(0, backward=True, any_frame=False)
+
+
+def _select_packets(
+    container: av.container.InputContainer, stream: av.stream.Stream, lo: float, hi: float
+) -> tuple[list[av.Packet], str | None]:
+    """Packets (decode order) whose pts lies in [lo, hi), and why they cannot be copied as-is (None if they can)."""
+    tb = stream.time_base
+    start = lo - SEEK_MARGIN_S
+    _seek(container, stream, start)
+    seen: list[tuple[av.Packet, bool]] = []
+    for packet in container.demux(stream):
+        if packet.pts is None:
+            if packet.size == 0:
+                continue  # the demuxer's end-of-stream packet
+            raise av.InvalidDataError(0, f"a packet without timestamp at byte {packet.pos}")
+        dts = packet.dts if packet.dts is not None else packet.pts
+        if not seen and start > 0 and float(dts * tb) > start + 1e-9:
+            # The demuxer landed after the requested point: demux from the start rather than miss packets.
+            container.seek(0)
+            start = 0.0
+            continue
+        t = float(packet.pts * tb)
+        seen.append((packet, lo <= t < hi))
+        if float(dts * tb) >= hi:  # every later packet has pts >= dts >= hi
+            break
+    positions = [i for i, (_, inside) in enumerate(seen) if inside]
+    packets = [seen[i][0] for i in positions]
+    if not packets:
+        return packets, None
+    first = packets[0]
+    if not first.is_keyframe:
+        return packets, f"its first packet (pts {float(first.pts * tb):.6g}s) is not a keyframe"
+    if positions != list(range(positions[0], positions[-1] + 1)):
+        return packets, "packets of other episodes are interleaved with its packets (B-frames across the cut)"
+    if first.pts != min(p.pts for p in packets):
+        return packets, "frames shown before its keyframe depend on the previous segment (open GOP)"
+    return packets, None
+
+
+def _mux_copy(template: av.stream.Stream, packets: list[av.Packet]) -> bytes:
+    """Remux ``packets`` (decode order) into an mp4 whose first frame has pts 0."""
+    offset = min(p.pts for p in packets)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4", options=MUX_OPTIONS) as out:
+        ostream = out.add_stream_from_template(template, opaque=True)
+        for packet in packets:
+            packet.pts -= offset
+            packet.dts = (packet.dts if packet.dts is not None else packet.pts + offset) - offset
+            packet.stream = ostream
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _reencode(
+    container: av.container.InputContainer,
+    stream: av.stream.Stream,
+    lo: float,
+    hi: float,
+    fps: int,
+    expected_frames: int,
+    where: str,
+) -> bytes:
+    """Decode the frames in [lo, hi) (from the keyframe before) and encode them into a new mp4."""
+    tb = stream.time_base
+    _seek(container, stream, lo - SEEK_MARGIN_S)
+    frames = []
+    for frame in container.decode(stream):
+        t = float(frame.pts * tb)
+        if t >= hi:
+            break
+        if t >= lo:
+            frames.append(frame)
+    if len(frames) != expected_frames:
+        raise ConversionError(f"{where}: decoded {len(frames)} frames, expected {expected_frames}")
+    os.environ.setdefault(
+        "SVT_LOG", "1"
+    )  # SVT-AV1 prints its banner to stderr unless told to log errors only
+    ctx = stream.codec_context
+    family = ctx.codec.canonical_name
+    encoder, options = ENCODERS.get(family, (family, {}))
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4", options=MUX_OPTIONS) as out:
+        try:
+            ostream = out.add_stream(encoder, rate=Fraction(fps))
+        except (av.FFmpegError, ValueError) as e:
+            raise ConversionError(
+                f"{where}: no encoder {encoder!r} for codec {family!r} to re-encode with"
+            ) from e
+        ostream.width, ostream.height = ctx.width, ctx.height
+        ostream.pix_fmt = ctx.pix_fmt or "yuv420p"
+        ostream.codec_context.thread_count = 1
+        ostream.codec_context.options = dict(options)
+        for k, frame in enumerate(frames):
+            frame.pts = k
+            frame.time_base = Fraction(1, fps)
+            frame.pict_type = av.video.frame.PictureType.NONE
+            out.mux(ostream.encode(frame))
+        out.mux(ostream.encode(None))
+    return buf.getvalue()
+
+
+def count_frames(data: bytes, *, decode: bool = True) -> tuple[int, int]:
+    """(packets, decoded frames) of an mp4 held in memory; decoded is -1 when ``decode`` is False."""
+    with av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        packets = sum(1 for p in container.demux(stream) if p.size > 0)
+        if not decode:
+            return packets, -1
+        container.seek(0)
+        stream.codec_context.thread_count = 1
+        decoded = sum(1 for _ in container.decode(stream))
+    return packets, decoded

@@ -1,0 +1,301 @@
+"""``lerowds convert``: source -> plan -> shards (in parallel, resumable) -> episode table -> index."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import queue
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from lerowds.convert.finalize import finalize, record_matches
+from lerowds.convert.plan import (
+    DEFAULT_SHARD_SIZE,
+    PlannedShard,
+    estimate_episode_bytes,
+    parse_episodes,
+    plan_shards,
+    task_shards,
+)
+from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard
+from lerowds.convert.source import SourceDataset, open_source
+from lerowds.convert.state import ConversionPlan, claim_output, load_plan, read_done
+from lerowds.errors import ConfigError, ConversionError
+from lerowds.format import EPISODES_FILE, INDEX_FILE, sha256_file
+
+log = logging.getLogger(__name__)
+
+DISK_MARGIN = 1.05  # ask for 5 % more free space than the plan's estimate
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConvertOptions:
+    """The arguments of ``lerowds convert``. Only source, ``episodes``, ``shard_size`` and ``reencode`` change
+    the output; ``workers`` and the task split only change how it is produced."""
+
+    repo_id: str
+    output: Path
+    root: Path | None = None
+    revision: str | None = None
+    shard_size: int = DEFAULT_SHARD_SIZE
+    workers: int = 1
+    episodes: str | None = None
+    reencode: bool = False
+    num_tasks: int = 1
+    task_index: int = 0
+    finalize_only: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.repo_id or self.repo_id.strip() != self.repo_id:
+            raise ConfigError(f"--repo-id must be a non-empty ORG/NAME, got {self.repo_id!r}")
+        if self.shard_size <= 0:
+            raise ConfigError(f"--shard-size must be > 0 bytes, got {self.shard_size}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.num_tasks < 1 or not 0 <= self.task_index < self.num_tasks:
+            raise ConfigError(
+                f"--task-index must be in [0, --num-tasks), got --task-index {self.task_index} "
+                f"--num-tasks {self.num_tasks}"
+            )
+
+    def plan_options(self) -> dict[str, Any]:
+        return {"episodes": self.episodes, "shard_size": self.shard_size, "reencode": self.reencode}
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertResult:
+    """What a ``convert`` call did: shards converted and reused (this task's), and whether it finalized."""
+
+    output: Path
+    num_shards: int
+    converted: tuple[int, ...]
+    reused: tuple[int, ...]
+    finalized: bool
+
+
+def build_plan(source: SourceDataset, episodes: Sequence[int], options: ConvertOptions) -> ConversionPlan:
+    """The conversion plan: a pure function of the source's metadata, its file sizes and the options."""
+    shards = plan_shards(estimate_episode_bytes(source, episodes), options.shard_size)
+    return ConversionPlan(
+        source={
+            "repo_id": source.repo_id,
+            "revision": source.revision,
+            "codebase_version": source.codebase_version,
+            "robot_type": source.robot_type,
+            "fps": source.fps,
+            "total_episodes": len(source.episodes),
+            "total_frames": source.total_frames,
+        },
+        options=options.plan_options(),
+        dataset={"features": source.features, "tasks": list(source.tasks), "stats": source.stats},
+        shards=shards,
+    )
+
+
+def free_bytes(path: Path) -> int:
+    """Free space on the file system holding ``path`` (its nearest existing parent)."""
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def convert(options: ConvertOptions) -> ConvertResult:
+    """Convert (this task's share of) a LeRobot v3 dataset; finalize when it is a single-task run."""
+    output = Path(options.output)
+    if options.finalize_only:
+        return _finalize_only(output, options)
+    source, selected = open_source(
+        options.repo_id,
+        root=options.root,
+        revision=options.revision,
+        select=lambda s: parse_episodes(options.episodes, [e.episode_index for e in s.episodes]),
+    )
+    plan = build_plan(source, selected, options)
+    rerun = claim_output(output, plan)
+    mine = task_shards(plan.shards, options.num_tasks, options.task_index)
+    reused = _reusable(output, plan, mine) if rerun else set()
+    todo = [s for s in mine if s.shard not in reused]
+    log.info(
+        "%s -> %s: %d episodes, %d shards (%d for this task: %d to convert, %d done already)",
+        options.repo_id,
+        output,
+        len(selected),
+        len(plan.shards),
+        len(mine),
+        len(todo),
+        len(reused),
+    )
+    if todo:
+        for name in (INDEX_FILE, EPISODES_FILE):  # a partial output must never look complete
+            (output / name).unlink(missing_ok=True)
+        _check_disk_space(output, todo)
+        jobs = [
+            ShardJob(
+                output=output,
+                root=source.root,
+                shard=s,
+                episodes=tuple(source.episode(e) for e in s.episodes),
+                fps=source.fps,
+                reencode=options.reencode,
+                plan=plan.fingerprint,
+            )
+            for s in todo
+        ]
+        _run_jobs(jobs, options.workers, options.progress)
+    finalized = False
+    if options.num_tasks == 1:
+        finalize(output)
+        finalized = True
+    else:
+        log.info(
+            "task %d/%d done; once every task is, run the same command with --finalize",
+            options.task_index,
+            options.num_tasks,
+        )
+    return ConvertResult(
+        output, len(plan.shards), tuple(s.shard for s in todo), tuple(sorted(reused)), finalized
+    )
+
+
+def _finalize_only(output: Path, options: ConvertOptions) -> ConvertResult:
+    plan = load_plan(output)
+    asked = {"repo_id": options.repo_id, **options.plan_options()}
+    have = {"repo_id": plan.repo_id, **plan.options}
+    if options.revision is not None and options.root is not None:
+        asked["revision"], have["revision"] = options.revision, plan.source.get("revision")
+    diffs = [f"{k}: {have[k]!r} there, {asked[k]!r} given" for k in asked if asked[k] != have.get(k)]
+    if diffs:
+        raise ConversionError(
+            f"--finalize: {output} holds a conversion with other arguments ({'; '.join(diffs)}); "
+            "pass the arguments the conversion tasks were run with"
+        )
+    finalize(output)
+    return ConvertResult(output, len(plan.shards), (), (), True)
+
+
+def _reusable(output: Path, plan: ConversionPlan, shards: Sequence[PlannedShard]) -> set[int]:
+    """Shards whose done-record matches this plan and whose tar still has the recorded size and sha256."""
+    ok = set()
+    for planned in shards:
+        record = read_done(output, planned.shard)
+        if record is None or not record_matches(output, record, planned, plan.fingerprint):
+            continue
+        if sha256_file(output / record.name) == record.sha256:
+            ok.add(planned.shard)
+        else:
+            log.warning(
+                "%s: checksum differs from its done-record; converting it again", output / record.name
+            )
+    return ok
+
+
+def _check_disk_space(output: Path, todo: Sequence[PlannedShard]) -> None:
+    need = int(sum(s.estimated_bytes for s in todo) * DISK_MARGIN)
+    free = free_bytes(output)
+    if free < need:
+        raise ConversionError(
+            f"not enough disk space in {output}: the {len(todo)} shard(s) to write need about {need / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB are free; free some space or pick another --output"
+        )
+
+
+# ----------------------------------------------------------------------------------------------- running
+class _Progress:
+    """A tqdm bar over frames, with episodes and MB/s in its postfix; off when disabled or not a terminal."""
+
+    def __init__(self, jobs: Sequence[ShardJob], enabled: bool) -> None:
+        self.total_episodes = sum(len(j.episodes) for j in jobs)
+        self.episodes = 0
+        self.nbytes = 0
+        self.start = time.monotonic()
+        self.bar = tqdm(
+            total=sum(j.shard.num_frames for j in jobs),
+            unit="frame",
+            desc="convert",
+            disable=not enabled or not sys.stderr.isatty(),
+            dynamic_ncols=True,
+        )
+
+    def __call__(self, episodes: int, frames: int, nbytes: int) -> None:
+        self.episodes += episodes
+        self.nbytes += nbytes
+        rate = self.nbytes / max(time.monotonic() - self.start, 1e-9) / 1e6
+        self.bar.set_postfix_str(
+            f"{self.episodes}/{self.total_episodes} episodes, {rate:.1f} MB/s", refresh=False
+        )
+        self.bar.update(frames)
+
+    def close(self) -> None:
+        self.bar.close()
+        elapsed = time.monotonic() - self.start
+        log.info(
+            "wrote %d episodes, %.1f MB in %.1f s (%.1f MB/s)",
+            self.episodes,
+            self.nbytes / 1e6,
+            elapsed,
+            self.nbytes / 1e6 / max(elapsed, 1e-9),
+        )
+
+
+_worker_queue: Any = None
+
+
+def _init_worker(q: Any) -> None:
+    global _worker_queue
+    _worker_queue = q
+
+
+def _worker_progress(episodes: int, frames: int, nbytes: int) -> None:
+    _worker_queue.put((episodes, frames, nbytes))
+
+
+def _convert_in_worker(job: ShardJob) -> int:
+    convert_shard(job, _worker_progress)
+    return job.shard.shard
+
+
+def _run_jobs(jobs: Sequence[ShardJob], workers: int, show_progress: bool) -> None:
+    progress = _Progress(jobs, show_progress)
+    try:
+        if workers == 1 or len(jobs) == 1:
+            for job in jobs:
+                convert_shard(job, progress)
+        else:
+            _run_pool(jobs, min(workers, len(jobs)), progress)
+    finally:
+        progress.close()
+
+
+def _run_pool(jobs: Sequence[ShardJob], workers: int, progress: ProgressFn) -> None:
+    ctx = multiprocessing.get_context("spawn")  # no fork: safe with threads, same behaviour on every OS
+    updates = ctx.Queue()
+
+    def drain() -> None:
+        while True:
+            try:
+                progress(*updates.get_nowait())
+            except queue.Empty:
+                return
+
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(updates,)) as pool:
+        pending: set[Future[int]] = {pool.submit(_convert_in_worker, job) for job in jobs}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                drain()
+                for future in done:
+                    future.result()  # re-raises a worker's error here
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        drain()

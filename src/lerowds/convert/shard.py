@@ -1,0 +1,107 @@
+"""Convert one planned shard: build its episodes, write the tar (temp + rename), then its done-record.
+
+``convert_shard`` runs in the main process or in a worker process; it touches no state but its own shard's
+files, so shards can be converted in any order, by any number of processes or machines.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lerowds.convert.episode import DataFiles, build_episode
+from lerowds.convert.plan import PlannedShard
+from lerowds.convert.source import SourceEpisode
+from lerowds.convert.state import DoneRecord, EpisodeRecord, write_done
+from lerowds.errors import ConversionError
+from lerowds.format import ShardWriter, shard_name
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, int], None]  # (episodes, frames, bytes) just written
+
+# Failpoint for the interruption tests: after this many episodes (in this process) the process stops and
+# waits to be killed, so a test can SIGKILL it at a known point instead of racing it. Unset in normal use.
+PAUSE_ENV = "LEROWDS_TEST_PAUSE_AFTER_EPISODES"
+_episodes_written = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ShardJob:
+    """Everything a worker needs to convert one shard (picklable, no open files)."""
+
+    output: Path
+    root: Path
+    shard: PlannedShard
+    episodes: tuple[SourceEpisode, ...]
+    fps: int
+    reencode: bool
+    plan: str  # the plan's fingerprint, recorded in the done-record
+
+    def __post_init__(self) -> None:
+        if tuple(e.episode_index for e in self.episodes) != self.shard.episodes:
+            raise ValueError(
+                f"shard {self.shard.shard}: job episodes do not match the plan's {self.shard.episodes}"
+            )
+
+
+def remove_partials(output: Path, shard: int) -> None:
+    """Delete temp files a killed run left for ``shard`` (``ShardWriter`` names them ``.<name>.*.partial``)."""
+    path = output / shard_name(shard)
+    for stale in path.parent.glob(f".{path.name}.*.partial"):
+        log.debug("removing stale %s", stale)
+        stale.unlink(missing_ok=True)
+
+
+def _maybe_pause() -> None:
+    global _episodes_written
+    _episodes_written += 1
+    limit = os.environ.get(PAUSE_ENV)
+    if limit and _episodes_written == int(limit):
+        log.warning("%s=%s reached: pausing until killed", PAUSE_ENV, limit)
+        while True:
+            time.sleep(3600)
+
+
+def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneRecord:
+    """Write ``job``'s shard and its done-record; a full disk or failed write is a ConversionError."""
+    path = job.output / shard_name(job.shard.shard)
+    remove_partials(job.output, job.shard.shard)
+    data_files = DataFiles()
+    records = []
+    try:
+        with ShardWriter(path) as writer:
+            for episode in job.episodes:
+                built = build_episode(
+                    job.root, episode, fps=job.fps, reencode=job.reencode, data_files=data_files
+                )
+                location = writer.add_episode(built.members)
+                records.append(
+                    EpisodeRecord(
+                        episode.episode_index,
+                        episode.length,
+                        episode.tasks,
+                        episode.dataset_from_index,
+                        location,
+                    )
+                )
+                if progress is not None:
+                    progress(1, episode.length, built.nbytes)
+                _maybe_pause()
+            size, sha256 = writer.commit()
+        record = DoneRecord(job.shard.shard, size, sha256, job.plan, tuple(records))
+        write_done(job.output, record)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise ConversionError(
+                f"no space left on device while writing {path}: free some space (or pick another --output) "
+                "and rerun the same command; finished shards are kept"
+            ) from e
+        raise ConversionError(f"writing {path} failed: {e}") from e
+    log.debug("shard %d: %d episodes, %d bytes, sha256 %s", job.shard.shard, len(records), size, sha256[:12])
+    return record

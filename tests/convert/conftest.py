@@ -1,0 +1,66 @@
+"""Session fixtures of the converter tests: source datasets (the real lerobot fixture, synthetic ones from
+``lerowds.testing.v3writer``) and their conversions, each made once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from convert_helpers import SMALL_CAMS, SMALL_REPO, SMALL_SHARD_SIZE, need_fixture, run_convert
+
+from lerowds.testing.v3writer import sample_spec, write_v3_dataset
+
+
+@pytest.fixture(scope="session")
+def small_root() -> Path:
+    """The real lerobot 0.4.4 fixture (read-only: copy it before changing anything)."""
+    return need_fixture()
+
+
+@pytest.fixture(scope="session")
+def small_out(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real fixture converted with a small shard size (several shards); read-only, copy to modify."""
+    out = tmp_path_factory.mktemp("small") / "out"
+    run_convert(small_root, SMALL_REPO, out, shard_size=SMALL_SHARD_SIZE)
+    return out
+
+
+@pytest.fixture(scope="session")
+def edge_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """v3writer's "edge" preset: 1/2/3-frame episodes, 4 cameras (one image-dtype), fps 10, unicode and long
+    tasks, task changes mid-episode, non-keyframe episode starts (2, 5, 9, 10)."""
+    return write_v3_dataset(tmp_path_factory.mktemp("edge") / "src", sample_spec("edge"))
+
+
+@pytest.fixture(scope="session")
+def edge_out(edge_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("edge_out") / "out"
+    run_convert(edge_root, "lerowds/edge", out, shard_size=60_000, reencode=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def novideo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_v3_dataset(tmp_path_factory.mktemp("novideo") / "src", sample_spec("novideo"))
+
+
+@pytest.fixture(scope="session")
+def novideo_out(novideo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("novideo_out") / "out"
+    run_convert(novideo_root, "lerowds/novideo", out, shard_size=20_000)
+    return out
+
+
+@pytest.fixture
+def dataset(request: pytest.FixtureRequest) -> Callable[[str], tuple[Path, Path, dict[str, int]]]:
+    """(source root, converted output, camera numbers) of a named dataset: "small", "edge" or "novideo"."""
+
+    def get(name: str) -> tuple[Path, Path, dict[str, int]]:
+        if name == "small":
+            return request.getfixturevalue("small_root"), request.getfixturevalue("small_out"), SMALL_CAMS
+        spec = sample_spec(name)
+        cams = {c.key: i for i, c in enumerate(spec.cameras)}
+        return request.getfixturevalue(f"{name}_root"), request.getfixturevalue(f"{name}_out"), cams
+
+    return get
