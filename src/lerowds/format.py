@@ -459,6 +459,11 @@ def read_local_index(root: str | os.PathLike[str]) -> tuple[DatasetIndex, Episod
     table_bytes = (root / EPISODES_FILE).read_bytes() if (root / EPISODES_FILE).is_file() else None
     if table_bytes is None:
         raise FormatError(f"{root}: {EPISODES_FILE} is missing; re-convert the dataset")
+    return index, check_episode_table(index, table_bytes, str(root / EPISODES_FILE))
+
+
+def check_episode_table(index: DatasetIndex, table_bytes: bytes, where: str) -> EpisodeTable:
+    """Parse ``episodes.parquet`` after checking it against the sha256 that ``index.json`` lists for it."""
     if hashlib.sha256(table_bytes).hexdigest() != index.episodes_sha256:
-        raise FormatError(f"{root / EPISODES_FILE}: checksum does not match {INDEX_FILE}; re-convert the dataset")
-    return index, EpisodeTable.from_parquet_bytes(table_bytes, str(root / EPISODES_FILE))
+        raise FormatError(f"{where}: checksum does not match {INDEX_FILE}; re-convert the dataset")
+    return EpisodeTable.from_parquet_bytes(table_bytes, where)

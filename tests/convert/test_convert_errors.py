@@ -105,7 +105,9 @@ def test_truncated_source_file_is_named(src: Path, tmp_path: Path, victim: str, 
 
 def test_row_count_disagreeing_with_metadata(src: Path, tmp_path: Path) -> None:
     _edit_episode_meta(src, 3, length=34)
-    with pytest.raises(ConversionError, match=r"episode 3: .*chunk-000/file-001.parquet holds 33 rows .* length=34"):
+    with pytest.raises(
+        ConversionError, match=r"episode 3: .*chunk-000/file-001.parquet holds 33 rows .* length=34"
+    ):
         run_convert(src, SMALL_REPO, tmp_path / "out", episodes="3")
     _assert_no_shard_left(tmp_path / "out")
 

@@ -277,6 +277,7 @@ def _run_jobs(jobs: Sequence[ShardJob], workers: int, show_progress: bool) -> No
 
 def _run_pool(jobs: Sequence[ShardJob], workers: int, progress: ProgressFn) -> None:
     ctx = multiprocessing.get_context("spawn")  # no fork: safe with threads, same behaviour on every OS
+    log.info("converting %d shards in %d worker processes", len(jobs), workers)
     updates = ctx.Queue()
 
     def drain() -> None:

@@ -1,0 +1,82 @@
+"""Session fixtures of the reader tests: converted datasets (the real lerobot fixture and synthetic ones)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lerowds.convert import ConvertOptions, convert
+from lerowds.testing.v3writer import CameraSpec, DatasetSpec, sample_spec, write_v3_dataset
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+SMALL = FIXTURES / "lerobot_v3_small"
+
+
+def need_shared_fixture() -> Path:
+    """The real lerobot fixture; a missing one fails under CI=true and skips elsewhere."""
+    if not (SMALL / "meta" / "info.json").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"shared fixture missing at {SMALL}")
+        pytest.skip(f"shared fixture missing at {SMALL}")
+    return SMALL
+
+
+def convert_to(root: Path, repo_id: str, out: Path, **kw: object) -> Path:
+    convert(ConvertOptions(repo_id=repo_id, root=root, output=out, progress=False, **kw))  # type: ignore[arg-type]
+    return out
+
+
+@pytest.fixture(scope="session")
+def fixture_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """lerobot's own v3 fixture converted into several shards."""
+    out = tmp_path_factory.mktemp("fixture") / "out"
+    return convert_to(need_shared_fixture(), "lerowds/fixture_small", out, shard_size=64 * 1024)
+
+
+@pytest.fixture(scope="session")
+def demo_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo preset: 36 episodes incl. 1/2/3-frame ones, 2 video cameras + 1 image camera."""
+    base = tmp_path_factory.mktemp("demo")
+    src = write_v3_dataset(base / "src", sample_spec("demo"))
+    return convert_to(src, "lerowds/demo", base / "out", shard_size=128 * 1024)
+
+
+@pytest.fixture(scope="session")
+def edge_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The edge preset (fps 10, 4 cameras, unicode/long tasks, mid-GOP episode starts re-encoded)."""
+    base = tmp_path_factory.mktemp("edge")
+    src = write_v3_dataset(base / "src", sample_spec("edge"))
+    return convert_to(src, "lerowds/edge", base / "out", shard_size=60_000, reencode=True)
+
+
+def tabular_spec(lengths: list[int], fps: int = 15) -> DatasetSpec:
+    """A dataset without cameras (fast to read): for order, split and resume tests over many configurations."""
+    tasks = [["pick up the red cube"] if e % 2 else ["open the top drawer"] for e in range(len(lengths))]
+    return DatasetSpec(repo_id="lerowds/tabular", fps=fps, episode_lengths=lengths, episode_tasks=tasks)
+
+
+@pytest.fixture(scope="session")
+def tabular_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """13 episodes of uneven lengths (1..23 frames, 150 in all), no cameras, in several shards."""
+    base = tmp_path_factory.mktemp("tabular")
+    lengths = [7, 1, 23, 12, 2, 19, 9, 3, 16, 11, 20, 13, 14]
+    src = write_v3_dataset(base / "src", tabular_spec(lengths))
+    return convert_to(src, "lerowds/tabular", base / "out", shard_size=8 * 1024)
+
+
+@pytest.fixture(scope="session")
+def video_small_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 episodes of 6..13 frames with one small video camera: resume/split checks that decode frames."""
+    base = tmp_path_factory.mktemp("video_small")
+    lengths = [6, 13, 8, 11, 7, 12, 9, 10]
+    spec = DatasetSpec(
+        repo_id="lerowds/video_small",
+        fps=15,
+        episode_lengths=lengths,
+        episode_tasks=[["pick up the red cube"]] * len(lengths),
+        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
+    )
+    src = write_v3_dataset(base / "src", spec)
+    return convert_to(src, "lerowds/video_small", base / "out", shard_size=16 * 1024)
