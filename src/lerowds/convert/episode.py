@@ -95,6 +95,28 @@ def parquet_bytes(table: pa.Table, pf: pq.ParquetFile) -> bytes:
     return buf.getvalue()
 
 
+def image_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """Columns holding encoded images (lerobot's ``dtype: image``: a struct with a ``bytes`` field)."""
+    return tuple(
+        f.name for f in schema if pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0
+    )
+
+
+def episode_task_map(
+    rows: pa.Table, episode: SourceEpisode, all_tasks: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """The episode's task strings paired with their task indices (as its rows use them)."""
+    if not all_tasks or "task_index" not in rows.column_names:
+        return tuple(episode.tasks), ()
+    used = sorted(set(rows.column("task_index").to_pylist()))
+    bad = [i for i in used if not 0 <= i < len(all_tasks)]
+    if bad:
+        raise ConversionError(
+            f"episode {episode.episode_index}: task_index {bad} not in meta/tasks.parquet ({len(all_tasks)} tasks)"
+        )
+    return tuple(all_tasks[i] for i in used), tuple(used)
+
+
 def build_episode(
     root: Path,
     episode: SourceEpisode,
@@ -102,6 +124,7 @@ def build_episode(
     fps: int,
     reencode: bool = False,
     data_files: DataFiles | None = None,
+    all_tasks: tuple[str, ...] = (),
 ) -> EpisodeMembers:
     """Read an episode's rows and cut its clips; check row and frame counts against its metadata."""
     key = episode_key(episode.episode_index)
@@ -134,13 +157,16 @@ def build_episode(
             "source_to_timestamp": ref.to_timestamp,
         }
         clips.append((video_member(key, video_key), clip.data))
+    tasks, task_indices = episode_task_map(rows, episode, all_tasks)
     meta = episode_metadata(
         episode_index=episode.episode_index,
         length=episode.length,
-        tasks=episode.tasks,
+        tasks=tasks,
         dataset_from_index=episode.dataset_from_index,
         fps=fps,
         videos=videos,
+        task_indices=task_indices,
+        image_keys=image_columns(rows.schema),
     )
     members = ((json_member(key), meta), (parquet_member(key), parquet_bytes(rows, pf)), *clips)
     return EpisodeMembers(episode.episode_index, episode.length, members)

@@ -147,6 +147,7 @@ def convert(options: ConvertOptions) -> ConvertResult:
                 fps=source.fps,
                 reencode=options.reencode,
                 plan=plan.fingerprint,
+                tasks=source.tasks,
             )
             for s in todo
         ]

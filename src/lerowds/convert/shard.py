@@ -42,6 +42,7 @@ class ShardJob:
     fps: int
     reencode: bool
     plan: str  # the plan's fingerprint, recorded in the done-record
+    tasks: tuple[str, ...] = ()  # the dataset's task strings by task_index
 
     def __post_init__(self) -> None:
         if tuple(e.episode_index for e in self.episodes) != self.shard.episodes:
@@ -78,7 +79,8 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
         with ShardWriter(path) as writer:
             for episode in job.episodes:
                 built = build_episode(
-                    job.root, episode, fps=job.fps, reencode=job.reencode, data_files=data_files
+                    job.root, episode, fps=job.fps, reencode=job.reencode, data_files=data_files,
+                    all_tasks=job.tasks,
                 )
                 location = writer.add_episode(built.members)
                 records.append(

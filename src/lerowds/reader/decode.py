@@ -328,6 +328,17 @@ class PyAVClipDecoder:
         self._reformatter = VideoReformatter()
         self._packets = None if scanned else self._container.demux(self._stream)
 
+    def open(self) -> None:
+        """Open the clip now instead of at the first ``frames`` call (e.g. before timing); idempotent."""
+        if self._source is None:
+            raise VideoDecodeError(f"{self.context}: decoder of clip {self._source_text} is closed")
+        if self._container is None:
+            try:
+                self._open()
+            except Exception as exc:  # an unreadable clip raises many FFmpeg/OS error types
+                self._close_container()
+                raise self._error(_DecodeFailure(0, f"cannot open: {failure_text(exc)}")) from exc
+
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         """Return frames ``indices`` (any order, repeats allowed) as a (T, H, W, 3) uint8 RGB array."""
         if self._source is None:

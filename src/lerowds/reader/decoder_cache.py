@@ -70,6 +70,17 @@ class TorchCodecClipDecoder:
             self._file, dimension_order="NHWC", num_ffmpeg_threads=self.thread_count, seek_mode="approximate"
         )
 
+    def open(self) -> None:
+        """Open the clip now instead of at the first ``frames`` call (e.g. before timing); idempotent."""
+        if self._source is None:
+            raise VideoDecodeError(f"{self.context}: decoder of clip {self._source_text} is closed")
+        if self._dec is None:
+            try:
+                self._open()
+            except Exception as exc:  # an unreadable clip raises many error types
+                self._close_decoder()
+                raise self._error(0, f"cannot open: {failure_text(exc)}") from exc
+
     def frames(self, indices: Sequence[int]) -> np.ndarray:
         """Return frames ``indices`` (any order, repeats allowed) as a (T, H, W, 3) uint8 RGB array."""
         if self._source is None:
@@ -232,15 +243,24 @@ class DecoderCache(Generic[K]):
 
 
 def decode_limit(
-    requests: Sequence[tuple[K, Sequence[int]]], decoder_factory: Callable[[K], ClipDecoder]
+    requests: Sequence[tuple[K, Sequence[int]]],
+    decoder_factory: Callable[[K], ClipDecoder],
+    *,
+    before_start: Callable[[], object] | None = None,
 ) -> float:
     """Seconds the decoders need for exactly ``requests`` ((clip key, frame indices), in order), counting
-    neither opening nor closing: every clip's decoder is opened before the clock starts."""
+    neither opening nor closing: every clip's decoder is opened (its ``open()``, if it has one, called)
+    before the clock starts. ``before_start`` runs just before it (e.g. a barrier between processes)."""
     decoders: dict[K, ClipDecoder] = {}
     try:
         for key, _ in requests:
             if key not in decoders:
-                decoders[key] = decoder_factory(key)
+                decoders[key] = decoder = decoder_factory(key)
+                opener = getattr(decoder, "open", None)
+                if callable(opener):
+                    opener()
+        if before_start is not None:
+            before_start()
         start = time.perf_counter()
         for key, indices in requests:
             decoders[key].frames(indices)

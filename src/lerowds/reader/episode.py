@@ -62,6 +62,10 @@ def parse_episode_rows(
             f"{where}: episode {episode_index} has {table.num_rows} rows, index says {length}; re-convert it"
         )
     columns: dict[str, np.ndarray] = {}
+    image_keys = tuple(image_keys) + tuple(
+        f.name for f in table.schema
+        if f.name not in image_keys and pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0
+    )
     for key in table.column_names:
         col = table.column(key)
         if key in image_keys:

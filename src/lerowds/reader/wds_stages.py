@@ -171,10 +171,9 @@ def _decode_frames(
                     lambda: make_decoder(
                         decoder,
                         ep.clips[key],
-                        fps=ep.fps,
-                        num_frames=ep.rows.length,
-                        episode_index=ep.rows.episode_index,
-                        camera=key,
+                        ep.fps,
+                        ep.rows.length,
+                        ClipContext(ep.rows.episode_index, key),
                         tolerance_s=tolerance_s,
                     ),
                 )

@@ -1,0 +1,490 @@
+"""A small ranged HTTP(S) client for remote datasets: timeouts on every call, retries, redirects, keep-alive.
+
+Retries use exponential backoff with jitter on connection errors, timeouts, HTTP 408/429 and 5xx, and honour
+``Retry-After``. A body shorter than asked (a dropped connection, a truncated range) is resumed from where it
+stopped; a body that fails verification is fetched again. Connections live per thread and per process and
+are never pickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import http.client
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import unquote, urljoin, urlsplit
+
+from lerowds.errors import ConfigError, RemoteError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Writer = Callable[[int, memoryview], None]  # (position inside the range, bytes)
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+
+
+# ----------------------------------------------------------------------------------------------- policy
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently to retry a failing request."""
+
+    attempts: int = 8  # tries in all, the first one included
+    backoff_s: float = 0.5  # wait after the first failure; doubles per failure
+    backoff_max_s: float = 30.0
+    retry_after_max_s: float = 120.0  # longest ``Retry-After`` honoured
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ConfigError(f"retry attempts must be an integer >= 1, got {self.attempts!r}")
+        for name in ("backoff_s", "backoff_max_s", "retry_after_max_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"retry {name} must be >= 0, got {getattr(self, name)!r}")
+
+    def delay(self, failures: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``failures`` failed attempts: backoff with "equal jitter", or Retry-After."""
+        base = min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
+        wait = base * (0.5 + 0.5 * rng.random())
+        if retry_after is not None:
+            wait = max(wait, min(retry_after, self.retry_after_max_s))
+        return wait
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpOptions:
+    """Timeouts and retries of every network call."""
+
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0  # longest silence while waiting for headers or body bytes
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    redirect_ttl_s: float = 300.0  # reuse a redirect target (e.g. a signed CDN URL) this long
+    chunk_bytes: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("connect_timeout_s", "read_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.chunk_bytes < 1:
+            raise ConfigError(f"chunk_bytes must be >= 1, got {self.chunk_bytes!r}")
+
+
+# ----------------------------------------------------------------------------------------------- outcomes
+class Transient(Exception):
+    """A failure worth retrying; ``retry_after`` is the server's ``Retry-After`` in seconds, if any."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class Permanent(Exception):
+    """A failure that retrying cannot fix (404, 403, a server without Range support)."""
+
+
+class Cancelled(Exception):
+    """The caller gave up on the request (a new epoch, or the store closed)."""
+
+
+class SinkError(Exception):
+    """Writing downloaded bytes locally failed (disk full?): not a network fault, so never retried."""
+
+
+class Counters:
+    """Thread-safe named counters of one process (requests, retries, bytes, ...)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] = self._counts.get(name, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def call_with_retries(
+    op: Callable[[], T],
+    *,
+    policy: RetryPolicy,
+    what: str,
+    where: str,
+    counters: Counters,
+    rng: random.Random,
+    cancel: threading.Event | None = None,
+) -> T:
+    """Run ``op`` until it succeeds; ``Transient`` failures are retried, anything else ends it at once."""
+    last: Transient | None = None
+    for attempt in range(1, policy.attempts + 1):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(what)
+        try:
+            return op()
+        except Permanent as e:
+            raise RemoteError(f"{what}: {where}: {e} (not retried)") from None
+        except Transient as e:
+            last = e
+        if attempt == policy.attempts:
+            break
+        wait = policy.delay(attempt, rng, last.retry_after)
+        counters.add("retries")
+        logger.warning("%s: %s: %s; retry %d of %d in %.2fs", what, where, last, attempt, policy.attempts - 1, wait)
+        if cancel is not None:
+            if cancel.wait(wait):
+                raise Cancelled(what)
+        else:
+            time.sleep(wait)
+    raise RemoteError(f"{what}: {where}: failed after {policy.attempts} attempts; last error: {last}")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    p = urlsplit(url)
+    return p.scheme, (p.hostname or "").lower(), p.port
+
+
+def redirect_headers(headers: Mapping[str, str], source: str, target: str) -> dict[str, str]:
+    """Headers to send to a redirect target: credentials never leave the origin that was asked."""
+    if _origin(source) == _origin(target):
+        return dict(headers)
+    return {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
+
+
+def _status_text(resp: http.client.HTTPResponse) -> str:
+    return f"HTTP {resp.status} {resp.reason}".rstrip()
+
+
+# ----------------------------------------------------------------------------------------------- client
+class HttpClient:
+    """GET whole files and byte ranges. Picklable: connections and caches are rebuilt in each process."""
+
+    def __init__(
+        self, options: HttpOptions, headers: Callable[[], Mapping[str, str]] | None = None
+    ) -> None:
+        self.options = options
+        self._headers_fn = headers  # a module-level function, so that tokens are never pickled
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._redirects: dict[str, tuple[str, float]] = {}
+        self._base_headers: dict[str, str] | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self.rng = random.Random(f"lerowds-http-{self._pid}")  # backoff jitter only: never sample order
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"options": self.options, "_headers_fn": self._headers_fn}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():  # forked: sockets and locks of the parent are not ours
+            self._init_runtime()
+
+    def headers(self) -> dict[str, str]:
+        if self._base_headers is None:
+            base = {"User-Agent": "lerowds", "Accept-Encoding": "identity"}
+            base.update(self._headers_fn() if self._headers_fn is not None else {})
+            self._base_headers = base
+        return dict(self._base_headers)
+
+    # -------------------------------------------------------------------------------------- connections
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            try:
+                import certifi
+
+                self._ssl = ssl.create_default_context(cafile=certifi.where())
+            except ImportError:
+                self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def _pool(self) -> dict[tuple[str, str, int | None], http.client.HTTPConnection]:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            pool = self._local.pool = {}
+        return pool
+
+    def _connect(self, url: str) -> tuple[http.client.HTTPConnection, bool, str | None]:
+        """A connection for ``url``'s origin: (connection, reused, proxy authorization or None)."""
+        key = _origin(url)
+        pool = self._pool()
+        if key in pool:
+            return pool[key], True, getattr(pool[key], "_lerowds_proxy_auth", None)
+        p = urlsplit(url)
+        if p.scheme not in ("http", "https") or not p.hostname:
+            raise Permanent(f"not an http(s) URL: {url}")
+        port = p.port or (443 if p.scheme == "https" else 80)
+        proxy = urllib.request.getproxies().get(p.scheme)
+        if proxy and urllib.request.proxy_bypass(p.hostname):
+            proxy = None
+        auth = None
+        timeout = self.options.connect_timeout_s
+        if proxy:
+            pp = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            if pp.username:
+                cred = f"{unquote(pp.username)}:{unquote(pp.password or '')}".encode()
+                auth = "Basic " + base64.b64encode(cred).decode()
+            phost, pport = pp.hostname or "", pp.port or 8080
+            if p.scheme == "https":
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    phost, pport, timeout=timeout, context=self._context()
+                )
+                conn.set_tunnel(p.hostname, port, headers={"Proxy-Authorization": auth} if auth else None)
+                auth = None  # sent with CONNECT, not with the requests inside the tunnel
+            else:
+                conn = http.client.HTTPConnection(phost, pport, timeout=timeout)
+            conn._lerowds_proxied = p.scheme == "http"  # type: ignore[attr-defined]
+        elif p.scheme == "https":
+            conn = http.client.HTTPSConnection(p.hostname, port, timeout=timeout, context=self._context())
+        else:
+            conn = http.client.HTTPConnection(p.hostname, port, timeout=timeout)
+        conn._lerowds_proxy_auth = auth  # type: ignore[attr-defined]
+        try:
+            conn.connect()  # the connect timeout covers TCP, the proxy tunnel and TLS
+        except OSError as e:
+            conn.close()
+            raise Transient(f"cannot connect: {type(e).__name__}: {e}") from None
+        if conn.sock is not None:
+            conn.sock.settimeout(self.options.read_timeout_s)
+        pool[key] = conn
+        return conn, False, auth
+
+    def _drop(self, url: str) -> None:
+        conn = self._pool().pop(_origin(url), None)
+        if conn is not None:
+            conn.close()
+
+    def _send(self, url: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
+        for _ in range(2):  # a kept-alive connection the server closed meanwhile is reopened once, silently
+            conn, reused, proxy_auth = self._connect(url)
+            p = urlsplit(url)
+            target = url if getattr(conn, "_lerowds_proxied", False) else (p.path or "/") + (
+                f"?{p.query}" if p.query else ""
+            )
+            hdrs = dict(headers)
+            if proxy_auth:
+                hdrs["Proxy-Authorization"] = proxy_auth
+            try:
+                conn.request("GET", target, headers=hdrs)
+                return conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
+                self._drop(url)
+                if not reused:
+                    raise Transient(f"connection lost: {type(e).__name__}: {e}") from None
+            except (OSError, http.client.HTTPException) as e:
+                self._drop(url)
+                raise Transient(f"{type(e).__name__}: {e}") from None
+        raise Transient(f"connection to {url} lost twice before a response")  # pragma: no cover
+
+    def _finish(self, url: str, resp: http.client.HTTPResponse, complete: bool) -> None:
+        """Keep the connection for the next request only if the response was read to its end."""
+        if not complete or resp.will_close:
+            self._drop(url)
+        resp.close()
+
+    def _open(self, url: str, headers: Mapping[str, str]) -> tuple[http.client.HTTPResponse, str, bool]:
+        """GET ``url``, following redirects: (response, the URL it came from, whether a cached redirect)."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._redirects.get(url)
+        target, cached = (hit[0], True) if hit is not None and hit[1] > now else (url, False)
+        for _ in range(_MAX_REDIRECTS + 1):
+            resp = self._send(target, redirect_headers(headers, url, target))
+            location = resp.getheader("Location")
+            if resp.status not in _REDIRECTS or not location:
+                if target != url and not cached:
+                    with self._lock:
+                        self._redirects[url] = (target, now + self.options.redirect_ttl_s)
+                return resp, target, cached
+            try:
+                resp.read()
+                self._finish(target, resp, True)
+            except (OSError, http.client.HTTPException):
+                self._drop(target)
+            target = urljoin(target, location)
+        raise Permanent(f"more than {_MAX_REDIRECTS} redirects")
+
+    def _check(self, url: str, resp: http.client.HTTPResponse, target: str, cached: bool) -> None:
+        """Raise ``Transient`` or ``Permanent`` unless the response is a 200 or 206."""
+        if resp.status in (200, 206):
+            return
+        retry_after = parse_retry_after(resp.getheader("Retry-After"))
+        status = _status_text(resp)
+        self._finish(target, resp, False)
+        if cached and resp.status in (401, 403, 404, 410):
+            with self._lock:
+                self._redirects.pop(url, None)
+            raise Transient(f"{status} from a cached redirect target (expired?); resolving {url} again")
+        if resp.status in (408, 429) or 500 <= resp.status <= 599:
+            raise Transient(status, retry_after)
+        hint = {
+            401: ": authentication needed (for the Hub: set HF_TOKEN or run `hf auth login`)",
+            403: ": access denied (for the Hub: check your token and that you accepted the dataset's terms)",
+            404: ": not found (check the URL, revision and subfolder)",
+            416: ": the file is shorter than the index says (a partial upload?)",
+        }.get(resp.status, "")
+        raise Permanent(status + hint)
+
+    # -------------------------------------------------------------------------------------- requests
+    def get(
+        self, url: str, *, what: str, counters: Counters, cancel: threading.Event | None = None
+    ) -> tuple[bytes, dict[str, str]]:
+        """The whole body of ``url`` and the response headers (lower-case names)."""
+        self._check_process()
+
+        def attempt() -> tuple[bytes, dict[str, str]]:
+            counters.add("requests")
+            resp, target, cached = self._open(url, self.headers())
+            self._check(url, resp, target, cached)
+            try:
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                self._finish(target, resp, False)
+                raise Transient(f"body cut short: {type(e).__name__}: {e}") from None
+            self._finish(target, resp, True)
+            counters.add("bytes", len(body))
+            return body, {k.lower(): v for k, v in resp.getheaders()}
+
+        rng = self.rng
+        return call_with_retries(
+            attempt, policy=self.options.retry, what=what, where=url, counters=counters, rng=rng, cancel=cancel
+        )
+
+    def get_range(
+        self,
+        url: str,
+        start: int,
+        size: int,
+        write: Writer,
+        *,
+        what: str,
+        counters: Counters,
+        cancel: threading.Event | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> None:
+        """Stream bytes ``[start, start + size)`` of ``url`` into ``write``, resuming short bodies.
+
+        ``verify`` runs once all bytes arrived; a ``ValueError`` from it discards them and fetches again.
+        """
+        self._check_process()
+        if start < 0 or size < 1:
+            raise ValueError(f"byte range needs start >= 0 and size >= 1, got start={start} size={size}")
+        state: dict[str, object] = {"got": 0, "etag": None}
+        end = start + size - 1
+
+        def attempt() -> None:
+            got = int(state["got"])  # type: ignore[call-overload]
+            counters.add("requests")
+            headers = self.headers()
+            headers["Range"] = f"bytes={start + got}-{end}"
+            resp, target, cached = self._open(url, headers)
+            self._check(url, resp, target, cached)
+            complete = False
+            try:
+                want = self._range_length(resp, start + got, end, size)
+                etag = resp.getheader("ETag")
+                if state["etag"] is not None and etag is not None and etag != state["etag"]:
+                    state["got"] = 0
+                    raise Transient(f"the file changed on the server (ETag {state['etag']} -> {etag})")
+                state["etag"] = etag or state["etag"]
+                complete = self._read_into(resp, got, want, write, state, counters, cancel)
+            except (OSError, http.client.HTTPException) as e:
+                raise Transient(f"body cut short: {type(e).__name__}: {e}") from None
+            finally:
+                self._finish(target, resp, complete)
+            got = int(state["got"])  # type: ignore[call-overload]
+            if got < size:
+                raise Transient(f"short body: {got} of {size} bytes so far, resuming")
+            if verify is not None:
+                try:
+                    verify()
+                except ValueError as e:
+                    state["got"], state["etag"] = 0, None
+                    counters.add("verify_failures")
+                    raise Transient(f"corrupt download, fetching it again: {e}") from None
+
+        call_with_retries(
+            attempt,
+            policy=self.options.retry,
+            what=what,
+            where=url,
+            counters=counters,
+            rng=self.rng,
+            cancel=cancel,
+        )
+
+    @staticmethod
+    def _range_length(resp: http.client.HTTPResponse, first: int, last: int, size: int) -> int:
+        """Bytes the response carries from ``first`` on (at most ``last - first + 1``)."""
+        if resp.status == 200:
+            if first == 0 and resp.length == size:
+                return size
+            raise Permanent(f"the server ignored the Range header (HTTP 200 for bytes {first}-{last})")
+        crange = resp.getheader("Content-Range") or ""
+        try:
+            unit, _, rest = crange.partition(" ")
+            a, b = (int(x) for x in rest.split("/")[0].split("-"))
+        except ValueError:
+            raise Transient(f"HTTP 206 with unreadable Content-Range {crange!r}") from None
+        if unit != "bytes" or a != first or b < a:
+            raise Transient(f"asked bytes {first}-{last}, the server sent {crange!r}")
+        return min(b, last) - a + 1
+
+    def _read_into(
+        self,
+        resp: http.client.HTTPResponse,
+        got: int,
+        want: int,
+        write: Writer,
+        state: dict[str, object],
+        counters: Counters,
+        cancel: threading.Event | None,
+    ) -> bool:
+        """Read up to ``want`` bytes into ``write`` at ``got``; True if the body was read to its end."""
+        buf = bytearray(min(self.options.chunk_bytes, want))
+        view = memoryview(buf)
+        left = want
+        while left > 0:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("download cancelled")
+            n = resp.readinto(view[: min(len(buf), left)])
+            if not n:
+                return False
+            try:
+                write(got, view[:n])
+            except OSError as e:
+                raise SinkError(f"cannot store downloaded bytes: {e}") from e
+            got += n
+            left -= n
+            state["got"] = got
+            counters.add("bytes", n)
+        return resp.length == 0
