@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 
 from lerowds.reader.dataset import LeRobotWebDataset
@@ -40,6 +40,11 @@ def indices_loader(ds: LeRobotWebDataset, device: torch.device) -> tuple[list[in
         out += index.tolist()
         batches += 1
     return out, batches
+
+
+def index_only(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Batches accelerate's dispatcher can concatenate (it refuses the ``task`` strings)."""
+    return {"index": torch.stack([s["index"] for s in samples])}
 
 
 def main() -> None:
@@ -66,10 +71,18 @@ def main() -> None:
     report["loader"], report["loader_batches"] = indices_loader(loader_ds, accelerator.device)
 
     # The trap: prepare() wraps the DataLoader; warn_if_dispatching must say so (and log why).
-    prepared = accelerator.prepare(DataLoader(loader_ds, batch_size=4))
+    trap_ds = LeRobotWebDataset(dataset, shuffle=False, episode_pool_size=8)
+    prepared = accelerator.prepare(DataLoader(trap_ds, batch_size=4, collate_fn=index_only))
+    report["trap_accelerator"] = accelerate_trap(accelerator)
     report["trap_prepared"] = accelerate_trap(prepared)
     report["warned_prepared"] = warn_if_dispatching(prepared)
-    report["trap_accelerator"] = accelerate_trap(accelerator)
+    # ... and what it costs: the dispatched batches all come from rank 0's share of the frames.
+    report["prepared"] = [i for batch in prepared for i in batch["index"].tolist()]
+    # dispatch_batches=False instead re-shards each rank's (already rank-split) stream.
+    resharding = Accelerator(cpu=True, dataloader_config=DataLoaderConfiguration(dispatch_batches=False))
+    resharded = resharding.prepare(DataLoader(trap_ds, batch_size=4, collate_fn=index_only))
+    report["trap_resharded"] = accelerate_trap(resharded)
+    report["warned_resharded"] = warn_if_dispatching(resharded)
 
     (out_dir / f"rank{rank}.json").write_text(json.dumps(report))
     accelerator.wait_for_everyone()

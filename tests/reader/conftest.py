@@ -80,3 +80,18 @@ def video_small_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     src = write_v3_dataset(base / "src", spec)
     return convert_to(src, "lerowds/video_small", base / "out", shard_size=16 * 1024)
+
+
+@pytest.fixture(scope="session")
+def seed8_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The issue's seed scenario: 8 episodes x 20 frames, one 32x32 video camera, in several shards."""
+    base = tmp_path_factory.mktemp("seed8")
+    spec = DatasetSpec(
+        repo_id="lerowds/seed8",
+        fps=15,
+        episode_lengths=[20] * 8,
+        episode_tasks=[["pick up the red cube"] if e % 2 else ["open the top drawer"] for e in range(8)],
+        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
+    )
+    src = write_v3_dataset(base / "src", spec)
+    return convert_to(src, "lerowds/seed8", base / "out", shard_size=16 * 1024)

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lerowds.convert.remux import cut_clip
+from lerowds.convert.remux import VideoFiles, cut_clip
 from lerowds.convert.source import SourceEpisode
 from lerowds.errors import ConversionError, SourceError
 from lerowds.format import episode_key, episode_metadata, json_member, parquet_member, video_member
@@ -76,7 +76,7 @@ def read_episode_rows(pf: pq.ParquetFile, path: Path, episode_index: int) -> pa.
             stats = pf.metadata.row_group(rg).column(col).statistics if col is not None else None
             if stats is not None and stats.has_min_max and not stats.min <= episode_index <= stats.max:
                 continue
-            table = pf.read_row_group(rg)
+            table = pf.read_row_group(rg, use_threads=False)  # threads cost more than they save here
             parts.append(table.filter(pc.equal(table.column("episode_index"), episode_index)))
     except (pa.ArrowException, OSError) as e:
         raise SourceError(f"{path}: unreadable parquet ({e}); the file is truncated or corrupt") from e
@@ -124,6 +124,7 @@ def build_episode(
     fps: int,
     reencode: bool = False,
     data_files: DataFiles | None = None,
+    videos: VideoFiles | None = None,
     all_tasks: tuple[str, ...] = (),
 ) -> EpisodeMembers:
     """Read an episode's rows and cut its clips; check row and frame counts against its metadata."""
@@ -147,6 +148,7 @@ def build_episode(
             expected_frames=episode.length,
             label=f"episode {episode.episode_index}, camera {video_key!r}",
             reencode=reencode,
+            videos=videos,
         )
         videos[video_key] = {
             "codec": clip.codec,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections import OrderedDict
+from contextlib import closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -68,6 +70,28 @@ def open_video(path: str | Path) -> av.container.InputContainer:
     return container
 
 
+class VideoFiles:
+    """Open source mp4s, kept while consecutive episodes cut clips from them (a small LRU; ``close`` at the end)."""
+
+    def __init__(self, capacity: int = 8) -> None:
+        self._open: OrderedDict[str, av.container.InputContainer] = OrderedDict()
+        self._capacity = capacity
+
+    def get(self, path: str | Path) -> av.container.InputContainer:
+        key = str(path)
+        container = self._open.get(key)
+        if container is None:
+            container = self._open[key] = open_video(path)
+            while len(self._open) > self._capacity:
+                self._open.popitem(last=False)[1].close()
+        self._open.move_to_end(key)
+        return container
+
+    def close(self) -> None:
+        while self._open:
+            self._open.popitem()[1].close()
+
+
 def cut_clip(
     path: str | Path,
     from_timestamp: float,
@@ -77,43 +101,49 @@ def cut_clip(
     expected_frames: int,
     label: str,
     reencode: bool = False,
+    videos: VideoFiles | None = None,
 ) -> VideoClip:
     """The clip of ``path`` between ``from_timestamp`` and ``to_timestamp`` (seconds), ``expected_frames`` long.
 
     ``label`` names the episode and camera in error messages. With ``reencode``, a segment that cannot be
     stream-copied is decoded and re-encoded instead (same codec family and pixel format, see ``ENCODERS``).
+    ``videos`` keeps source files open between calls.
     """
+    if videos is None:
+        with closing(VideoFiles(capacity=1)) as own:
+            return cut_clip(
+                path, from_timestamp, to_timestamp, fps, expected_frames=expected_frames, label=label,
+                reencode=reencode, videos=own,
+            )  # fmt: skip
     half = 0.5 / fps
     lo, hi = from_timestamp - half, to_timestamp - half
-    with open_video(path) as container:
-        stream = container.streams.video[0]
-        codec = stream.codec_context.codec.canonical_name
-        try:
-            packets, reason = _select_packets(container, stream, lo, hi)
-        except av.FFmpegError as e:
-            raise SourceError(
-                f"{path}: unreadable mp4 while reading {label} ({e}); truncated or corrupt?"
-            ) from e
-        where = f"{label}: {path} segment [{from_timestamp:.6g}s, {to_timestamp:.6g}s)"
-        if len(packets) != expected_frames:
-            _raise_if_truncated(path, stream)
-            raise ConversionError(
-                f"{where} holds {len(packets)} frames but the episode metadata says length={expected_frames} "
-                "(video frame count disagrees with the metadata; truncated mp4?)"
-            )
-        if reason is None:
-            return VideoClip(_mux_copy(stream, packets), len(packets), codec, reencoded=False)
-        if not reencode:
-            raise ConversionError(
-                f"{where} cannot be stream-copied: {reason}; rerun with --reencode to decode and re-encode "
-                "such segments (their pixels then differ slightly from the source)"
-            )
-        log.info("%s: %s; re-encoding it", where, reason)
-        try:
-            data = _reencode(container, stream, lo, hi, fps, expected_frames, where)
-        except av.FFmpegError as e:
-            raise ConversionError(f"{where}: re-encoding failed ({e})") from e
-        return VideoClip(data, expected_frames, codec, reencoded=True)
+    container = videos.get(path)
+    stream = container.streams.video[0]
+    codec = stream.codec_context.codec.canonical_name
+    try:
+        packets, reason = _select_packets(container, stream, lo, hi)
+    except av.FFmpegError as e:
+        raise SourceError(f"{path}: unreadable mp4 while reading {label} ({e}); truncated or corrupt?") from e
+    where = f"{label}: {path} segment [{from_timestamp:.6g}s, {to_timestamp:.6g}s)"
+    if len(packets) != expected_frames:
+        _raise_if_truncated(path, stream)
+        raise ConversionError(
+            f"{where} holds {len(packets)} frames but the episode metadata says length={expected_frames} "
+            "(video frame count disagrees with the metadata; truncated mp4?)"
+        )
+    if reason is None:
+        return VideoClip(_mux_copy(stream, packets), len(packets), codec, reencoded=False)
+    if not reencode:
+        raise ConversionError(
+            f"{where} cannot be stream-copied: {reason}; rerun with --reencode to decode and re-encode "
+            "such segments (their pixels then differ slightly from the source)"
+        )
+    log.info("%s: %s; re-encoding it", where, reason)
+    try:
+        data = _reencode(container, stream, lo, hi, fps, expected_frames, where)
+    except av.FFmpegError as e:
+        raise ConversionError(f"{where}: re-encoding failed ({e})") from e
+    return VideoClip(data, expected_frames, codec, reencoded=True)
 
 
 def _raise_if_truncated(path: str | Path, stream: av.stream.Stream) -> None:
@@ -138,7 +168,7 @@ def _select_packets(
     container: av.container.InputContainer, stream: av.stream.Stream, lo: float, hi: float
 ) -> tuple[list[av.Packet], str | None]:
     """Packets (decode order) whose pts lies in [lo, hi), and why they cannot be copied as-is (None if they can)."""
-    tb = stream.time_base
+    tb = float(stream.time_base)  # float math: Fraction arithmetic per packet costs more than the copy
     start = lo - SEEK_MARGIN_S
     _seek(container, stream, start)
     seen: list[tuple[av.Packet, bool]] = []
@@ -148,14 +178,14 @@ def _select_packets(
                 continue  # the demuxer's end-of-stream packet
             raise av.InvalidDataError(0, f"a packet without timestamp at byte {packet.pos}")
         dts = packet.dts if packet.dts is not None else packet.pts
-        if not seen and start > 0 and float(dts * tb) > start + 1e-9:
+        if not seen and start > 0 and dts * tb > start + 1e-9:
             # The demuxer landed after the requested point: demux from the start rather than miss packets.
             container.seek(0)
             start = 0.0
             continue
-        t = float(packet.pts * tb)
+        t = packet.pts * tb
         seen.append((packet, lo <= t < hi))
-        if float(dts * tb) >= hi:  # every later packet has pts >= dts >= hi
+        if dts * tb >= hi:  # every later packet has pts >= dts >= hi
             break
     positions = [i for i, (_, inside) in enumerate(seen) if inside]
     packets = [seen[i][0] for i in positions]
@@ -163,7 +193,7 @@ def _select_packets(
         return packets, None
     first = packets[0]
     if not first.is_keyframe:
-        return packets, f"its first packet (pts {float(first.pts * tb):.6g}s) is not a keyframe"
+        return packets, f"its first packet (pts {first.pts * tb:.6g}s) is not a keyframe"
     if positions != list(range(positions[0], positions[-1] + 1)):
         return packets, "packets of other episodes are interleaved with its packets (B-frames across the cut)"
     if first.pts != min(p.pts for p in packets):

@@ -11,11 +11,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 from lerowds.convert.episode import DataFiles, build_episode
 from lerowds.convert.plan import PlannedShard
+from lerowds.convert.remux import VideoFiles
 from lerowds.convert.source import SourceEpisode
 from lerowds.convert.state import DoneRecord, EpisodeRecord, write_done
 from lerowds.errors import ConversionError
@@ -76,10 +78,15 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
     data_files = DataFiles()
     records = []
     try:
-        with ShardWriter(path) as writer:
+        with ShardWriter(path) as writer, closing(VideoFiles()) as videos:
             for episode in job.episodes:
                 built = build_episode(
-                    job.root, episode, fps=job.fps, reencode=job.reencode, data_files=data_files,
+                    job.root,
+                    episode,
+                    fps=job.fps,
+                    reencode=job.reencode,
+                    data_files=data_files,
+                    videos=videos,
                     all_tasks=job.tasks,
                 )
                 location = writer.add_episode(built.members)

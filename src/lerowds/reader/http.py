@@ -139,7 +139,9 @@ def call_with_retries(
             break
         wait = policy.delay(attempt, rng, last.retry_after)
         counters.add("retries")
-        logger.warning("%s: %s: %s; retry %d of %d in %.2fs", what, where, last, attempt, policy.attempts - 1, wait)
+        logger.warning(
+            "%s: %s: %s; retry %d of %d in %.2fs", what, where, last, attempt, policy.attempts - 1, wait
+        )
         if cancel is not None:
             if cancel.wait(wait):
                 raise Cancelled(what)
@@ -182,9 +184,7 @@ def _status_text(resp: http.client.HTTPResponse) -> str:
 class HttpClient:
     """GET whole files and byte ranges. Picklable: connections and caches are rebuilt in each process."""
 
-    def __init__(
-        self, options: HttpOptions, headers: Callable[[], Mapping[str, str]] | None = None
-    ) -> None:
+    def __init__(self, options: HttpOptions, headers: Callable[[], Mapping[str, str]] | None = None) -> None:
         self.options = options
         self._headers_fn = headers  # a module-level function, so that tokens are never pickled
         self._init_runtime()
@@ -287,8 +287,10 @@ class HttpClient:
         for _ in range(2):  # a kept-alive connection the server closed meanwhile is reopened once, silently
             conn, reused, proxy_auth = self._connect(url)
             p = urlsplit(url)
-            target = url if getattr(conn, "_lerowds_proxied", False) else (p.path or "/") + (
-                f"?{p.query}" if p.query else ""
+            target = (
+                url
+                if getattr(conn, "_lerowds_proxied", False)
+                else (p.path or "/") + (f"?{p.query}" if p.query else "")
             )
             hdrs = dict(headers)
             if proxy_auth:
@@ -376,7 +378,13 @@ class HttpClient:
 
         rng = self.rng
         return call_with_retries(
-            attempt, policy=self.options.retry, what=what, where=url, counters=counters, rng=rng, cancel=cancel
+            attempt,
+            policy=self.options.retry,
+            what=what,
+            where=url,
+            counters=counters,
+            rng=rng,
+            cancel=cancel,
         )
 
     def get_range(

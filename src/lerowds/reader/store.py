@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from lerowds.errors import ConfigError, FormatError
-from lerowds.reader.decode import ClipRange
+from lerowds.errors import FormatError
 from lerowds.format import (
     DatasetIndex,
     EpisodeTable,
     read_local_index,
     video_columns,
 )
+from lerowds.reader.decode import ClipRange
+
+if TYPE_CHECKING:
+    from lerowds.reader.remote import RemoteOptions
 
 
 class EpisodeStore(Protocol):
@@ -104,16 +107,16 @@ def open_store(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     cache_limit: int | str | None = None,
+    remote: RemoteOptions | None = None,
 ) -> EpisodeStore:
-    """Open a converted dataset from a local directory (remote sources: see ``lerowds.reader.remote``)."""
+    """Open a converted dataset: a local directory, or a remote URL (http(s)://, hf://datasets/ORG/NAME,
+    another fsspec URL) streamed through a bounded local cache (see ``lerowds.reader.remote``)."""
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
-        raise ConfigError(
-            f"source {text!r}: remote sources are not supported by this build yet; "
-            "download the converted dataset and pass its local directory"
-        )
-    if text.startswith("file://"):
-        text = text[len("file://") :]
+        from lerowds.reader.remote import open_remote_store
+
+        return open_remote_store(text, cache_dir=cache_dir, cache_limit=cache_limit, options=remote)
+    text = text.removeprefix("file://")
     if not Path(text).is_dir():
         raise FormatError(f"source {text!r} is not a directory holding a converted lerowds dataset")
     return LocalStore(text)

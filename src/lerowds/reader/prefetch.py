@@ -1,0 +1,280 @@
+"""Prefetch-on-admit: one consumer's background downloads of the episodes it will admit, in that order.
+
+A planner thread walks the plan (the consumer's admission order), at most ``lookahead`` episodes ahead of
+the one the consumer last asked for, and claims each episode in the machine-wide cache: a finished file
+(maybe another worker's download) is pinned at once; otherwise room is reserved and a download thread
+fetches it. The planner waits while another process downloads the same episode or the cache is full, and
+gives up with an error after ``wait_timeout_s``, or at once when the consumer's own pool cannot fit.
+Threads start in the process that iterates; nothing here is pickled.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from lerowds.errors import ConfigError, RemoteError
+from lerowds.reader.cache import Busy, EpisodeCache, Full, Pin, Reservation
+from lerowds.reader.http import Cancelled, Counters
+from lerowds.reader.integrity import Span
+
+logger = logging.getLogger(__name__)
+
+Fetch = Callable[[Span, Reservation, threading.Event], None]  # download and verify into the reservation
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrefetchOptions:
+    """How far and how wide each consumer downloads ahead."""
+
+    threads: int = 4  # concurrent downloads per consumer
+    lookahead: int = 32  # episodes claimed ahead of the one the consumer admits
+    wait_timeout_s: float = 600.0  # longest wait for one episode (room in the cache, another's download)
+    poll_s: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise ConfigError(f"prefetch threads must be an integer >= 1, got {self.threads!r}")
+        if not isinstance(self.lookahead, int) or self.lookahead < 0:
+            raise ConfigError(f"prefetch lookahead must be an integer >= 0, got {self.lookahead!r}")
+        if not self.wait_timeout_s > 0 or not self.poll_s > 0:
+            raise ConfigError(
+                f"wait_timeout_s and poll_s must be > 0, got {self.wait_timeout_s}, {self.poll_s}"
+            )
+
+
+def claim_blocking(
+    cache: EpisodeCache,
+    span: Span,
+    *,
+    cancel: threading.Event,
+    options: PrefetchOptions,
+    counters: Counters,
+    stuck: Callable[[Full], str | None],
+) -> Pin | Reservation | None:
+    """Pin ``span``'s episode or reserve room to fetch it, waiting as needed; None if cancelled.
+
+    ``stuck(full)`` returns a message when waiting for room cannot help (the caller's own pins fill it).
+    """
+    deadline = time.monotonic() + options.wait_timeout_s
+    waited = False
+    while not cancel.is_set():
+        claim = cache.claim(span.episode, span.size)
+        if isinstance(claim, (Pin, Reservation)):
+            return claim
+        if isinstance(claim, Full) and (message := stuck(claim)) is not None:
+            raise ConfigError(message)
+        if not waited:
+            waited = True
+            counters.add("waits")
+            logger.debug("%s: waiting (%s)", span.describe(), claim)
+        if time.monotonic() > deadline:
+            if isinstance(claim, Busy):
+                why = f"another process's download of it ({claim.path}) to finish"
+            else:
+                why = (
+                    f"room in the cache ({claim.used} of {claim.limit} bytes are held by this machine's "
+                    "consumers); raise cache_limit, or lower episode_pool_size or num_workers"
+                )
+            raise RemoteError(f"{span.describe()}: waited {options.wait_timeout_s:g}s for {why}")
+        cancel.wait(options.poll_s)
+    return None
+
+
+class _Slot:
+    __slots__ = ("cancelled", "error", "event", "pin")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.pin: Pin | None = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+
+class Prefetcher:
+    """Downloads of one plan, ahead of the consumer. ``take(row)`` hands over each episode's pin in order."""
+
+    def __init__(
+        self,
+        spans: Sequence[Span],
+        *,
+        cache: EpisodeCache,
+        fetch: Fetch,
+        options: PrefetchOptions,
+        counters: Counters,
+        held_bytes: Callable[[], int],
+        on_done: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._spans = tuple(spans)
+        self._cache, self._fetch, self._options = cache, fetch, options
+        self._counters, self._held_bytes, self._on_done = counters, held_bytes, on_done
+        self._slots = [_Slot() for _ in self._spans]
+        self._positions: dict[int, deque[int]] = {}
+        for pos, span in enumerate(self._spans):
+            self._positions.setdefault(span.row, deque()).append(pos)
+        self._cond = threading.Condition()
+        self._wanted = -1  # the furthest position the consumer asked for
+        self._waiting = -1  # the position the consumer is blocked on, or -1
+        self._inflight: dict[int, Reservation] = {}
+        self._cancel = threading.Event()
+        self._jobs: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._free = threading.Semaphore(options.threads)
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._plan, name="lerowds-prefetch", daemon=True)]
+        self._threads += [
+            threading.Thread(target=self._download, name=f"lerowds-download-{i}", daemon=True)
+            for i in range(min(self._options.threads, len(self._spans)))
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -------------------------------------------------------------------------------------- consumer side
+    def take(self, row: int) -> Pin | None:
+        """Block until the next planned use of ``row`` has arrived; None if ``row`` is not (or no longer)
+        planned, so the caller fetches it itself."""
+        with self._cond:
+            q = self._positions.get(row)
+            if not q:
+                return None
+            pos = q.popleft()
+            self._wanted = max(self._wanted, pos)
+            self._waiting = pos
+            self._cond.notify_all()
+        slot = self._slots[pos]
+        deadline = time.monotonic() + self._options.wait_timeout_s
+        try:
+            while not slot.event.wait(0.25):
+                if time.monotonic() > deadline:
+                    raise RemoteError(
+                        f"{self._spans[pos].describe()}: not downloaded after "
+                        f"{self._options.wait_timeout_s:g}s (LEROWDS_WAIT_TIMEOUT)"
+                    )
+        finally:
+            with self._cond:
+                self._waiting = -1
+        with self._cond:
+            if slot.error is not None:
+                raise slot.error
+            pin, slot.pin = slot.pin, None
+        return pin  # None when cancelled
+
+    def pinned_bytes(self) -> int:
+        """Bytes this plan holds in the cache that the consumer has not taken yet (arrived or in flight)."""
+        with self._cond:
+            arrived = sum(s.pin.size for s in self._slots if s.pin is not None)
+            return arrived + sum(r.size for r in self._inflight.values())
+
+    # -------------------------------------------------------------------------------------- threads
+    def _stuck(self, pos: int, span: Span, full: Full) -> str | None:
+        with self._cond:
+            blocked = self._waiting == pos
+        mine = self._held_bytes() + self.pinned_bytes()
+        if blocked and mine + span.size > full.limit:
+            return (
+                f"cache_limit={full.limit} bytes is too small: this consumer holds {mine} bytes of episodes "
+                f"in its pool and needs {span.size} more for {span.describe()}; raise cache_limit or lower "
+                "episode_pool_size"
+            )
+        return None
+
+    def _plan(self) -> None:
+        pos = 0
+        try:
+            for pos, span in enumerate(self._spans):
+                with self._cond:
+                    while not self._cancel.is_set() and pos > self._wanted + self._options.lookahead:
+                        self._cond.wait(0.5)
+                while not self._free.acquire(timeout=0.25):
+                    if self._cancel.is_set():
+                        return
+                claim = None
+                try:
+                    claim = claim_blocking(
+                        self._cache,
+                        span,
+                        cancel=self._cancel,
+                        options=self._options,
+                        counters=self._counters,
+                        stuck=lambda full, pos=pos, span=span: self._stuck(pos, span, full),
+                    )
+                finally:
+                    if not isinstance(claim, Reservation):
+                        self._free.release()
+                if claim is None:
+                    return
+                if isinstance(claim, Pin):
+                    self._counters.add("reused")
+                    self._arrive(pos, claim)
+                else:
+                    with self._cond:
+                        self._inflight[pos] = claim
+                    self._jobs.put(pos)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, who raises it
+            self._fail(pos, e)
+        finally:
+            for _ in self._threads[1:]:
+                self._jobs.put(None)
+
+    def _download(self) -> None:
+        while (pos := self._jobs.get()) is not None:
+            with self._cond:
+                res = self._inflight[pos]
+            try:
+                self._fetch(self._spans[pos], res, self._cancel)
+                pin = self._cache.commit(res)
+            except Cancelled:
+                self._cache.abort(res)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, who raises it
+                self._cache.abort(res)
+                self._fail(pos, e)
+            else:
+                self._counters.add("downloaded")
+                self._arrive(pos, pin)
+            finally:
+                with self._cond:
+                    self._inflight.pop(pos, None)
+                self._free.release()
+                self._on_done()
+
+    def _arrive(self, pos: int, pin: Pin) -> None:
+        with self._cond:
+            slot = self._slots[pos]
+            if not self._cancel.is_set():
+                slot.pin = pin
+                slot.event.set()
+                return
+            slot.cancelled = True
+            slot.event.set()
+        self._cache.unpin(pin)
+
+    def _fail(self, pos: int, error: BaseException) -> None:
+        """Episode ``pos`` failed: the consumer raises ``error`` there; nothing after it is fetched."""
+        self._cancel.set()
+        with self._cond:
+            self._slots[pos].error = error
+            for slot in self._slots[pos:]:
+                slot.event.set()
+            self._cond.notify_all()
+
+    def stop(self, join_s: float = 1.0) -> None:
+        """Cancel the plan and unpin what the consumer has not taken (a new epoch, or close)."""
+        self._cancel.set()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = time.monotonic() + join_s
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            pins = [s.pin for s in self._slots if s.pin is not None]
+            for s in self._slots:
+                s.pin, s.cancelled = None, True
+                s.event.set()
+        for pin in pins:
+            self._cache.unpin(pin)

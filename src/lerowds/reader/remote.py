@@ -1,0 +1,417 @@
+"""``RemoteStore``: a converted dataset read over http(s), from the Hub (``hf://``) or any fsspec URL.
+
+The index (``index.json`` + ``episodes.parquet``, checked against its sha256) is fetched once, when the
+store is made; the store is then pickled into DataLoader workers. Each process that iterates starts its own
+prefetcher (``prefetch.py``): every episode the consumer will admit is downloaded with one ranged read of
+its whole span into the machine-wide bounded cache (``cache.py``), verified (``integrity.py``), and read
+from there; ``release`` unpins it, and the last user deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing.util
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from lerowds.errors import ConfigError, FormatError
+from lerowds.format import EPISODES_FILE, INDEX_FILE, DatasetIndex, EpisodeTable, check_episode_table
+from lerowds.reader.cache import (
+    DEFAULT_CACHE_LIMIT,
+    EpisodeCache,
+    Pin,
+    Reservation,
+    default_cache_dir,
+    parse_bytes,
+)
+from lerowds.reader.decode import ClipRange
+from lerowds.reader.http import Counters, HttpClient, HttpOptions, RetryPolicy
+from lerowds.reader.hub import HubPath, endpoint, hub_headers, local_snapshot, offline
+from lerowds.reader.integrity import Crc32, Span, span_of, verify_span
+from lerowds.reader.prefetch import Prefetcher, PrefetchOptions, claim_blocking
+from lerowds.reader.sources import ByteSource, FsspecSource, HttpSource
+from lerowds.reader.store import EpisodeStore, LocalStore
+
+logger = logging.getLogger(__name__)
+
+_STATS_DIR = ".stats"
+_STATS_MAX_AGE_S = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoteOptions:
+    """Network and prefetch settings of a remote store (defaults, or ``from_env``)."""
+
+    http: HttpOptions = field(default_factory=HttpOptions)
+    prefetch: PrefetchOptions = field(default_factory=PrefetchOptions)
+    # check each downloaded span: tar headers, members, metadata, table (and crc32 where the index has it)
+    verify: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RemoteOptions:
+        """Defaults overridden by ``LEROWDS_CONNECT_TIMEOUT``, ``LEROWDS_READ_TIMEOUT``, ``LEROWDS_RETRIES``,
+        ``LEROWDS_BACKOFF``, ``LEROWDS_BACKOFF_MAX``, ``LEROWDS_PREFETCH_THREADS``, ``LEROWDS_PREFETCH_AHEAD``
+        and ``LEROWDS_WAIT_TIMEOUT`` (seconds, counts)."""
+        env = os.environ if env is None else env
+
+        def get(name: str, kind: type, default: object) -> object:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+        retry = RetryPolicy(
+            attempts=get("LEROWDS_RETRIES", int, RetryPolicy.attempts),  # type: ignore[arg-type]
+            backoff_s=get("LEROWDS_BACKOFF", float, RetryPolicy.backoff_s),  # type: ignore[arg-type]
+            backoff_max_s=get("LEROWDS_BACKOFF_MAX", float, RetryPolicy.backoff_max_s),  # type: ignore[arg-type]
+        )
+        http = HttpOptions(
+            connect_timeout_s=get("LEROWDS_CONNECT_TIMEOUT", float, HttpOptions.connect_timeout_s),  # type: ignore[arg-type]
+            read_timeout_s=get("LEROWDS_READ_TIMEOUT", float, HttpOptions.read_timeout_s),  # type: ignore[arg-type]
+            retry=retry,
+        )
+        prefetch = PrefetchOptions(
+            threads=get("LEROWDS_PREFETCH_THREADS", int, PrefetchOptions.threads),  # type: ignore[arg-type]
+            lookahead=get("LEROWDS_PREFETCH_AHEAD", int, PrefetchOptions.lookahead),  # type: ignore[arg-type]
+            wait_timeout_s=get("LEROWDS_WAIT_TIMEOUT", float, PrefetchOptions.wait_timeout_s),  # type: ignore[arg-type]
+        )
+        return cls(http=http, prefetch=prefetch)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteStats:
+    """Counters summed over every process that used the store (the main process and its workers)."""
+
+    requests: int = 0  # HTTP requests / fsspec reads, retries included
+    retries: int = 0
+    bytes: int = 0  # bytes received
+    downloaded: int = 0  # episodes downloaded
+    reused: int = 0  # episodes pinned from the cache (e.g. another worker's download)
+    waits: int = 0  # claims that had to wait (another process downloading it, or a full cache)
+    verify_failures: int = 0  # downloads that failed verification and were fetched again
+
+
+class _Runtime:
+    """What one process holds: its counters, its prefetcher, and the episodes its consumer has admitted."""
+
+    def __init__(self, counters: Counters | None = None) -> None:
+        self.pid = os.getpid()
+        self.token = f"{self.pid}-{uuid.uuid4().hex[:8]}"
+        self.counters = counters or Counters()
+        self.lock = threading.Lock()
+        self.prefetcher: Prefetcher | None = None
+        self.held: dict[int, list[Pin]] = {}
+
+    def held_bytes(self) -> int:
+        with self.lock:
+            return sum(p.size for pins in self.held.values() for p in pins)
+
+    def take_all(self) -> tuple[Prefetcher | None, list[Pin]]:
+        with self.lock:
+            pf, self.prefetcher = self.prefetcher, None
+            pins = [p for ps in self.held.values() for p in ps]
+            self.held.clear()
+        return pf, pins
+
+
+def _shutdown(runtime: _Runtime, cache: EpisodeCache) -> None:
+    """Stop downloads and unpin everything this process holds (close, garbage collection, process exit)."""
+    if runtime.pid != os.getpid():
+        return
+    pf, pins = runtime.take_all()
+    if pf is not None:
+        pf.stop(join_s=0.5)
+    for pin in pins:
+        cache.unpin(pin)
+
+
+class RemoteStore:
+    """An ``EpisodeStore`` whose episodes are downloaded ahead of the pool into a bounded local cache."""
+
+    def __init__(
+        self,
+        source: ByteSource,
+        index: DatasetIndex,
+        table: EpisodeTable,
+        cache: EpisodeCache,
+        options: RemoteOptions,
+        *,
+        name: str,
+        counters: Counters | None = None,
+    ) -> None:
+        self.source, self.index, self.table = source, index, table
+        self.cache, self.options, self.name = cache, options, name
+        self._shards = tuple(s.name for s in index.shards)
+        self._session = uuid.uuid4().hex[:12]  # names this store's stats files, shared with its workers
+        self._rt: _Runtime | None = None
+        self._runtime(counters)
+        self._sweep_stats()
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        state["_rt"] = None  # threads, pins and counters belong to the process that made them
+        return state
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.name!r}, cache={str(self.cache.dir)!r}, limit={self.cache.limit})"
+
+    def _runtime(self, counters: Counters | None = None) -> _Runtime:
+        rt = self._rt
+        if rt is None or rt.pid != os.getpid():
+            rt = self._rt = _Runtime(counters)
+            multiprocessing.util.Finalize(self, _shutdown, args=(rt, self.cache), exitpriority=10)
+        return rt
+
+    def _span(self, row: int) -> Span:
+        return span_of(self.table, self._shards, self.index.video_keys, row)
+
+    # -------------------------------------------------------------------------------------- downloads
+    def _fetch_into(self, span: Span, res: Reservation, cancel: threading.Event) -> None:
+        crc = Crc32()
+
+        def write(pos: int, data: memoryview) -> None:
+            os.pwrite(res.fd, data, pos)
+            crc.update(pos, data)
+
+        def verify() -> None:
+            verify_span(res.fd, span, crc.value if crc.end == span.size else None)
+
+        self.source.read_range(
+            span.shard,
+            span.offset,
+            span.size,
+            write,
+            what=span.describe(),
+            counters=self._runtime().counters,
+            cancel=cancel,
+            verify=verify if self.options.verify else None,
+        )
+
+    def _fetch_now(self, row: int) -> Pin:
+        """Fetch an episode the prefetcher does not have in its plan, in the calling thread."""
+        rt, span = self._runtime(), self._span(row)
+
+        def stuck(full: object) -> str | None:
+            if rt.held_bytes() + span.size > self.cache.limit:
+                return (
+                    f"cache_limit={self.cache.limit} bytes is too small: this consumer holds {rt.held_bytes()} "
+                    f"bytes and needs {span.size} more for {span.describe()}; raise cache_limit"
+                )
+            return None
+
+        claim = claim_blocking(
+            self.cache,
+            span,
+            cancel=threading.Event(),
+            options=self.options.prefetch,
+            counters=rt.counters,
+            stuck=stuck,
+        )
+        if isinstance(claim, Pin):
+            rt.counters.add("reused")
+            return claim
+        if claim is None:  # pragma: no cover - the event above is never set
+            raise RuntimeError(f"{span.describe()}: claim cancelled")
+        try:
+            self._fetch_into(span, claim, threading.Event())
+            pin = self.cache.commit(claim)
+        except BaseException:
+            self.cache.abort(claim)
+            raise
+        finally:
+            self._flush_stats()
+        rt.counters.add("downloaded")
+        return pin
+
+    def _acquire(self, row: int) -> Pin:
+        rt = self._runtime()
+        pf = rt.prefetcher
+        pin = pf.take(row) if pf is not None else None
+        if pin is None:
+            pin = self._fetch_now(row)
+        with rt.lock:
+            rt.held.setdefault(row, []).append(pin)
+        return pin
+
+    def _held(self, row: int) -> Pin | None:
+        rt = self._runtime()
+        with rt.lock:
+            pins = rt.held.get(row)
+            return pins[-1] if pins else None
+
+    # -------------------------------------------------------------------------------------- EpisodeStore
+    def prefetch(self, rows: Sequence[int]) -> None:
+        """Start downloading ``rows`` (the consumer's admission order) in the background; a new call
+        replaces the previous plan and unpins what the previous iteration still held."""
+        rt = self._runtime()
+        old, pins = rt.take_all()
+        if old is not None:
+            old.stop()
+        for pin in pins:
+            self.cache.unpin(pin)
+        spans = [self._span(int(r)) for r in rows]
+        if not spans:
+            return
+        pf = Prefetcher(
+            spans,
+            cache=self.cache,
+            fetch=self._fetch_into,
+            options=self.options.prefetch,
+            counters=rt.counters,
+            held_bytes=rt.held_bytes,
+            on_done=self._flush_stats,
+        )
+        with rt.lock:
+            rt.prefetcher = pf
+        pf.start()
+
+    def parquet_bytes(self, row: int) -> bytes:
+        pin = self._acquire(row)
+        span = self._span(row)
+        offset, size = span.members[1]
+        data = os.pread(pin.fd, size, offset)
+        if len(data) != size:
+            raise FormatError(
+                f"{pin.path}: {span.describe()}: short read of its cached parquet member "
+                f"(wanted {size} bytes at {offset}, got {len(data)}); was the cache directory cleaned?"
+            )
+        return data
+
+    def clip(self, row: int, video_key: str) -> ClipRange:
+        pin = self._held(row) or self._acquire(row)
+        span = self._span(row)
+        pos = [*self.index.video_keys].index(video_key) if video_key in self.index.video_keys else -1
+        if pos < 0:
+            raise FormatError(f"{self.name}: no video key {video_key!r} (have {self.index.video_keys})")
+        offset, size = span.members[2 + pos]
+        return ClipRange(pin.path, offset, size)
+
+    def release(self, row: int) -> None:
+        rt = self._runtime()
+        with rt.lock:
+            pins = rt.held.get(row)
+            pin = pins.pop(0) if pins else None
+            if pins == []:
+                del rt.held[row]
+        if pin is None:
+            logger.debug("%s: release of row %d, which this process does not hold", self.name, row)
+            return
+        self.cache.unpin(pin)
+
+    def close(self) -> None:
+        rt = self._runtime()
+        _shutdown(rt, self.cache)
+        self._flush_stats()
+
+    # -------------------------------------------------------------------------------------- stats
+    def _stats_dir(self) -> Path:
+        return self.cache.root / _STATS_DIR / self._session
+
+    def _flush_stats(self) -> None:
+        rt = self._rt
+        if rt is None or rt.pid != os.getpid():
+            return
+        folder = self._stats_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{rt.token}.tmp"
+        tmp.write_text(json.dumps(rt.counters.snapshot()))
+        os.replace(tmp, folder / f"{rt.token}.json")
+
+    def stats(self) -> RemoteStats:
+        """Requests, retries, bytes and episodes so far, summed over this store's processes."""
+        self._runtime()
+        self._flush_stats()
+        total: dict[str, int] = {}
+        for f in self._stats_dir().glob("*.json"):
+            try:
+                counts = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            for k, v in counts.items():
+                total[k] = total.get(k, 0) + int(v)
+        known = {f.name for f in fields(RemoteStats)}
+        return RemoteStats(**{k: v for k, v in total.items() if k in known})
+
+    def _sweep_stats(self) -> None:
+        """Forget stats of stores older than a week."""
+        base = self.cache.root / _STATS_DIR
+        if not base.is_dir():
+            return
+        cutoff = time.time() - _STATS_MAX_AGE_S
+        for d in base.iterdir():
+            try:
+                if d.stat().st_mtime < cutoff:
+                    shutil.rmtree(d, ignore_errors=True)
+            except FileNotFoundError:
+                continue
+
+
+# ----------------------------------------------------------------------------------------------- opening
+def _source_of(url: str, options: RemoteOptions, counters: Counters) -> tuple[ByteSource, bytes, str]:
+    """The source of ``url``, the bytes of its ``index.json``, and a name for messages."""
+    if url.startswith("hf://"):
+        hub = HubPath.parse(url)
+        revision = hub.revision or "main"
+        http = HttpSource(
+            hub.resolve_base(endpoint(), revision), HttpClient(options.http, headers=hub_headers)
+        )
+        index_bytes, headers = http.read(INDEX_FILE, what=f"{hub}: {INDEX_FILE}", counters=counters)
+        commit = headers.get("x-repo-commit")
+        if commit and commit != revision:  # pin it: every worker and every later read sees this snapshot
+            http = http.with_base(hub.resolve_base(endpoint(), commit))
+            logger.info("%s: revision %s is commit %s", hub, revision, commit)
+        return http, index_bytes, str(hub)
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("http", "https"):
+        source: ByteSource = HttpSource(url, HttpClient(options.http))
+    else:
+        source = FsspecSource(url, retry=options.http.retry)
+    index_bytes, _ = source.read(INDEX_FILE, what=f"{url}: {INDEX_FILE}", counters=counters)
+    return source, index_bytes, url.rstrip("/")
+
+
+def open_remote_store(
+    url: str,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_limit: int | str | None = None,
+    options: RemoteOptions | None = None,
+) -> EpisodeStore:
+    """Open a converted dataset at ``url`` (http(s)://, hf://datasets/ORG/NAME[@REV][/subdir], fsspec URL).
+
+    With ``HF_HUB_OFFLINE=1`` an ``hf://`` source is read from the local Hub cache instead.
+    """
+    options = options or RemoteOptions.from_env()
+    limit = parse_bytes(DEFAULT_CACHE_LIMIT if cache_limit is None else cache_limit)
+    if url.startswith("hf://") and offline():
+        root = local_snapshot(HubPath.parse(url))
+        logger.info("%s: HF_HUB_OFFLINE is set: reading the local Hub cache %s", url, root)
+        return LocalStore(root)
+    counters = Counters()
+    source, index_bytes, name = _source_of(url, options, counters)
+    index = DatasetIndex.from_bytes(index_bytes, source.url(INDEX_FILE))
+    table_bytes, _ = source.read(EPISODES_FILE, what=f"{name}: {EPISODES_FILE}", counters=counters)
+    table = check_episode_table(index, table_bytes, source.url(EPISODES_FILE))
+    root = (
+        Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(url.startswith("hf://"))
+    )
+    cache = EpisodeCache(root, index.fingerprint(), limit)
+    logger.info(
+        "%s: %d episodes in %d shards; cache %s (limit %d bytes)",
+        name,
+        len(table),
+        len(index.shards),
+        cache.dir,
+        limit,
+    )
+    return RemoteStore(source, index, table, cache, options, name=name, counters=counters)

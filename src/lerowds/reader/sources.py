@@ -1,0 +1,191 @@
+"""Where a remote dataset's bytes come from: an http(s) base URL, or any fsspec file system.
+
+A source reads whole small files (``index.json``, ``episodes.parquet``) and byte ranges of shards, each
+with timeouts and retries. Sources are picklable and open their connections lazily in each process.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from lerowds.errors import ConfigError
+from lerowds.reader.http import (
+    Counters,
+    HttpClient,
+    HttpOptions,
+    Permanent,
+    RetryPolicy,
+    SinkError,
+    Transient,
+    Writer,
+    call_with_retries,
+)
+
+
+class ByteSource(Protocol):
+    """Read files of a converted dataset, relative to its root."""
+
+    def url(self, relpath: str) -> str:
+        """Where ``relpath`` lives, for messages."""
+        ...
+
+    def read(self, relpath: str, *, what: str, counters: Counters) -> tuple[bytes, Mapping[str, str]]:
+        """The whole file and, where the source has them, response headers (lower-case names)."""
+        ...
+
+    def read_range(
+        self,
+        relpath: str,
+        start: int,
+        size: int,
+        write: Writer,
+        *,
+        what: str,
+        counters: Counters,
+        cancel: threading.Event | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> None:
+        """Stream bytes ``[start, start + size)`` into ``write``; ``verify`` failing (ValueError) refetches."""
+        ...
+
+
+class HttpSource:
+    """A converted dataset served over http(s) below ``base`` (which may redirect, e.g. the Hub's resolve)."""
+
+    def __init__(self, base: str, client: HttpClient) -> None:
+        self.base = base.rstrip("/")
+        self.client = client
+
+    def url(self, relpath: str) -> str:
+        return f"{self.base}/{quote(relpath)}"
+
+    def read(self, relpath: str, *, what: str, counters: Counters) -> tuple[bytes, Mapping[str, str]]:
+        return self.client.get(self.url(relpath), what=what, counters=counters)
+
+    def read_range(
+        self,
+        relpath: str,
+        start: int,
+        size: int,
+        write: Writer,
+        *,
+        what: str,
+        counters: Counters,
+        cancel: threading.Event | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> None:
+        self.client.get_range(
+            self.url(relpath), start, size, write, what=what, counters=counters, cancel=cancel, verify=verify
+        )
+
+    def with_base(self, base: str) -> HttpSource:
+        return HttpSource(base, self.client)
+
+
+def _fsspec_call(fn: Callable[[], bytes]) -> bytes:
+    """Run an fsspec read, sorting its errors into retryable and not."""
+    try:
+        return fn()
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotImplementedError) as e:
+        raise Permanent(f"{type(e).__name__}: {e}") from None
+    except (OSError, TimeoutError, ConnectionError) as e:
+        raise Transient(f"{type(e).__name__}: {e}") from None
+
+
+class FsspecSource:
+    """A converted dataset on any fsspec file system (s3://, gs://, memory://, ...): ranged ``cat_file``."""
+
+    def __init__(
+        self, url: str, *, retry: RetryPolicy | None = None, storage_options: dict[str, Any] | None = None
+    ):
+        try:
+            import fsspec
+        except ImportError as e:  # pragma: no cover - fsspec is a dependency
+            raise ConfigError(f"source {url!r} needs fsspec: pip install fsspec") from e
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        except (ImportError, ValueError) as e:
+            scheme = url.split("://", 1)[0]
+            raise ConfigError(
+                f"source {url!r}: no usable fsspec backend for {scheme}:// ({e}); install it, "
+                f"e.g. `pip install s3fs` for s3://, `pip install gcsfs` for gs://"
+            ) from e
+        self.root = self.root.rstrip("/")
+        self.protocol = url.split("://", 1)[0]
+        self.retry = retry or RetryPolicy()
+        self._rng = random.Random(f"lerowds-fsspec-{url}")  # backoff jitter only
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_rng"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._rng = random.Random(f"lerowds-fsspec-{self.root}")
+
+    def _path(self, relpath: str) -> str:
+        return f"{self.root}/{relpath}"
+
+    def url(self, relpath: str) -> str:
+        return f"{self.protocol}://{self._path(relpath)}"
+
+    def read(self, relpath: str, *, what: str, counters: Counters) -> tuple[bytes, Mapping[str, str]]:
+        path = self._path(relpath)
+
+        def attempt() -> bytes:
+            counters.add("requests")
+            return _fsspec_call(lambda: self.fs.cat_file(path))
+
+        data = call_with_retries(
+            attempt, policy=self.retry, what=what, where=self.url(relpath), counters=counters, rng=self._rng
+        )
+        counters.add("bytes", len(data))
+        return data, {}
+
+    def read_range(
+        self,
+        relpath: str,
+        start: int,
+        size: int,
+        write: Writer,
+        *,
+        what: str,
+        counters: Counters,
+        cancel: threading.Event | None = None,
+        verify: Callable[[], None] | None = None,
+    ) -> None:
+        path = self._path(relpath)
+
+        def attempt() -> None:
+            counters.add("requests")
+            data = _fsspec_call(lambda: self.fs.cat_file(path, start=start, end=start + size))
+            counters.add("bytes", len(data))
+            if len(data) != size:
+                raise Transient(f"short read: {len(data)} of {size} bytes")
+            try:
+                write(0, memoryview(data))
+            except OSError as e:
+                raise SinkError(f"cannot store downloaded bytes: {e}") from e
+            if verify is not None:
+                try:
+                    verify()
+                except ValueError as e:
+                    counters.add("verify_failures")
+                    raise Transient(f"corrupt download, fetching it again: {e}") from None
+
+        call_with_retries(
+            attempt,
+            policy=self.retry,
+            what=what,
+            where=self.url(relpath),
+            counters=counters,
+            rng=self._rng,
+            cancel=cancel,
+        )
+
+
+def http_source(url: str, options: HttpOptions) -> HttpSource:
+    return HttpSource(url, HttpClient(options))
