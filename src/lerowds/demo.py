@@ -45,9 +45,11 @@ class DemoReport:
         out = [
             f"source      {self.source}  ({self.episodes} episodes, {self.frames} frames, LeRobot v3)",
             f"converted   {self.output}  ({self.shards} shards) in {self.seconds_convert:.1f} s",
-            f"streamed    {self.samples} samples in {self.batches} batches in {self.seconds_stream:.1f} s "
-            f"({self.samples / max(self.seconds_stream, 1e-9):.0f} samples/s); "
-            f"{self.distinct_indices} distinct frames: each exactly once",
+            (
+                f"streamed    {self.samples} samples in {self.batches} batches in {self.seconds_stream:.1f} s "
+                f"({self.samples / max(self.seconds_stream, 1e-9):.0f} samples/s); "
+                f"{self.distinct_indices} distinct frames: each exactly once"
+            ),
             "first batch:",
         ]
         width = max(len(k) for k in self.first_batch)

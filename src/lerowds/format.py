@@ -15,18 +15,22 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lerowds.errors import FormatError
+from lerowds.errors import ConfigError, FormatError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 FORMAT_NAME = "lerowds"
 FORMAT_VERSION = 1
@@ -34,6 +38,42 @@ INDEX_FILE = "index.json"
 EPISODES_FILE = "episodes.parquet"
 SHARDS_DIR = "shards"
 TAR_BLOCK = 512
+
+
+# ----------------------------------------------------------------------------------------------- sizes
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in ``512MB``, ``64KiB``, ``1.5GB``, ``1000`` (SI units are powers of 10, ``*iB`` of 2)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        m = _SIZE_RE.match(text)
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ConfigError(
+                f"bad size {text!r}: expected a number with an optional unit, e.g. 512MB or 64KiB"
+            )
+        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if value <= 0:
+        raise ConfigError(f"size must be > 0 bytes, got {text!r}")
+    return value
 
 
 # ----------------------------------------------------------------------------------------------- names
@@ -170,7 +210,9 @@ class ShardWriter:
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb")
         self._hasher = _HashingWriter(self._file)
-        self._tar = tarfile.open(fileobj=self._hasher, mode="w|", format=tarfile.GNU_FORMAT)  # type: ignore[arg-type]
+        self._tar = tarfile.open(  # noqa: SIM115 - closed by commit() or abort()
+            fileobj=self._hasher, mode="w|", format=tarfile.GNU_FORMAT  # type: ignore[arg-type]
+        )
         self._done = False
 
     def add_episode(self, members: Sequence[tuple[str, bytes]]) -> EpisodeLocation:
@@ -209,7 +251,7 @@ class ShardWriter:
             self._tmp.unlink(missing_ok=True)
             self._done = True
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:

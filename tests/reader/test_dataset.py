@@ -75,7 +75,7 @@ def test_same_seed_same_stream_other_seed_or_epoch_other_stream(tabular_converte
 
 def test_stream_is_the_pool_order_of_the_pure_functions(tabular_converted) -> None:
     """With one consumer the stream is exactly PoolOrder over the epoch's episode permutation."""
-    index, table = read_local_index(tabular_converted)
+    _, table = read_local_index(tabular_converted)
     ds = LeRobotWebDataset(tabular_converted, episode_pool_size=3, seed=11)
     got = [(int(s["episode_index"]), int(s["frame_index"])) for s in ds]
     plan = rank_plan(table["length"], table["episode_index"], seed=11, epoch=0, shuffle=True, world_size=1, rank=0)

@@ -124,7 +124,7 @@ def build_episode(
     fps: int,
     reencode: bool = False,
     data_files: DataFiles | None = None,
-    videos: VideoFiles | None = None,
+    video_files: VideoFiles | None = None,
     all_tasks: tuple[str, ...] = (),
 ) -> EpisodeMembers:
     """Read an episode's rows and cut its clips; check row and frame counts against its metadata."""
@@ -148,7 +148,7 @@ def build_episode(
             expected_frames=episode.length,
             label=f"episode {episode.episode_index}, camera {video_key!r}",
             reencode=reencode,
-            videos=videos,
+            videos=video_files,
         )
         videos[video_key] = {
             "codec": clip.codec,

@@ -6,51 +6,16 @@ multi-machine conversion computes the same plan.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lerowds.convert.source import SourceDataset
 from lerowds.errors import ConfigError, SourceError
-from lerowds.format import TAR_BLOCK
+from lerowds.format import TAR_BLOCK, parse_size  # noqa: F401 - re-exported for the CLI
 
 DEFAULT_SHARD_SIZE = 512 * 10**6
 EPISODE_OVERHEAD = 4 * TAR_BLOCK + 1024  # tar headers and padding, the json member
-
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
-
-
-def parse_size(text: str | int) -> int:
-    """Bytes in ``512MB``, ``64KiB``, ``1.5GB``, ``1000`` (SI units are powers of 10, ``*iB`` of 2)."""
-    if isinstance(text, int):
-        value = text
-    else:
-        m = _SIZE_RE.match(text)
-        if not m or m.group(2).lower() not in _UNITS:
-            raise ConfigError(
-                f"bad size {text!r}: expected a number with an optional unit, e.g. 512MB or 64KiB"
-            )
-        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if value <= 0:
-        raise ConfigError(f"size must be > 0 bytes, got {text!r}")
-    return value
 
 
 def parse_episodes(spec: str | None, available: Sequence[int]) -> tuple[int, ...]:

@@ -86,7 +86,7 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
                     fps=job.fps,
                     reencode=job.reencode,
                     data_files=data_files,
-                    videos=videos,
+                    video_files=videos,
                     all_tasks=job.tasks,
                 )
                 location = writer.add_episode(built.members)

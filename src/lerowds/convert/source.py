@@ -165,7 +165,8 @@ def _read_json(path: Path) -> Any:
 def read_parquet(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
     """Read a parquet file; a missing or unreadable file is a SourceError naming it."""
     try:
-        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+        # no Arrow thread pool: metadata files are small, and a single-threaded parent can fork workers cheaply
+        return pq.read_table(path, columns=list(columns) if columns is not None else None, use_threads=False)
     except FileNotFoundError:
         raise SourceError(f"{path}: missing") from None
     except (pa.ArrowException, OSError) as e:

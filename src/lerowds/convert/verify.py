@@ -168,7 +168,7 @@ def _check_member(name: str, data: bytes, episode: int, length: int) -> str | No
                     f"says episode {meta.get('episode_index')} length {meta.get('length')}, expected {length}"
                 )
         elif name.endswith(".parquet"):
-            table = pq.read_table(pa.BufferReader(data))
+            table = pq.read_table(pa.BufferReader(data), use_threads=False)
             if table.num_rows != length:
                 return f"{table.num_rows} rows, the episode's length is {length}"
             if "episode_index" in table.column_names and set(table.column("episode_index").to_pylist()) != {

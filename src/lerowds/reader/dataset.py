@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lerowds.errors import ConfigError
+from lerowds.format import parse_size
 from lerowds.reader.decode import ClipContext, ClipDecoder
 from lerowds.reader.decoder_cache import DecoderCache, make_decoder
 from lerowds.reader.episode import EpisodeRows, parse_episode_rows
@@ -58,6 +59,9 @@ class LeRobotWebDataset(IterableDataset):
         remainder: "drop" (default) or "repeat" frames so every rank yields the same number of samples.
         rank, world_size: override the detected distributed setup.
         cache_dir, cache_limit: local download cache of a remote source (bytes, or e.g. "2GB").
+        pool_byte_budget: optional bound on the bytes of the episodes in a consumer's pool (their tabular
+            rows + clips, as stored), e.g. "512MB": admission waits for eviction; one larger episode
+            still passes alone.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class LeRobotWebDataset(IterableDataset):
         decoder_cache_size: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_limit: int | str | None = None,
+        pool_byte_budget: int | str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
@@ -92,6 +97,7 @@ class LeRobotWebDataset(IterableDataset):
         index, table = self._store.index, self._store.table
         self.meta = DatasetMeta.from_index(index)
         self.episode_pool_size = episode_pool_size
+        self.pool_byte_budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
         self.shuffle = bool(shuffle)
         self.seed = seed
         self.tolerance_s = tolerance_s
@@ -171,6 +177,7 @@ class LeRobotWebDataset(IterableDataset):
             "world_size": c.world_size,
             "num_workers": num_workers,
             "episode_pool_size": self.episode_pool_size,
+            "pool_byte_budget": self.pool_byte_budget,
             "shuffle": self.shuffle,
             "remainder": self.remainder,
             "dataset": self.meta.fingerprint,
@@ -258,15 +265,21 @@ class LeRobotWebDataset(IterableDataset):
             else:
                 role, skip = step.role, step.skip
         me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
-        segments = self._segments(epoch, me)
+        return self._consumer_stream(epoch, me, skip)
+
+    def _consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:
+        """The samples consumer ``consumer`` yields in ``epoch`` after its first ``skip`` (a pure replay)."""
+        segments = self._segments(epoch, consumer)
         order = PoolOrder(
             segments,
             pool_size=self.episode_pool_size,
             seed=self.seed,
             epoch=epoch,
-            rank=me.rank,
-            worker=me.worker,
+            rank=consumer.rank,
+            worker=consumer.worker,
             shuffle=self.shuffle,
+            sizes=[int(self._store.table["size"][self._row_of[s.episode]]) for s in segments],
+            byte_budget=self.pool_byte_budget,
         )
         order.skip(skip)  # integers only: no episode is read for the skipped part
         first = min(order.pool, default=len(segments))

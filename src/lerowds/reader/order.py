@@ -248,9 +248,12 @@ PoolEvent = Admit | Emit | Evict
 class PoolOrder:
     """Emission state of one consumer: which segments are in the pool and which of their frames remain.
 
-    The pool holds up to ``pool_size`` segments, admitted in list order (initially filled, then one per
-    drained segment). With ``shuffle`` each emit is uniform over all not-yet-emitted frames in the pool
-    (swap-remove in one flat list); without, the oldest segment is emitted in frame order.
+    The pool holds up to ``pool_size`` segments, admitted in list order (initially filled, then refilled
+    as segments drain). With ``byte_budget`` (and ``sizes``, the bytes each segment holds while in the
+    pool) a segment is admitted only while the pool's bytes stay within the budget — or into an empty
+    pool, so one oversized episode still passes alone: admission waits for eviction. With ``shuffle``
+    each emit is uniform over all not-yet-emitted frames in the pool (swap-remove in one flat list);
+    without, the oldest segment is emitted in frame order.
     """
 
     def __init__(
@@ -263,9 +266,22 @@ class PoolOrder:
         rank: int,
         worker: int,
         shuffle: bool,
+        sizes: Sequence[int] | None = None,
+        byte_budget: int | None = None,
     ) -> None:
         _check_int("pool_size", pool_size, 1)
         self._segments = tuple(segments)
+        if byte_budget is not None:
+            _check_int("byte_budget", byte_budget, 1)
+            if sizes is None or len(sizes) != len(self._segments):
+                raise ConfigError(
+                    f"byte_budget needs one size per segment, got {None if sizes is None else len(sizes)} "
+                    f"sizes for {len(self._segments)} segments"
+                )
+        self._pool_size = pool_size
+        self._budget = byte_budget
+        self._sizes = tuple(int(x) for x in sizes) if sizes is not None else (0,) * len(self._segments)
+        self._held = 0  # bytes of the segments in the pool
         self._shuffle = shuffle
         self._draws = UniformDraws(seed, epoch, rank, worker)
         self._flat: list[int] = []  # shuffle: codes ``index << _SHIFT | frame`` of the pool's frames left
@@ -274,8 +290,7 @@ class PoolOrder:
         self._next = 0  # next segment index to admit
         self._emitted = 0
         self._total = sum(self._left)
-        while len(self._pool) < pool_size and self._admit() is not None:
-            pass
+        self._fill()
 
     @property
     def emitted(self) -> int:
@@ -284,6 +299,11 @@ class PoolOrder:
     @property
     def total(self) -> int:
         return self._total
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of the segments now in the pool (by ``sizes``)."""
+        return self._held
 
     @property
     def pool(self) -> tuple[int, ...]:
@@ -297,12 +317,26 @@ class PoolOrder:
             return range(seg.stop - left, seg.stop)
         return tuple(sorted(c & _MASK for c in self._flat if c >> _SHIFT == index))
 
-    def _admit(self) -> int | None:
-        if self._next >= len(self._segments):
-            return None
+    def _fill(self) -> list[int]:
+        """Admit the next segments while the pool has room (count, and bytes with a budget)."""
+        admitted = []
+        while (
+            self._next < len(self._segments)
+            and len(self._pool) < self._pool_size
+            and (self._budget is None or not self._pool or self._held + self._sizes[self._next] <= self._budget)
+        ):
+            admitted.append(self._admit())
+        return admitted
+
+    def _drop(self, index: int) -> None:
+        del self._pool[index]
+        self._held -= self._sizes[index]
+
+    def _admit(self) -> int:
         index, seg = self._next, self._segments[self._next]
         self._next += 1
         self._pool[index] = None
+        self._held += self._sizes[index]
         if self._shuffle:
             base = index << _SHIFT
             self._flat.extend(range(base + seg.start, base + seg.stop))
@@ -331,10 +365,9 @@ class PoolOrder:
             yield Emit(index, seg.episode, frame)
             self._left[index] -= 1
             if self._left[index] == 0:
-                del self._pool[index]
+                self._drop(index)
                 yield Evict(index, seg.episode)
-                admitted = self._admit()
-                if admitted is not None:
+                for admitted in self._fill():
                     new = self._segments[admitted]
                     yield Admit(admitted, new, range(new.start, new.stop))
 
@@ -356,11 +389,11 @@ class PoolOrder:
             self._emitted += take
             count -= take
             if self._left[index] == 0:
-                del self._pool[index]
-                self._admit()
+                self._drop(index)
+                self._fill()
 
     def _skip_shuffled(self, count: int) -> None:
-        flat, left, pool, admit = self._flat, self._left, self._pool, self._admit
+        flat, left, drop, fill = self._flat, self._left, self._drop, self._fill
         pop = flat.pop
         while count:
             chunk = self._draws.take(count)
@@ -374,8 +407,8 @@ class PoolOrder:
                 index = code >> _SHIFT
                 left[index] -= 1
                 if not left[index]:
-                    del pool[index]
-                    admit()
+                    drop(index)
+                    fill()
 
 
 def pool_order(

@@ -70,20 +70,21 @@ class RemoteOptions:
             except ValueError:
                 raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
 
+        dr, dh, dp = RetryPolicy(), HttpOptions(), PrefetchOptions()
         retry = RetryPolicy(
-            attempts=get("LEROWDS_RETRIES", int, RetryPolicy.attempts),  # type: ignore[arg-type]
-            backoff_s=get("LEROWDS_BACKOFF", float, RetryPolicy.backoff_s),  # type: ignore[arg-type]
-            backoff_max_s=get("LEROWDS_BACKOFF_MAX", float, RetryPolicy.backoff_max_s),  # type: ignore[arg-type]
+            attempts=get("LEROWDS_RETRIES", int, dr.attempts),  # type: ignore[arg-type]
+            backoff_s=get("LEROWDS_BACKOFF", float, dr.backoff_s),  # type: ignore[arg-type]
+            backoff_max_s=get("LEROWDS_BACKOFF_MAX", float, dr.backoff_max_s),  # type: ignore[arg-type]
         )
         http = HttpOptions(
-            connect_timeout_s=get("LEROWDS_CONNECT_TIMEOUT", float, HttpOptions.connect_timeout_s),  # type: ignore[arg-type]
-            read_timeout_s=get("LEROWDS_READ_TIMEOUT", float, HttpOptions.read_timeout_s),  # type: ignore[arg-type]
+            connect_timeout_s=get("LEROWDS_CONNECT_TIMEOUT", float, dh.connect_timeout_s),  # type: ignore[arg-type]
+            read_timeout_s=get("LEROWDS_READ_TIMEOUT", float, dh.read_timeout_s),  # type: ignore[arg-type]
             retry=retry,
         )
         prefetch = PrefetchOptions(
-            threads=get("LEROWDS_PREFETCH_THREADS", int, PrefetchOptions.threads),  # type: ignore[arg-type]
-            lookahead=get("LEROWDS_PREFETCH_AHEAD", int, PrefetchOptions.lookahead),  # type: ignore[arg-type]
-            wait_timeout_s=get("LEROWDS_WAIT_TIMEOUT", float, PrefetchOptions.wait_timeout_s),  # type: ignore[arg-type]
+            threads=get("LEROWDS_PREFETCH_THREADS", int, dp.threads),  # type: ignore[arg-type]
+            lookahead=get("LEROWDS_PREFETCH_AHEAD", int, dp.lookahead),  # type: ignore[arg-type]
+            wait_timeout_s=get("LEROWDS_WAIT_TIMEOUT", float, dp.wait_timeout_s),  # type: ignore[arg-type]
         )
         return cls(http=http, prefetch=prefetch)
 

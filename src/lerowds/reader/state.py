@@ -70,9 +70,11 @@ class ResumeState:
     def check_config(self, current: Mapping[str, Any]) -> None:
         """Raise naming the first field that differs between the saved and the current configuration."""
         for name in MUST_MATCH:
-            saved, now = self.config.get(name), current.get(name)
-            if saved is None or now is None:
-                continue  # not recorded on one side (e.g. num_workers known only inside workers)
+            if name not in self.config or name not in current:
+                continue  # not recorded on one side (e.g. a trainer's plain counters)
+            saved, now = self.config[name], current[name]
+            if name == "num_workers" and (saved is None or now is None):
+                continue  # known only inside DataLoader workers; checked there
             if saved != now:
                 hint = (
                     " (elastic resume to another world size or worker count is not supported: finish the "

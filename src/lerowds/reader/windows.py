@@ -63,7 +63,7 @@ def validate_delta_timestamps(
                 f"delta_timestamps[{key!r}] must be multiples of 1/fps={1 / fps:g} s within "
                 f"tolerance_s={tolerance_s:g}, got {bad} (in {values})"
             )
-        offsets[key] = tuple(int(round(d * fps)) for d in values)
+        offsets[key] = tuple(round(d * fps) for d in values)
     return DeltaWindows(offsets)
 
 

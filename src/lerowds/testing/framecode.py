@@ -50,7 +50,7 @@ def decode_frame_id(image: np.ndarray, cam: int = 0, code_width: int | None = No
     digits = []
     for lo, hi in _band_rows(height):
         level = img[lo + MARGIN : hi - MARGIN, cols].mean()
-        code = int(round((level - LEVEL_BASE) / LEVEL_STEP)) % 16
+        code = round(float(level - LEVEL_BASE) / LEVEL_STEP) % 16
         digits.append((code - CAM_OFFSET * cam) % 16)
     f = digits[0] + 16 * digits[1]
     e = digits[2] + 16 * digits[3]

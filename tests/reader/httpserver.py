@@ -1,0 +1,220 @@
+"""A loopback HTTP server for remote-reading tests and benchmarks: serves a directory with ``Range``
+support, optional latency and bandwidth cap, fault injection per path and request, a Hub emulation, and a
+record of every ranged request (to check that no two workers fetch the same bytes at once)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404")
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_HUB = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.*)$")
+
+
+@dataclass
+class Fault:
+    """Answer ``times`` requests for ``path`` (suffix match; ``start``: only ranges from that byte) with
+    ``kind``; ``times=-1`` means every time."""
+
+    kind: str
+    path: str
+    start: int | None = None
+    times: int = 1
+    retry_after: str = "1"
+    stall_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULTS:
+            raise ValueError(f"fault kind must be one of {FAULTS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class HubRepo:
+    """Emulate the Hub's ``/datasets/ORG/NAME/resolve/REV/path`` for one repo; big files redirect like LFS."""
+
+    repo_id: str
+    commit: str = "0123456789abcdef0123456789abcdef01234567"
+    branches: tuple[str, ...] = ("main",)
+    token: str | None = None  # if set, resolve requests need ``Authorization: Bearer <token>``
+
+
+class LoopbackServer:
+    """``with LoopbackServer(root) as srv: srv.url`` serves ``root`` on 127.0.0.1 until the block ends."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        latency_s: float = 0.0,
+        bandwidth: float | None = None,
+        hub: HubRepo | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.latency_s = latency_s
+        self.bandwidth = bandwidth  # bytes/s per response
+        self.hub = hub
+        self.faults: list[Fault] = []
+        self.lock = threading.Lock()
+        self.requests: Counter[tuple[str, int | None]] = Counter()  # (path, range start) -> requests
+        self.inflight: Counter[tuple[str, int | None]] = Counter()
+        self.max_inflight: Counter[tuple[str, int | None]] = Counter()
+        self.faults_served: Counter[str] = Counter()
+        self.auth_seen: list[str | None] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> LoopbackServer:
+        handler = type("Handler", (_Handler,), {"srv": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    @property
+    def base(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        return self.base + "/data"
+
+    def add(self, *faults: Fault) -> None:
+        with self.lock:
+            self.faults.extend(faults)
+
+    def take_fault(self, path: str, start: int | None) -> Fault | None:
+        with self.lock:
+            for f in self.faults:
+                if f.times != 0 and path.endswith(f.path) and (f.start is None or f.start == start):
+                    if f.times > 0:
+                        f.times -= 1
+                    self.faults_served[f.kind] += 1
+                    return f
+        return None
+
+    @contextmanager
+    def track(self, key: tuple[str, int | None]) -> Iterator[None]:
+        with self.lock:
+            self.requests[key] += 1
+            self.inflight[key] += 1
+            self.max_inflight[key] = max(self.max_inflight[key], self.inflight[key])
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.inflight[key] -= 1
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    srv: LoopbackServer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        pass
+
+    def _plain(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        srv = self.srv
+        if srv.latency_s:
+            time.sleep(srv.latency_s)
+        path = unquote(urlsplit(self.path).path)
+        extra: dict[str, str] = {}
+        if path.startswith("/data/"):
+            rel = path[len("/data/") :]
+        elif path.startswith("/cdn/"):
+            rel = path[len("/cdn/") :].split("/", 1)[1]
+        elif srv.hub is not None and (m := _HUB.match(path)):
+            repo, rev, rel = m.group(1), m.group(2), m.group(3)
+            srv.auth_seen.append(self.headers.get("Authorization"))
+            hub = srv.hub
+            if repo != hub.repo_id or rev not in (*hub.branches, hub.commit):
+                return self._plain(404, {"X-Error-Code": "RevisionNotFound"})
+            if hub.token is not None and self.headers.get("Authorization") != f"Bearer {hub.token}":
+                return self._plain(401)
+            extra["X-Repo-Commit"] = hub.commit
+            if rel.endswith(".tar"):  # like LFS: redirect to the "CDN" (the same loopback server)
+                return self._plain(302, {**extra, "Location": f"/cdn/{hub.commit}/{rel}"})
+        else:
+            return self._plain(404)
+        file = srv.root / rel
+        if not file.is_file() or ".." in Path(rel).parts:
+            return self._plain(404)
+        data = file.read_bytes()
+        start, end, status = 0, len(data) - 1, 200
+        if rng := self.headers.get("Range"):
+            m = _RANGE.match(rng)
+            if m is None or int(m.group(1)) >= len(data):
+                return self._plain(416, {"Content-Range": f"bytes */{len(data)}"})
+            start, status = int(m.group(1)), 206
+            end = min(int(m.group(2)), len(data) - 1) if m.group(2) else len(data) - 1
+        key = (rel, start if status == 206 else None)
+        with srv.track(key):
+            self._answer(rel, data, start, end, status, extra, srv.take_fault(rel, key[1]))
+
+    def _answer(
+        self, rel: str, data: bytes, start: int, end: int, status: int, extra: dict[str, str], fault: Fault | None
+    ) -> None:
+        kind = fault.kind if fault else None
+        if fault is not None and kind in ("429", "503", "404"):
+            hdrs = {"Retry-After": fault.retry_after} if kind == "429" else {}
+            return self._plain(int(kind), hdrs)
+        if fault is not None and kind == "stall":
+            time.sleep(fault.stall_s)
+        body = bytearray(data[start : end + 1])
+        if kind == "truncate":  # an honest but short range: the client must notice by length
+            end = start + len(body) // 2 - 1
+            body = body[: len(body) // 2]
+        if kind == "corrupt":
+            body[len(body) // 2] ^= 0xFF
+        self.send_response(status)
+        for k, v in extra.items():
+            self.send_header(k, v)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", f'"{len(data)}"')
+        self.end_headers()
+        if kind == "drop":  # promise the whole body, send half, hang up
+            self._write(bytes(body[: len(body) // 2]))
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self._write(bytes(body))
+
+    def _write(self, body: bytes) -> None:
+        bw, chunk = self.srv.bandwidth, 64 * 1024
+        try:
+            for i in range(0, len(body), chunk):
+                self.wfile.write(body[i : i + chunk])
+                if bw:
+                    time.sleep(min(chunk, len(body) - i) / bw)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
