@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -115,16 +116,20 @@ def fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
-def timed(src: Path, out: Path, run: Callable[[], None], repeat: int) -> list[float]:
-    times = []
-    for _ in range(repeat):
-        shutil.rmtree(out, ignore_errors=True)
-        drop_cache(source_files(src))
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
+def cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(src: Path, out: Path, run: Callable[[], None]) -> tuple[float, float]:
+    """(wall, cpu) seconds of one run from a cold-ish cache; the output is removed afterwards."""
     shutil.rmtree(out, ignore_errors=True)
-    return times
+    drop_cache(source_files(src))
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    run()
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    shutil.rmtree(out, ignore_errors=True)
+    return wall, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", default="240x320", help="camera HxW")
     p.add_argument("--fps", type=int, default=30)
     p.add_argument("--shard-size", default="16MB")
-    p.add_argument("--repeat", type=int, default=3, help="runs per measurement (the median is reported)")
+    p.add_argument("--repeat", type=int, default=5, help="rounds of measurements (medians are reported)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from lerowds.convert.plan import parse_size
@@ -168,21 +173,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         return lambda: convert(opts)
 
-    results = {
-        "copy (copytree + fsync)": timed(src, out, copy, args.repeat),
-        "convert --workers 1": timed(src, out, conv(1), args.repeat),
-        "convert --workers 2": timed(src, out, conv(2), args.repeat),
+    runs: dict[str, Callable[[], None]] = {
+        "copy (copytree + fsync)": copy,
+        "convert --workers 1": conv(1),
+        "convert --workers 2": conv(2),
     }
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for _ in range(args.repeat):  # interleaved: the disk's speed drifts, so compare within a round
+        for name, run in runs.items():
+            results[name].append(timed(src, out, run))
     sys.stdout.write(
         f"dataset: {args.episodes} episodes x {args.frames} frames, 2 cameras {args.size} h264 @ {args.fps} fps; "
         f"{total / 1e6:.1f} MB in {len(files)} files ({video / 1e6:.1f} MB video); shard size {args.shard_size}; "
-        f"{os.cpu_count()} CPUs\n"
+        f"{os.cpu_count()} CPUs; median of {args.repeat} interleaved runs\n"
     )
-    base = total / statistics.median(results["copy (copytree + fsync)"]) / 1e6
-    for name, times in results.items():
-        rate = total / statistics.median(times) / 1e6
-        runs = ", ".join(f"{t:.2f}" for t in times)
-        sys.stdout.write(f"  {name:26s} {rate:7.1f} MB/s  ({rate / base:.2f} x copy)  runs: {runs} s\n")
+    base = total / statistics.median(w for w, _ in results["copy (copytree + fsync)"]) / 1e6
+    for name, measured in results.items():
+        wall = statistics.median(w for w, _ in measured)
+        cpu = statistics.median(c for _, c in measured)
+        rate = total / wall / 1e6
+        walls = ", ".join(f"{w:.2f}" for w, _ in measured)
+        sys.stdout.write(
+            f"  {name:26s} {rate:7.1f} MB/s  {rate / base:5.2f} x copy   cpu {cpu:5.2f} s   wall runs: {walls} s\n"
+        )
     return 0
 
 

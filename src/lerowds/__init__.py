@@ -22,6 +22,8 @@ __version__ = "0.1.0"
 # The reader pulls in torch; load it on first use so the converter CLI starts fast without it.
 _LAZY = {
     "LeRobotWebDataset": "lerowds.reader.dataset",
+    "MixedDataset": "lerowds.reader.mix",
+    "mix": "lerowds.reader.mix",
     "Consumer": "lerowds.reader.split",
     "detect_consumer": "lerowds.reader.split",
     "split_by_rank": "lerowds.reader.split",
@@ -50,12 +52,14 @@ __all__ = [
     "FormatError",
     "LeRobotWebDataset",
     "LerowdsError",
+    "MixedDataset",
     "RemoteError",
     "ResumeMismatchError",
     "SourceError",
     "VerifyError",
     "VideoDecodeError",
     "detect_consumer",
+    "mix",
     "split_by_rank",
     "split_by_worker",
     "warn_if_dispatching",

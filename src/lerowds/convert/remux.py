@@ -70,6 +70,19 @@ def open_video(path: str | Path) -> av.container.InputContainer:
     return container
 
 
+def _prefetch(path: str | Path) -> None:
+    """Ask the kernel to read the file ahead in large requests (FFmpeg reads 32 KiB at a time)."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return  # open_video reports it
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+
 class VideoFiles:
     """Open source mp4s, kept while consecutive episodes cut clips from them (a small LRU; ``close`` at the end)."""
 
@@ -81,6 +94,7 @@ class VideoFiles:
         key = str(path)
         container = self._open.get(key)
         if container is None:
+            _prefetch(path)
             container = self._open[key] = open_video(path)
             while len(self._open) > self._capacity:
                 self._open.popitem(last=False)[1].close()

@@ -7,6 +7,7 @@ import multiprocessing
 import queue
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -211,7 +212,7 @@ def _check_disk_space(output: Path, todo: Sequence[PlannedShard]) -> None:
 
 # ----------------------------------------------------------------------------------------------- running
 class _Bar(tqdm):
-    """tqdm without its monitor thread, so that worker processes can still be forked (see ``pool_context``)."""
+    """tqdm without its monitor thread, so that worker processes can be forked (see ``pool_context``)."""
 
     monitor_interval = 0
 
@@ -283,20 +284,12 @@ def _run_jobs(jobs: Sequence[ShardJob], workers: int, show_progress: bool) -> No
         progress.close()
 
 
-def _os_threads() -> int:
-    """Threads of this process as the OS counts them (native ones too, e.g. Arrow's pool); 0 if unknown."""
-    try:
-        with open("/proc/self/status") as f:
-            return next((int(line.split()[1]) for line in f if line.startswith("Threads:")), 0)
-    except OSError:
-        return 0
-
-
 def pool_context() -> multiprocessing.context.BaseContext:
-    """``fork`` on Linux when this process runs one thread: a worker then starts in ~15 ms instead of the ~1 s
-    a ``spawn`` worker needs to import PyAV and pyarrow again. ``spawn`` otherwise: forking a process with live
-    threads (the caller's, or a library's pool) can deadlock the child."""
-    if sys.platform == "linux" and _os_threads() == 1:
+    """``fork`` on Linux when no other Python thread runs: a worker then starts in ~15 ms instead of the ~1 s a
+    ``spawn`` worker needs to import PyAV and pyarrow again (as torch's DataLoader, we rely on the native pools
+    of numpy and pyarrow being fork-safe). ``spawn`` otherwise: a Python thread could hold a lock the child
+    needs (a logging handler's, say) and deadlock it."""
+    if sys.platform == "linux" and threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 

@@ -18,25 +18,22 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from lerowds.errors import ConfigError
 from lerowds.format import parse_size
-from lerowds.reader.decode import ClipContext, ClipDecoder
-from lerowds.reader.decoder_cache import DecoderCache, make_decoder
-from lerowds.reader.episode import EpisodeRows, parse_episode_rows
+from lerowds.reader.augment import sample_seed
+from lerowds.reader.consumer import ConsumerConfig, consume
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.order import (
-    Admit,
-    Emit,
-    Evict,
-    Remainder,
     PoolOrder,
+    Remainder,
     consumer_sample_count,
     rank_frame_count,
     rank_plan,
     worker_segments,
 )
-from lerowds.reader.sample import SampleSpec, build_sample
+from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
 from lerowds.reader.state import ResumeState, plan_for_worker
+from lerowds.reader.stats import StatsBoard
 from lerowds.reader.store import EpisodeStore, open_store
 from lerowds.reader.windows import validate_delta_timestamps
 
@@ -62,6 +59,11 @@ class LeRobotWebDataset(IterableDataset):
         pool_byte_budget: optional bound on the bytes of the episodes in a consumer's pool (their tabular
             rows + clips, as stored), e.g. "512MB": admission waits for eviction; one larger episode
             still passes alone.
+        transform: applied to each whole sample dict after it is built. ``transform`` and
+            ``image_transforms`` run with torch's RNG seeded from (seed, epoch, index): a resumed run
+            applies the same random augmentations (see ``sample_seed``).
+        stats: keep cheap per-stage counters (fetch, decode, decoder cache, pool, samples/s), summed over
+            DataLoader workers by ``ds.stats()``; ``stats_log_every_s`` also logs them periodically.
     """
 
     def __init__(
@@ -84,6 +86,9 @@ class LeRobotWebDataset(IterableDataset):
         cache_dir: str | os.PathLike[str] | None = None,
         cache_limit: int | str | None = None,
         pool_byte_budget: int | str | None = None,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        stats: bool = False,
+        stats_log_every_s: float | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
@@ -126,6 +131,9 @@ class LeRobotWebDataset(IterableDataset):
             raise ConfigError(f"decoder must be 'auto', 'pyav' or 'torchcodec', got {decoder!r}")
         n_cams = max(1, len(index.video_keys))
         self._decoder_cache_size = decoder_cache_size or episode_pool_size * n_cams
+        self.transform = transform
+        self._stats = StatsBoard() if stats or stats_log_every_s else None
+        self._stats_log_every_s = stats_log_every_s
         self._clock = EpochClock(0)
         self._resume: ResumeState | None = None
 
@@ -144,6 +152,13 @@ class LeRobotWebDataset(IterableDataset):
         if bad:
             raise ConfigError(f"episodes {bad} are not in this dataset (it has {len(all_ids)} episodes)")
         return rows.astype(np.int64)
+
+    @classmethod
+    def mix(cls, sources: Any, weights: Any = None, **kwargs: Any) -> Any:
+        """Weighted mix of several datasets: see ``lerowds.reader.mix.mix`` (returns a ``MixedDataset``)."""
+        from lerowds.reader.mix import mix
+
+        return mix(sources, weights, **kwargs)
 
     @property
     def num_frames(self) -> int:
@@ -284,49 +299,32 @@ class LeRobotWebDataset(IterableDataset):
         order.skip(skip)  # integers only: no episode is read for the skipped part
         first = min(order.pool, default=len(segments))
         self._store.prefetch([self._row_of[s.episode] for s in segments[first:]])
-        return self._samples(order.events())
-
-    def _samples(self, events: Iterator[Admit | Emit | Evict]) -> Iterator[dict[str, Any]]:
-        store, spec = self._store, self._spec
-        rows_of: dict[int, EpisodeRows] = {}  # episode -> rows, shared by its segments in the pool
-        refs: dict[int, int] = {}  # episode -> segments of it in the pool (two with remainder="repeat")
-        decoders = DecoderCache(self._decoder_cache_size)
-
-        def decode(rows: EpisodeRows, key: str, positions: np.ndarray) -> np.ndarray:
-            dec = decoders.get((rows.episode_index, key), lambda: self._open_decoder(rows, key))
-            return dec.frames(positions.tolist())
-
-        try:
-            for ev in events:
-                if isinstance(ev, Emit):
-                    rows = rows_of[ev.episode]
-                    yield build_sample(rows, ev.frame, spec, lambda k, p, rows=rows: decode(rows, k, p))
-                elif isinstance(ev, Admit):
-                    episode = ev.segment.episode
-                    if episode not in rows_of:
-                        rows_of[episode] = self._load_rows(episode)
-                    refs[episode] = refs.get(episode, 0) + 1
-                else:
-                    refs[ev.episode] -= 1
-                    if refs[ev.episode] == 0:
-                        del refs[ev.episode], rows_of[ev.episode]
-                        for key in spec.video_keys:
-                            decoders.discard((ev.episode, key))
-                        store.release(self._row_of[ev.episode])
-        finally:
-            decoders.close()
-
-    def _load_rows(self, episode: int) -> EpisodeRows:
-        row = self._row_of[episode]
-        return parse_episode_rows(
-            self._store.parquet_bytes(row),
-            episode_index=episode,
-            length=int(self._store.table["length"][row]),
-            image_keys=self._spec.image_keys,
-            where=f"{self.source}",
+        info = get_worker_info()
+        slot = None if self._stats is None else self._stats.slot(0 if info is None else info.id)
+        return consume(
+            order.events(), self._consumer_config(), epoch=epoch, stats=slot, board=self._stats,
+            log_every_s=self._stats_log_every_s if consumer.worker == 0 or info is None else None,
         )
 
-    def _open_decoder(self, rows: EpisodeRows, key: str) -> ClipDecoder:
-        clip = self._store.clip(self._row_of[rows.episode_index], key)
-        context = ClipContext(rows.episode_index, key)
-        return make_decoder(self.decoder, clip, self.meta.fps, rows.length, context, tolerance_s=self.tolerance_s)
+    def _consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            store=self._store,
+            spec=self._spec,
+            row_of=self._row_of,
+            fps=self.meta.fps,
+            decoder=self.decoder,
+            tolerance_s=self.tolerance_s,
+            decoder_cache_size=self._decoder_cache_size,
+            seed=self.seed,
+            transform=self.transform,
+            where=self.source,
+        )
+
+    # ------------------------------------------------------------------------------------------ stats
+    def stats(self) -> dict[str, float]:
+        """Totals over this rank's consumers (DataLoader workers included); empty unless ``stats=True``."""
+        return {} if self._stats is None else self._stats.snapshot()
+
+    def sample_seed(self, epoch: int, index: int) -> int:
+        """The seed the transforms of sample ``index`` run under in ``epoch``."""
+        return sample_seed(self.seed, epoch, index)

@@ -110,6 +110,7 @@ class _Runtime:
         self.token = f"{self.pid}-{uuid.uuid4().hex[:8]}"
         self.counters = counters or Counters()
         self.lock = threading.Lock()
+        self.flush_lock = threading.Lock()
         self.prefetcher: Prefetcher | None = None
         self.held: dict[int, list[Pin]] = {}
 
@@ -323,10 +324,11 @@ class RemoteStore:
         if rt is None or rt.pid != os.getpid():
             return
         folder = self._stats_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{rt.token}.tmp"
-        tmp.write_text(json.dumps(rt.counters.snapshot()))
-        os.replace(tmp, folder / f"{rt.token}.json")
+        with rt.flush_lock:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{rt.token}.tmp"
+            tmp.write_text(json.dumps(rt.counters.snapshot()))
+            os.replace(tmp, folder / f"{rt.token}.json")
 
     def stats(self) -> RemoteStats:
         """Requests, retries, bytes and episodes so far, summed over this store's processes."""

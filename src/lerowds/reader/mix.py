@@ -1,0 +1,449 @@
+"""Weighted mixing of several converted datasets: ``lerowds.mix({"a": ds_a, "b": ds_b}, {"a": 0.7, "b": 0.3})``.
+
+Semantics (also in ``docs/MIX.md``):
+
+* A **mix epoch** is ``samples_per_epoch`` samples over all ranks (default: the sum of the sources'
+  frames), split over ranks (``samples_per_epoch // world_size`` each, the remainder dropped so every rank
+  yields the same count: ``len()``) and over DataLoader workers in contiguous counts, like
+  ``order.consumer_sample_count``.
+* The **source of a sample**: draw ``i`` of consumer ``(rank, worker)`` in mix epoch ``e`` is raw output ``i``
+  of ``PCG64(SeedSequence([seed, e, rank, worker, MIX_TAG]))``, as ``u = (raw >> 11) * 2**-53`` in [0, 1),
+  mapped through the cumulative normalized weights (inverse CDF). A pure function of integers.
+* The **samples of a source** come from that source's own consumer stream (its episode pool order, its
+  rank/worker split): pass ``p`` of source ``s`` in mix epoch ``e`` is the source's epoch
+  ``e * PASS_STRIDE + p``. When the consumer's share of a pass runs out, the source starts its next pass
+  (reshuffled) while the others go on: within a pass every frame of the consumer's share comes once.
+* **Resume** after ``k`` samples of a consumer's stream: draw ``k`` sources, count ``c_s`` per source, and
+  start source ``s`` at pass ``c_s // n_s`` after ``c_s % n_s`` samples (``n_s``: the consumer's frames per
+  pass of ``s``): integers only, no I/O.
+* Every sample carries ``"source": name``. Sources must agree on fps, feature names and shapes, camera
+  keys, ``delta_timestamps`` windows and ``return_uint8``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any, TypeVar
+
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.reader.dataset import LeRobotWebDataset
+from lerowds.reader.epochs import EpochClock
+from lerowds.reader.meta import DatasetMeta
+from lerowds.reader.order import _bit_generator, _check_int, consumer_sample_count, rank_frame_count
+from lerowds.reader.split import Consumer, detect_consumer
+from lerowds.reader.state import ResumeState, plan_for_worker
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIX_TAG = 0x4C52_4D58  # "LRMX": stream tag of the source draws
+PASS_STRIDE = 2**20  # source epoch of pass p in mix epoch e: e * PASS_STRIDE + p (p < PASS_STRIDE)
+_BLOCK = 4096  # draws generated at once; buffering only, the order does not depend on it
+
+
+# ---- pure parts --------------------------------------------------------------------------------------
+def normalized_weights(weights: Sequence[float]) -> np.ndarray:
+    """``weights / sum(weights)`` as float64; each must be finite and >= 0, their sum > 0."""
+    w = np.asarray([float(x) for x in weights], dtype=np.float64)
+    if w.size == 0 or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ConfigError(f"mix weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    return w / w.sum()
+
+
+class SourceDraws:
+    """Consumer ``(seed, epoch, rank, worker)``'s source choices: draw ``i`` is raw output ``i`` of
+    ``PCG64(SeedSequence([seed, epoch, rank, worker, MIX_TAG]))`` through the inverse CDF of ``weights``."""
+
+    def __init__(self, weights: Sequence[float], *, seed: int, epoch: int, rank: int, worker: int) -> None:
+        for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank), ("worker", worker)):
+            _check_int(name, value)
+        self._edges = np.cumsum(normalized_weights(weights))[:-1]  # u >= edges[s-1] and < edges[s] -> s
+        self._sources = self._edges.size + 1
+        self._bitgen = _bit_generator(seed, epoch, rank, worker, MIX_TAG)
+
+    def take(self, count: int) -> np.ndarray:
+        """The next ``count`` choices (int64 source positions)."""
+        u = (self._bitgen.random_raw(count) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        return np.searchsorted(self._edges, u, side="right").astype(np.int64)
+
+    def counts(self, count: int) -> np.ndarray:
+        """How often each source comes in the next ``count`` choices (consumes them)."""
+        out = np.zeros(self._sources, dtype=np.int64)
+        for start in range(0, count, _BLOCK * 16):
+            out += np.bincount(self.take(min(_BLOCK * 16, count - start)), minlength=self._sources)
+        return out
+
+    def stream(self, count: int) -> Iterator[int]:
+        """The next ``count`` choices one by one."""
+        for start in range(0, count, _BLOCK):
+            yield from self.take(min(_BLOCK, count - start)).tolist()
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    """Where a source's stream resumes: ``skip`` samples into pass ``passes`` (0-based)."""
+
+    passes: int
+    skip: int
+
+
+def source_positions(counts: Sequence[int], per_pass: Sequence[int]) -> list[SourcePosition]:
+    """Source ``s`` drawn ``counts[s]`` times with ``per_pass[s]`` samples a pass: ``divmod`` of the two."""
+    if len(counts) != len(per_pass):
+        raise ConfigError(f"got {len(counts)} counts but {len(per_pass)} per-pass sizes")
+    out = []
+    for s, (c, n) in enumerate(zip(counts, per_pass)):
+        if c and n <= 0:
+            raise ConfigError(f"source {s} was drawn {c} times but has {n} samples per pass")
+        out.append(SourcePosition(*divmod(int(c), int(n))) if c else SourcePosition(0, 0))
+    return out
+
+
+def interleave(
+    choices: Iterable[int],
+    open_pass: Callable[[int, int, int], Iterator[T]],
+    start: Sequence[SourcePosition],
+) -> Iterator[tuple[int, T]]:
+    """Yield ``(s, next item of source s)`` for each choice ``s``; ``open_pass(s, pass, skip)`` gives the
+    items of a pass, opened on first use and replaced by the next pass when it runs out."""
+    passes = [p.passes for p in start]
+    skips = [p.skip for p in start]
+    streams: list[Iterator[T] | None] = [None] * len(start)
+    end = object()
+    try:
+        for s in choices:
+            it = streams[s]
+            if it is None:
+                it = streams[s] = open_pass(s, passes[s], skips[s])
+            item = next(it, end)
+            if item is end:
+                passes[s] += 1
+                it = streams[s] = open_pass(s, passes[s], 0)
+                item = next(it, end)
+                if item is end:
+                    raise ConfigError(f"source {s}: pass {passes[s]} is empty")
+            yield s, item  # type: ignore[misc]
+    finally:
+        for it in streams:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+
+# ---- the dataset -------------------------------------------------------------------------------------
+def _describe(name: str, ds: LeRobotWebDataset) -> str:
+    return f"{name!r} ({ds.meta.repo_id} at {ds.source})"
+
+
+def _sample_format(ds: LeRobotWebDataset) -> dict[str, Any]:
+    """What decides a sample's keys and shapes (cameras may differ in size: transforms can resize)."""
+    cams = set(ds.meta.camera_keys)
+    return {
+        "fps": ds.meta.fps,
+        "feature": {k: tuple(f.get("shape", ())) for k, f in ds.meta.features.items() if k not in cams},
+        "camera key": dict.fromkeys(sorted(cams)),
+        "delta_timestamps key": {} if ds.windows is None else dict(ds.windows.offsets),
+        "return_uint8": ds._spec.return_uint8,
+    }
+
+
+def check_compatible(sources: Mapping[str, LeRobotWebDataset]) -> None:
+    """Raise ``ConfigError`` naming both datasets and the key where a source's samples differ from the first's."""
+    (first, ref), *rest = sources.items()
+    want = _sample_format(ref)
+    for name, ds in rest:
+        got = _sample_format(ds)
+        pair = f"{_describe(first, ref)} and {_describe(name, ds)}"
+        for what in ("fps", "return_uint8"):
+            if got[what] != want[what]:
+                raise ConfigError(f"mixed datasets {pair} differ in {what}: {want[what]} vs {got[what]}")
+        for what in ("feature", "camera key", "delta_timestamps key"):
+            a, b = want[what], got[what]
+            for key in list(a) + [k for k in b if k not in a]:
+                if key not in a or key not in b:
+                    holder, other = (name, first) if key in b else (first, name)
+                    raise ConfigError(
+                        f"mixed datasets {pair}: {what} {key!r} is in {holder!r}, not {other!r}"
+                    )
+                if a[key] != b[key]:
+                    raise ConfigError(f"mixed datasets {pair} differ in {what} {key!r}: {a[key]} vs {b[key]}")
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+class MixedDataset(IterableDataset):
+    """Samples drawn from several ``LeRobotWebDataset`` by weight; see the module docstring. Use ``mix()``."""
+
+    def __init__(
+        self,
+        sources: Mapping[str, LeRobotWebDataset],
+        weights: Mapping[str, float],
+        *,
+        seed: int = 0,
+        samples_per_epoch: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if not sources:
+            raise ConfigError("mix needs at least one source")
+        _check_int("seed", seed)
+        if sorted(weights) != sorted(sources):
+            raise ConfigError(f"mix weights are for {sorted(weights)} but the sources are {sorted(sources)}")
+        seen: dict[int, str] = {}
+        for name, ds in sources.items():
+            if not isinstance(ds, LeRobotWebDataset):
+                raise ConfigError(f"mix source {name!r} must be a LeRobotWebDataset, got {type(ds).__name__}")
+            if id(ds) in seen:
+                raise ConfigError(
+                    f"mix sources {seen[id(ds)]!r} and {name!r} are the same object; open it twice"
+                )
+            seen[id(ds)] = name
+        check_compatible(sources)
+        self.sources = dict(sources)
+        self.names = tuple(self.sources)
+        self._weights = normalized_weights([weights[n] for n in self.names])
+        self.weights = dict(zip(self.names, self._weights.tolist()))
+        self.seed = seed
+        frames = sum(ds.num_frames for ds in self.sources.values())
+        self.samples_per_epoch = frames if samples_per_epoch is None else samples_per_epoch
+        _check_int("samples_per_epoch", self.samples_per_epoch, 1)
+        self._rank = self._override("rank", rank, [ds._rank for ds in self.sources.values()])
+        self._world_size = self._override(
+            "world_size", world_size, [ds._world_size for ds in self.sources.values()]
+        )
+        self.meta: DatasetMeta = self.sources[self.names[0]].meta
+        self.metas: dict[str, DatasetMeta] = {n: ds.meta for n, ds in self.sources.items()}
+        self._clock = EpochClock(0)
+        self._resume: ResumeState | None = None
+        len(self)  # world_size <= samples_per_epoch
+
+    def _override(self, what: str, value: int | None, of_sources: list[int | None]) -> int | None:
+        given = {v for v in of_sources if v is not None}
+        if value is None and len(given) > 1:
+            raise ConfigError(f"mix sources were opened with different {what}= values {sorted(given)}")
+        if value is None:
+            return given.pop() if given else None
+        if given - {value}:
+            raise ConfigError(f"mix has {what}={value} but a source was opened with {what}={sorted(given)}")
+        return value
+
+    def _consumer(self) -> Consumer:
+        return detect_consumer(self._rank, self._world_size)
+
+    def __len__(self) -> int:
+        """Samples this rank yields in one mix epoch (the same on every rank)."""
+        return rank_frame_count(self.samples_per_epoch, world_size=self._consumer().world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use mix epoch ``epoch`` for the next iteration (later iterations count up from it)."""
+        _check_int("epoch", epoch)
+        self._clock.set(epoch)
+
+    @property
+    def epoch(self) -> int:
+        return self._clock.peek()
+
+    # ------------------------------------------------------------------------------------------ resume
+    def config(self, num_workers: int | None = None) -> dict[str, Any]:
+        per_source = {}
+        for name, ds in self.sources.items():
+            cfg = ds.config()
+            per_source[name] = {k: v for k, v in cfg.items() if k not in ("world_size", "num_workers")}
+        return {
+            "seed": self.seed,
+            "world_size": self._consumer().world_size,
+            "num_workers": num_workers,
+            "samples_per_epoch": self.samples_per_epoch,
+            "mix_sources": list(self.names),
+            "mix_weights": self._weights.tolist(),
+            "source": per_source,
+        }
+
+    def state_dict(
+        self,
+        *,
+        batches_consumed: int,
+        batch_size: int,
+        epoch: int | None = None,
+        num_workers: int | None = None,
+    ) -> dict[str, Any]:
+        """The resume state: the trainer's counters plus the configuration that must match on load."""
+        state = ResumeState(
+            epoch=self.epoch if epoch is None else epoch,
+            batches_consumed=batches_consumed,
+            batch_size=batch_size,
+            config=self.config(num_workers),
+        )
+        return state.to_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration continues mix epoch ``state['epoch']`` after ``batches_consumed`` batches."""
+        resume = ResumeState.from_dict(state)
+        current = self.config(resume.config.get("num_workers"))
+        resume.check_config(current)
+        saved, now = _flat(resume.config), _flat(current)
+        for key in list(now) + [k for k in saved if k not in now]:
+            if saved.get(key) is not None and now.get(key) is not None and saved[key] != now[key]:
+                raise ResumeMismatchError(
+                    f"resume state was saved with {key}={saved[key]!r} but this mix has {key}={now[key]!r}"
+                )
+        self._resume = resume
+        self._clock.set(resume.epoch)
+
+    # ------------------------------------------------------------------------------------------ iteration
+    def _worker_counts(self, consumer: Consumer) -> list[int]:
+        return [
+            consumer_sample_count(
+                self.samples_per_epoch,
+                world_size=consumer.world_size,
+                num_workers=consumer.num_workers,
+                worker=w,
+            )
+            for w in range(consumer.num_workers)
+        ]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = get_worker_info()
+        consumer = self._consumer()
+        epoch = self._clock.begin(None if info is None else info.seed - info.id)
+        role, skip = consumer.worker, 0
+        if self._resume is not None and self._resume.epoch == epoch:
+            step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
+            if step.epoch_complete:
+                epoch = self._clock.advance_past(epoch)
+            else:
+                role, skip = step.role, step.skip
+        me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
+        return self._mix_stream(epoch, me, skip)
+
+    def _per_pass(self, consumer: Consumer, count: int) -> list[int]:
+        """Each source's samples per pass for ``consumer``; a weighted source with none raises."""
+        out = []
+        for (name, ds), weight in zip(self.sources.items(), self._weights.tolist()):
+            n = consumer_sample_count(
+                ds.num_frames,
+                world_size=consumer.world_size,
+                num_workers=consumer.num_workers,
+                worker=consumer.worker,
+                remainder=ds.remainder,
+            )
+            if weight > 0 and n == 0:
+                raise ConfigError(
+                    f"mix source {_describe(name, ds)} has weight {weight:g} but rank {consumer.rank} worker "
+                    f"{consumer.worker} owns none of its {ds.num_frames} frames ({consumer.world_size} ranks x "
+                    f"{consumer.num_workers} workers): use fewer workers or ranks, or drop the source"
+                )
+            if weight > 0 and -(-count // n) > PASS_STRIDE:
+                raise ConfigError(
+                    f"mix source {name!r} would need more than PASS_STRIDE={PASS_STRIDE} passes of {n} samples "
+                    f"in one mix epoch of {count}: lower samples_per_epoch"
+                )
+            out.append(n)
+        return out
+
+    def _mix_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:
+        """The samples consumer ``consumer`` yields in mix epoch ``epoch`` after its first ``skip``."""
+        count = self._worker_counts(consumer)[consumer.worker]
+        if not 0 <= skip <= count:
+            raise ConfigError(f"cannot skip {skip} samples: this consumer has {count} in mix epoch {epoch}")
+        per_pass = self._per_pass(consumer, count)
+        draws = SourceDraws(
+            self._weights, seed=self.seed, epoch=epoch, rank=consumer.rank, worker=consumer.worker
+        )
+        start = source_positions(draws.counts(skip).tolist(), per_pass)  # integers only, no I/O
+        sources = [self.sources[n] for n in self.names]
+
+        def open_pass(s: int, p: int, skip_s: int) -> Iterator[dict[str, Any]]:
+            return sources[s]._consumer_stream(epoch * PASS_STRIDE + p, consumer, skip_s)
+
+        return self._tagged(interleave(draws.stream(count - skip), open_pass, start))
+
+    def _tagged(self, items: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+        names = self.names
+        for s, sample in items:
+            sample["source"] = names[s]
+            yield sample
+
+
+def _is_weight(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def mix(
+    sources: Mapping[str, Any] | Sequence[Any],
+    weights: Mapping[str, float] | Sequence[float] | None = None,
+    *,
+    seed: int = 0,
+    samples_per_epoch: int | None = None,
+    **dataset_kwargs: Any,
+) -> MixedDataset:
+    """Mix datasets by weight: ``sources`` maps a name to a ``LeRobotWebDataset`` or a path/URL (a sequence is
+    named by repo ids, or by positions when those repeat); ``{path: weight}`` is also accepted.
+
+    ``weights`` (a mapping by name or a sequence; default: proportional to frames) are normalized to 1. Path
+    sources are opened as ``LeRobotWebDataset(path, seed=seed, **dataset_kwargs)``.
+    """
+    if isinstance(sources, (str, bytes, os.PathLike)):
+        raise ConfigError(f"mix sources must be a list or dict of datasets or paths, got {sources!r}")
+    if isinstance(sources, Mapping):
+        items = list(sources.items())
+        if items and all(_is_weight(v) for _, v in items):  # {"ORG/a": 0.7, "ORG/b": 0.3}
+            if weights is not None:
+                raise ConfigError("sources map paths to weights already; do not pass weights= as well")
+            weights = {str(k): float(v) for k, v in items}
+            items = [(k, k) for k, _ in items]
+        names: list[str] | None = [str(k) for k, _ in items]
+        given = [v for _, v in items]
+    else:
+        names, given = None, list(sources)
+    kwargs = {"seed": seed, **dataset_kwargs}
+    if all(isinstance(g, LeRobotWebDataset) for g in given):
+        unused = sorted(set(dataset_kwargs) - {"rank", "world_size"})
+        if unused:
+            raise ConfigError(
+                f"dataset keyword arguments {unused} apply to path sources only; none was given"
+            )
+    opened = [g if isinstance(g, LeRobotWebDataset) else LeRobotWebDataset(g, **kwargs) for g in given]
+    if names is None:
+        repo_ids = [ds.meta.repo_id for ds in opened]
+        names = repo_ids if len(set(repo_ids)) == len(repo_ids) else [str(i) for i in range(len(opened))]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"mix source names repeat: {names}")
+    if weights is None:
+        w = [float(ds.num_frames) for ds in opened]
+    elif isinstance(weights, Mapping):
+        missing = [n for n in names if n not in weights]
+        extra = sorted(set(map(str, weights)) - set(names))
+        if missing or extra:
+            raise ConfigError(
+                f"mix weights lack sources {missing} and name unknown ones {extra}; sources: {names}"
+            )
+        w = [weights[n] for n in names]
+    else:
+        w = list(weights)
+        if len(w) != len(names):
+            raise ConfigError(f"got {len(w)} mix weights for {len(names)} sources {names}: {w}")
+    return MixedDataset(
+        dict(zip(names, opened)),
+        dict(zip(names, w)),
+        seed=seed,
+        samples_per_epoch=samples_per_epoch,
+        rank=dataset_kwargs.get("rank"),
+        world_size=dataset_kwargs.get("world_size"),
+    )

@@ -1,0 +1,435 @@
+"""``lerowds plan``: a dry run of the reader over the index only — counts, pool memory, shuffle quality.
+
+No shard is read: counts come from the order/resume math, the pool is simulated with ``PoolOrder`` over
+integers (the same events ``LeRobotWebDataset`` acts on) and memory is estimated from the episode table.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from lerowds.errors import ConfigError
+from lerowds.format import DatasetIndex, EpisodeTable, read_local_index
+from lerowds.reader.order import (
+    Admit,
+    Emit,
+    PoolOrder,
+    Remainder,
+    Segment,
+    consumer_sample_count,
+    rank_plan,
+    worker_segments,
+)
+from lerowds.reader.resume import dataloader_batch_order, worker_batch_counts
+
+logger = logging.getLogger(__name__)
+
+# Memory of one open PyAV decoder (RSS growth after decoding a frame), measured once with PyAV 18.1, one
+# decoder thread, 128x96..1280x720: libdav1d (AV1) ~5-7 YUV frames, FFmpeg's h264 ~15-16 (its reference
+# buffer), plus a small fixed part. torchcodec and threaded decoding differ; this is an estimate.
+DECODER_FRAMES = {"av1": 7}
+DECODER_FRAMES_DEFAULT = 16
+DECODER_FIXED_BYTES = 256 * 1024
+POOL_SWEEP = (1, 4, 16, 64, 256, 1024)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMemory:
+    """Peak pool memory over the epoch. ``*_bytes`` are estimates: tabular ≈ parquet bytes of the held
+    episodes, decoders ≈ ``decoder_bytes`` each; a rank's figure sums its workers' peaks (an upper bound)."""
+
+    tabular_bytes: int  # max over consumers of the peak tabular bytes held
+    decoders: int  # max over consumers of the peak number of open decoders
+    decoder_bytes: int  # max over consumers of the peak decoder bytes
+    consumer_bytes: int  # max over consumers of the peak of tabular + decoder bytes
+    rank_bytes: int  # max over ranks of the sum of its workers' peaks
+    per_rank_bytes: tuple[int, ...]
+    bytes_per_decoder: dict[str, int]  # camera -> estimated bytes of one open decoder
+
+
+@dataclass(frozen=True, slots=True)
+class ShuffleQuality:
+    """Rank 0's full batches of an epoch in DataLoader order (a worker's partial last batch left out):
+    mean distinct episodes per batch and mean fraction of a batch's sample pairs from the same episode."""
+
+    pool_size: int
+    batches: int
+    distinct_episodes: float
+    collision_rate: float | None  # None when batch_size == 1 (a batch has no pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class IdealShuffle:
+    """The same figures, in expectation, for a batch of a uniform permutation of all frames (exact)."""
+
+    distinct_episodes: float
+    collision_rate: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlanReport:
+    """What a run of ``LeRobotWebDataset`` through a DataLoader (``drop_last=False``) would do, per epoch."""
+
+    dataset: str
+    episodes: int
+    frames: int
+    fps: int
+    video_keys: tuple[str, ...]
+    world_size: int
+    num_workers: int  # as given to the DataLoader; 0 is one stream in the main process
+    batch_size: int
+    episode_pool_size: int
+    seed: int
+    epoch: int
+    remainder: str
+    shuffle: bool
+    samples_per_rank: int
+    samples_per_worker: tuple[int, ...]  # the same on every rank
+    batches_per_worker: tuple[int, ...]  # drop_last=False: each worker's last batch may be partial
+    batches_per_rank: int  # drop_last=False
+    full_batches_per_rank: int  # = batches per rank with drop_last=True
+    frames_dropped: int  # remainder="drop": frames no rank sees this epoch
+    frames_repeated: int  # remainder="repeat": frames seen twice this epoch
+    memory: PoolMemory
+    shuffle_quality: ShuffleQuality | None  # None when rank 0 has no full batch
+    ideal: IdealShuffle
+    pool_sweep: tuple[ShuffleQuality, ...]  # the same measure at other pool sizes, for comparison
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decoder_bytes_estimate(feature: dict[str, Any]) -> int:
+    """Estimated bytes of one open decoder of a video feature (see ``DECODER_FRAMES``)."""
+    info = feature.get("info") or {}
+    shape = feature.get("shape") or [0, 0]
+    height = int(info.get("video.height") or shape[0])
+    width = int(info.get("video.width") or shape[1])
+    pix_fmt = str(info.get("video.pix_fmt") or "yuv420p")
+    per_pixel = 3.0 if "444" in pix_fmt else 2.0 if "422" in pix_fmt else 1.5
+    if any(depth in pix_fmt for depth in ("10", "12")):
+        per_pixel *= 2
+    frames = DECODER_FRAMES.get(str(info.get("video.codec") or ""), DECODER_FRAMES_DEFAULT)
+    return int(frames * height * width * per_pixel) + DECODER_FIXED_BYTES
+
+
+# ----------------------------------------------------------------------------------------------- simulation
+@dataclass(frozen=True, slots=True)
+class _Peak:
+    tabular: int  # bytes
+    open_episodes: int  # episodes whose decoders are open
+    total: int  # bytes, tabular + decoders
+
+
+def _simulate(
+    segments: Sequence[Segment],
+    *,
+    pool_size: int,
+    seed: int,
+    epoch: int,
+    rank: int,
+    worker: int,
+    shuffle: bool,
+    sizes: dict[int, int],
+    episode_decoder_bytes: int,
+    num_cameras: int,
+) -> tuple[_Peak, np.ndarray]:
+    """One consumer's peak pool memory and the episodes of its samples, in emission order.
+
+    Mirrors ``LeRobotWebDataset._samples``: rows are loaded on ``Admit`` (shared by two segments of one
+    episode), an episode's decoders open on its first emit and close when its last segment is evicted."""
+    order = PoolOrder(
+        segments, pool_size=pool_size, seed=seed, epoch=epoch, rank=rank, worker=worker, shuffle=shuffle
+    )
+    emitted: list[int] = []
+    append = emitted.append
+    refs: dict[int, int] = {}
+    opened: set[int] = set()
+    tabular = peak_tabular = peak_total = peak_open = 0
+    for ev in order.events():
+        if type(ev) is Emit:
+            episode = ev.episode
+            append(episode)
+            if num_cameras and episode not in opened:
+                opened.add(episode)
+                peak_open = max(peak_open, len(opened))
+                peak_total = max(peak_total, tabular + len(opened) * episode_decoder_bytes)
+        elif type(ev) is Admit:
+            episode = ev.segment.episode
+            if not refs.get(episode):
+                tabular += sizes[episode]
+                peak_tabular = max(peak_tabular, tabular)
+                peak_total = max(peak_total, tabular + len(opened) * episode_decoder_bytes)
+            refs[episode] = refs.get(episode, 0) + 1
+        else:
+            refs[ev.episode] -= 1
+            if not refs[ev.episode]:
+                del refs[ev.episode]
+                tabular -= sizes[ev.episode]
+                opened.discard(ev.episode)
+    return _Peak(peak_tabular, peak_open, peak_total), np.asarray(emitted, dtype=np.int64)
+
+
+def batch_quality(streams: Sequence[np.ndarray], *, batch_size: int, pool_size: int) -> ShuffleQuality | None:
+    """Shuffle quality of the DataLoader batches built from each worker's stream of sample episodes."""
+    counts = [len(s) for s in streams]
+    if not counts or not any(counts):
+        return None
+    b = batch_size
+    rows = [
+        streams[w][r * b : (r + 1) * b]
+        for w, r in dataloader_batch_order(counts, batch_size=b)
+        if (r + 1) * b <= counts[w]
+    ]
+    if not rows:
+        return None
+    batches = np.sort(np.stack(rows), axis=1)
+    new = np.ones(batches.shape, dtype=bool)
+    new[:, 1:] = batches[:, 1:] != batches[:, :-1]
+    distinct = float(new.sum(axis=1).mean())
+    if b < 2:
+        return ShuffleQuality(pool_size, len(rows), distinct, None)
+    pos = np.broadcast_to(np.arange(b), batches.shape)
+    run_start = np.maximum.accumulate(np.where(new, pos, 0), axis=1)
+    same_pairs = (pos - run_start).sum(axis=1)  # each sample pairs with the earlier ones of its episode
+    return ShuffleQuality(pool_size, len(rows), distinct, float((same_pairs / (b * (b - 1) / 2)).mean()))
+
+
+def ideal_shuffle(lengths: Sequence[int], *, batch_size: int) -> IdealShuffle:
+    """Expected distinct episodes and same-episode pair rate of a batch drawn without replacement from
+    all frames: ``sum_e 1 - C(N - L_e, B) / C(N, B)`` and ``sum_e L_e (L_e - 1) / (N (N - 1))``."""
+    lens = np.asarray(lengths, dtype=np.int64)
+    lens = lens[lens > 0]
+    n = int(lens.sum())
+    b = min(batch_size, n)
+    den = n - np.arange(b, dtype=np.float64)
+    distinct = 0.0
+    values, multiplicity = np.unique(lens, return_counts=True)
+    with np.errstate(divide="ignore"):
+        for length, count in zip(values.tolist(), multiplicity.tolist()):
+            p_absent = 0.0 if n - length < b else math.exp(float(np.log1p(-length / den).sum()))
+            distinct += count * (1.0 - p_absent)
+    collision = float((lens * (lens - 1)).sum() / (n * (n - 1))) if b > 1 else None
+    return IdealShuffle(distinct, collision)
+
+
+# ----------------------------------------------------------------------------------------------- plan
+def _check(name: str, value: int, low: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def plan_dataset(
+    root_or_index: str | os.PathLike[str] | tuple[DatasetIndex, EpisodeTable],
+    *,
+    world_size: int,
+    num_workers: int,
+    batch_size: int,
+    episode_pool_size: int = 64,
+    seed: int = 0,
+    epoch: int = 0,
+    remainder: Remainder = "drop",
+    shuffle: bool = True,
+    pool_sweep: Sequence[int] | None = None,
+) -> PlanReport:
+    """Dry-run ``LeRobotWebDataset(root, episode_pool_size=..., seed=..., remainder=...)`` on ``world_size``
+    ranks through ``DataLoader(num_workers=..., batch_size=...)`` for epoch ``epoch``, on the index only.
+
+    ``pool_sweep``: pool sizes to measure shuffle quality at besides ``episode_pool_size`` (default: powers
+    of 4 up to the largest share of a worker; ``()`` for none).
+    """
+    _check("world_size", world_size, 1)
+    _check("num_workers", num_workers, 0)
+    _check("batch_size", batch_size, 1)
+    _check("episode_pool_size", episode_pool_size, 1)
+    if isinstance(root_or_index, tuple):
+        index, table = root_or_index
+        name = index.repo_id
+    else:
+        index, table = read_local_index(root_or_index)
+        name = f"{index.repo_id} ({os.fspath(root_or_index)})"
+    lengths, ids = table["length"], table["episode_index"]
+    total = int(lengths.sum())
+    consumers = max(num_workers, 1)
+    samples = [
+        consumer_sample_count(
+            total, world_size=world_size, num_workers=consumers, worker=w, remainder=remainder
+        )
+        for w in range(consumers)
+    ]  # checks world_size <= frames and remainder first
+    batches = worker_batch_counts(samples, batch_size=batch_size)
+    full = worker_batch_counts(samples, batch_size=batch_size, drop_last=True)
+
+    video_keys = tuple(index.video_keys)
+    per_decoder = {k: decoder_bytes_estimate(index.features[k]) for k in video_keys}
+    episode_decoder_bytes = sum(per_decoder.values())
+    simulate = functools.partial(
+        _simulate,
+        seed=seed,
+        epoch=epoch,
+        shuffle=shuffle,
+        sizes={int(e): int(s) for e, s in zip(ids, table["parquet_size"])},
+        episode_decoder_bytes=episode_decoder_bytes,
+        num_cameras=len(video_keys),
+    )
+
+    started = time.perf_counter()
+    peaks: list[_Peak] = []
+    per_rank: list[int] = []
+    rank0_segments: list[list[Segment]] = []
+    rank0_streams: list[np.ndarray] = []
+    dropped = repeated = 0
+    for rank in range(world_size):
+        plan = rank_plan(
+            lengths,
+            ids,
+            seed=seed,
+            epoch=epoch,
+            shuffle=shuffle,
+            world_size=world_size,
+            rank=rank,
+            remainder=remainder,
+        )
+        dropped, repeated = plan.dropped, plan.repeated
+        rank_total = 0
+        for worker in range(consumers):
+            segs = worker_segments(plan.segments, num_workers=consumers, worker=worker)
+            peak, stream = simulate(segs, pool_size=episode_pool_size, rank=rank, worker=worker)
+            peaks.append(peak)
+            rank_total += peak.total
+            if rank == 0:
+                rank0_segments.append(segs)
+                rank0_streams.append(stream)
+        per_rank.append(rank_total)
+    logger.debug("simulated the pools of %d consumers in %.2fs", len(peaks), time.perf_counter() - started)
+
+    largest_share = max(len(s) for s in rank0_segments)
+    if pool_sweep is None:
+        pool_sweep = [p for p in POOL_SWEEP if p < largest_share] + [largest_share]
+    sweep = []
+    for pool in sorted(set(pool_sweep) | {episode_pool_size}):
+        _check("pool_sweep size", pool, 1)
+        streams = rank0_streams
+        if pool != episode_pool_size:
+            streams = [
+                simulate(segs, pool_size=pool, rank=0, worker=w)[1] for w, segs in enumerate(rank0_segments)
+            ]
+        quality = batch_quality(streams, batch_size=batch_size, pool_size=pool)
+        if quality is not None:
+            sweep.append(quality)
+    chosen = next((q for q in sweep if q.pool_size == episode_pool_size), None)
+
+    open_episodes = max(p.open_episodes for p in peaks)
+    return PlanReport(
+        dataset=name,
+        episodes=len(table),
+        frames=total,
+        fps=index.fps,
+        video_keys=video_keys,
+        world_size=world_size,
+        num_workers=num_workers,
+        batch_size=batch_size,
+        episode_pool_size=episode_pool_size,
+        seed=seed,
+        epoch=epoch,
+        remainder=remainder,
+        shuffle=shuffle,
+        samples_per_rank=sum(samples),
+        samples_per_worker=tuple(samples),
+        batches_per_worker=tuple(batches),
+        batches_per_rank=sum(batches),
+        full_batches_per_rank=sum(full),
+        frames_dropped=dropped,
+        frames_repeated=repeated,
+        memory=PoolMemory(
+            tabular_bytes=max(p.tabular for p in peaks),
+            decoders=open_episodes * len(video_keys),
+            decoder_bytes=open_episodes * episode_decoder_bytes,
+            consumer_bytes=max(p.total for p in peaks),
+            rank_bytes=max(per_rank),
+            per_rank_bytes=tuple(per_rank),
+            bytes_per_decoder=per_decoder,
+        ),
+        shuffle_quality=chosen,
+        ideal=ideal_shuffle(lengths, batch_size=batch_size),
+        pool_sweep=tuple(sweep),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- table
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def format_plan(r: PlanReport) -> str:
+    """The report as a plain-text table (what ``lerowds plan`` prints)."""
+    m = r.memory
+    partial = r.batches_per_rank - r.full_batches_per_rank
+    cams = f"{len(r.video_keys)} video camera(s)" if r.video_keys else "no video"
+    lines = [
+        f"dataset        {r.dataset}: {r.episodes} episodes, {r.frames} frames, {r.fps} fps, {cams}",
+        f"config         world_size={r.world_size} num_workers={r.num_workers} batch_size={r.batch_size} "
+        f"episode_pool_size={r.episode_pool_size} seed={r.seed} epoch={r.epoch} remainder={r.remainder}"
+        + ("" if r.shuffle else " shuffle=False"),
+        "",
+        "per rank (every rank the same; DataLoader drop_last=False)",
+        f"  samples                {r.samples_per_rank}",
+        f"  batches                {r.batches_per_rank} ({r.full_batches_per_rank} full + {partial} partial; "
+        f"drop_last=True gives {r.full_batches_per_rank})",
+    ]
+    if r.frames_repeated:
+        lines.append(
+            f"  frames repeated        {r.frames_repeated} of {r.frames} (so every rank yields the same)"
+        )
+    else:
+        lines.append(
+            f"  frames dropped         {r.frames_dropped} of {r.frames} (so every rank yields the same)"
+        )
+    lines += ["", "per worker (on every rank)", "  worker  samples  batches"]
+    lines += [
+        f"  {w:<6}  {s:<7}  {b}" for w, (s, b) in enumerate(zip(r.samples_per_worker, r.batches_per_worker))
+    ]
+    per_dec = ", ".join(f"{k} ≈ {_bytes(v)}" for k, v in m.bytes_per_decoder.items()) or "none"
+    lines += [
+        "",
+        f"pool memory, peak over epoch {r.epoch} (estimates)",
+        f"  per consumer (max)     ≈ {_bytes(m.consumer_bytes)}: tabular ≈ {_bytes(m.tabular_bytes)} "
+        f"(parquet bytes of the held episodes) + {m.decoders} open decoders ≈ {_bytes(m.decoder_bytes)}",
+        f"  per rank (max)         ≈ {_bytes(m.rank_bytes)} (sum of its {max(r.num_workers, 1)} "
+        "workers' peaks, an upper bound)",
+        f"  one decoder            {per_dec}",
+        "",
+    ]
+    if not r.pool_sweep:
+        lines.append(f"shuffle quality: n/a (rank 0 has no full batch of {r.batch_size})")
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"shuffle quality: rank 0, epoch {r.epoch}, {r.pool_sweep[0].batches} full batches in DataLoader order",
+        "  pool size             distinct episodes/batch  same-episode pair rate",
+    ]
+    for q in r.pool_sweep:
+        mark = " (this run)" if q.pool_size == r.episode_pool_size else ""
+        lines.append(
+            f"  {str(q.pool_size) + mark:<20}  {q.distinct_episodes:<23.2f}  {_rate(q.collision_rate)}"
+        )
+    lines.append(
+        f"  {'ideal global shuffle':<20}  {r.ideal.distinct_episodes:<23.2f}  {_rate(r.ideal.collision_rate)}"
+    )
+    return "\n".join(lines) + "\n"
