@@ -29,6 +29,7 @@ _LAZY = {
     "split_by_rank": "lerowds.reader.split",
     "split_by_worker": "lerowds.reader.split",
     "warn_if_dispatching": "lerowds.reader.split",
+    "plan_dataset": "lerowds.reader.plan",
 }
 
 
@@ -59,6 +60,7 @@ __all__ = [
     "VerifyError",
     "VideoDecodeError",
     "detect_consumer",
+    "plan_dataset",
     "mix",
     "split_by_rank",
     "split_by_worker",

@@ -208,7 +208,7 @@ class ShardWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
         os.fchmod(fd, _FILE_MODE)
         self._tmp = Path(tmp)
-        self._file = os.fdopen(fd, "wb")
+        self._file = os.fdopen(fd, "wb", buffering=1 << 20)  # tarfile writes 10 KiB records: batch the syscalls
         self._hasher = _HashingWriter(self._file)
         self._tar = tarfile.open(  # noqa: SIM115 - closed by commit() or abort()
             fileobj=self._hasher, mode="w|", format=tarfile.GNU_FORMAT  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import shutil
 from pathlib import Path
@@ -219,3 +220,20 @@ def test_cli_prints_one_line_and_exits_2(
         == 2
     )
     assert "bad size '12 parsecs'" in capsys.readouterr().err
+
+
+def test_disk_full_while_finalizing(
+    small_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    finalize_module = importlib.import_module("lerowds.convert.finalize")  # the package re-exports a function
+
+    def full(path: object, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(finalize_module, "atomic_write_bytes", full)
+    with pytest.raises(ConversionError, match="no space left on device under .*rerun the same command"):
+        run_convert(small_root, SMALL_REPO, tmp_path / "out", shard_size=SMALL_SHARD_SIZE)
+    assert not (tmp_path / "out/index.json").exists()
+    monkeypatch.undo()
+    result = run_convert(small_root, SMALL_REPO, tmp_path / "out", shard_size=SMALL_SHARD_SIZE)
+    assert result.converted == () and result.finalized  # every shard was kept

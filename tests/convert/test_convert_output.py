@@ -184,4 +184,4 @@ def test_episode_subset(small_root: Path, tmp_path: Path) -> None:
     index, table = read_output(tmp_path / "out")
     assert table["episode_index"].tolist() == [2, 3, 4, 9]
     assert index.total_episodes == 4 and index.total_frames == 90 + 33 + 61 + 22
-    assert result.num_shards == 1 and index.options["episodes"] == "2:5, 9"
+    assert result.num_shards == 1 and index.options["episodes"] == "2:5,9"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import multiprocessing
 import queue
@@ -29,7 +30,7 @@ from lerowds.convert.plan import (
 from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard
 from lerowds.convert.source import SourceDataset, open_source
 from lerowds.convert.state import ConversionPlan, claim_output, load_plan, read_done
-from lerowds.errors import ConfigError, ConversionError
+from lerowds.errors import ConfigError, ConversionError, LerowdsError
 from lerowds.format import EPISODES_FILE, INDEX_FILE, sha256_file
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,8 @@ class ConvertOptions:
             )
 
     def plan_options(self) -> dict[str, Any]:
-        return {"episodes": self.episodes, "shard_size": self.shard_size, "reencode": self.reencode}
+        episodes = None if self.episodes is None else ",".join(t.strip() for t in self.episodes.split(","))
+        return {"episodes": episodes, "shard_size": self.shard_size, "reencode": self.reencode}
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,20 @@ def free_bytes(path: Path) -> int:
 
 def convert(options: ConvertOptions) -> ConvertResult:
     """Convert (this task's share of) a LeRobot v3 dataset; finalize when it is a single-task run."""
+    try:
+        return _convert(options)
+    except OSError as e:
+        if isinstance(e, LerowdsError):
+            raise
+        if e.errno == errno.ENOSPC:
+            raise ConversionError(
+                f"no space left on device under {options.output}: free some space (or pick another --output) "
+                "and rerun the same command; finished shards are kept"
+            ) from e
+        raise ConversionError(f"{e.filename or options.output}: {e.strerror or e}") from e
+
+
+def _convert(options: ConvertOptions) -> ConvertResult:
     output = Path(options.output)
     if options.finalize_only:
         return _finalize_only(output, options)

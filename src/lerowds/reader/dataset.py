@@ -7,6 +7,7 @@ tabular rows → windows → frames decoded on exit → samples. Order is a pure
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -197,6 +198,7 @@ class LeRobotWebDataset(IterableDataset):
             "remainder": self.remainder,
             "dataset": self.meta.fingerprint,
             "num_frames": self.num_frames,
+            "episodes": hashlib.blake2b(self._episode_ids.astype("<i8").tobytes(), digest_size=8).hexdigest(),
         }
 
     def state_dict(
@@ -206,12 +208,17 @@ class LeRobotWebDataset(IterableDataset):
         batch_size: int,
         epoch: int | None = None,
         num_workers: int | None = None,
+        drop_last: bool = False,
     ) -> dict[str, Any]:
-        """The resume state: the trainer's counters plus the configuration that must match on load."""
+        """The resume state: the trainer's counters plus the configuration that must match on load.
+
+        ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
+        """
         state = ResumeState(
             epoch=self.epoch if epoch is None else epoch,
             batches_consumed=batches_consumed,
             batch_size=batch_size,
+            drop_last=drop_last,
             config=self.config(num_workers),
         )
         return state.to_dict()

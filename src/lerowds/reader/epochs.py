@@ -19,13 +19,14 @@ from multiprocessing import context as mp_context
 from typing import Any
 
 _NO_TOKEN = -(2**63)
+_NO_COUNT = -1  # no iteration seen yet: the first (token, count) is always a new identity
 
 
 class EpochClock:
     """The epoch of the next new iteration of one dataset object, shared with its DataLoader workers."""
 
     def __init__(self, epoch: int = 0) -> None:
-        self._arr = mp.Array("q", [epoch, _NO_TOKEN, 0, 1])
+        self._arr = mp.Array("q", [epoch, _NO_TOKEN, _NO_COUNT, 1])
         self._iterations = 0  # how many times *this copy* started an iteration
 
     def set(self, epoch: int) -> None:
@@ -69,4 +70,4 @@ class EpochClock:
         if "arr" in state:
             self._arr = state["arr"]
         else:
-            self._arr = mp.Array("q", [state["epoch"], _NO_TOKEN, 0, int(state["fresh"])])
+            self._arr = mp.Array("q", [state["epoch"], _NO_TOKEN, _NO_COUNT, int(state["fresh"])])

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from lerowds.errors import ConfigError
-from lerowds.format import DatasetIndex, EpisodeTable, read_local_index
+from lerowds.format import DatasetIndex, EpisodeTable, parse_size, read_local_index
 from lerowds.reader.order import (
     Admit,
     Emit,
@@ -88,6 +88,7 @@ class PlanReport:
     num_workers: int  # as given to the DataLoader; 0 is one stream in the main process
     batch_size: int
     episode_pool_size: int
+    pool_byte_budget: int | None  # bytes of stored episodes (``size`` column) a consumer's pool may hold
     seed: int
     epoch: int
     remainder: str
@@ -103,6 +104,7 @@ class PlanReport:
     shuffle_quality: ShuffleQuality | None  # None when rank 0 has no full batch
     ideal: IdealShuffle
     pool_sweep: tuple[ShuffleQuality, ...]  # the same measure at other pool sizes, for comparison
+    worker_share_segments: int  # most segments a worker of rank 0 owns: larger pools change nothing
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,7 +141,9 @@ def _simulate(
     rank: int,
     worker: int,
     shuffle: bool,
-    sizes: dict[int, int],
+    tabular_sizes: dict[int, int],
+    span_sizes: dict[int, int],
+    byte_budget: int | None,
     episode_decoder_bytes: int,
     num_cameras: int,
 ) -> tuple[_Peak, np.ndarray]:
@@ -148,7 +152,15 @@ def _simulate(
     Mirrors ``LeRobotWebDataset._samples``: rows are loaded on ``Admit`` (shared by two segments of one
     episode), an episode's decoders open on its first emit and close when its last segment is evicted."""
     order = PoolOrder(
-        segments, pool_size=pool_size, seed=seed, epoch=epoch, rank=rank, worker=worker, shuffle=shuffle
+        segments,
+        pool_size=pool_size,
+        seed=seed,
+        epoch=epoch,
+        rank=rank,
+        worker=worker,
+        shuffle=shuffle,
+        sizes=[span_sizes[s.episode] for s in segments],
+        byte_budget=byte_budget,
     )
     emitted: list[int] = []
     append = emitted.append
@@ -166,7 +178,7 @@ def _simulate(
         elif type(ev) is Admit:
             episode = ev.segment.episode
             if not refs.get(episode):
-                tabular += sizes[episode]
+                tabular += tabular_sizes[episode]
                 peak_tabular = max(peak_tabular, tabular)
                 peak_total = max(peak_total, tabular + len(opened) * episode_decoder_bytes)
             refs[episode] = refs.get(episode, 0) + 1
@@ -174,7 +186,7 @@ def _simulate(
             refs[ev.episode] -= 1
             if not refs[ev.episode]:
                 del refs[ev.episode]
-                tabular -= sizes[ev.episode]
+                tabular -= tabular_sizes[ev.episode]
                 opened.discard(ev.episode)
     return _Peak(peak_tabular, peak_open, peak_total), np.asarray(emitted, dtype=np.int64)
 
@@ -235,14 +247,16 @@ def plan_dataset(
     num_workers: int,
     batch_size: int,
     episode_pool_size: int = 64,
+    pool_byte_budget: int | str | None = None,
     seed: int = 0,
     epoch: int = 0,
     remainder: Remainder = "drop",
     shuffle: bool = True,
     pool_sweep: Sequence[int] | None = None,
 ) -> PlanReport:
-    """Dry-run ``LeRobotWebDataset(root, episode_pool_size=..., seed=..., remainder=...)`` on ``world_size``
-    ranks through ``DataLoader(num_workers=..., batch_size=...)`` for epoch ``epoch``, on the index only.
+    """Dry-run ``LeRobotWebDataset(root, episode_pool_size=..., pool_byte_budget=..., seed=..., remainder=...,
+    shuffle=...)`` on ``world_size`` ranks through ``DataLoader(num_workers=..., batch_size=...)`` (drop_last
+    False) for epoch ``epoch``, on the index only: no shard is opened.
 
     ``pool_sweep``: pool sizes to measure shuffle quality at besides ``episode_pool_size`` (default: powers
     of 4 up to the largest share of a worker; ``()`` for none).
@@ -251,6 +265,9 @@ def plan_dataset(
     _check("num_workers", num_workers, 0)
     _check("batch_size", batch_size, 1)
     _check("episode_pool_size", episode_pool_size, 1)
+    budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
+    for pool in pool_sweep or ():
+        _check("pool_sweep sizes", pool, 1)
     if isinstance(root_or_index, tuple):
         index, table = root_or_index
         name = index.repo_id
@@ -277,12 +294,20 @@ def plan_dataset(
         seed=seed,
         epoch=epoch,
         shuffle=shuffle,
-        sizes={int(e): int(s) for e, s in zip(ids, table["parquet_size"])},
+        tabular_sizes={int(e): int(s) for e, s in zip(ids, table["parquet_size"])},
+        span_sizes={int(e): int(s) for e, s in zip(ids, table["size"])},
+        byte_budget=budget,
         episode_decoder_bytes=episode_decoder_bytes,
         num_cameras=len(video_keys),
     )
 
     started = time.perf_counter()
+    if total > 1_000_000:
+        logger.info(
+            "simulating the pools of %d consumers over %d frames (~3 us a frame)",
+            world_size * consumers,
+            total,
+        )
     peaks: list[_Peak] = []
     per_rank: list[int] = []
     rank0_segments: list[list[Segment]] = []
@@ -317,7 +342,6 @@ def plan_dataset(
         pool_sweep = [p for p in POOL_SWEEP if p < largest_share] + [largest_share]
     sweep = []
     for pool in sorted(set(pool_sweep) | {episode_pool_size}):
-        _check("pool_sweep size", pool, 1)
         streams = rank0_streams
         if pool != episode_pool_size:
             streams = [
@@ -339,6 +363,7 @@ def plan_dataset(
         num_workers=num_workers,
         batch_size=batch_size,
         episode_pool_size=episode_pool_size,
+        pool_byte_budget=budget,
         seed=seed,
         epoch=epoch,
         remainder=remainder,
@@ -362,74 +387,5 @@ def plan_dataset(
         shuffle_quality=chosen,
         ideal=ideal_shuffle(lengths, batch_size=batch_size),
         pool_sweep=tuple(sweep),
+        worker_share_segments=largest_share,
     )
-
-
-# ----------------------------------------------------------------------------------------------- table
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def _rate(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
-
-
-def format_plan(r: PlanReport) -> str:
-    """The report as a plain-text table (what ``lerowds plan`` prints)."""
-    m = r.memory
-    partial = r.batches_per_rank - r.full_batches_per_rank
-    cams = f"{len(r.video_keys)} video camera(s)" if r.video_keys else "no video"
-    lines = [
-        f"dataset        {r.dataset}: {r.episodes} episodes, {r.frames} frames, {r.fps} fps, {cams}",
-        f"config         world_size={r.world_size} num_workers={r.num_workers} batch_size={r.batch_size} "
-        f"episode_pool_size={r.episode_pool_size} seed={r.seed} epoch={r.epoch} remainder={r.remainder}"
-        + ("" if r.shuffle else " shuffle=False"),
-        "",
-        "per rank (every rank the same; DataLoader drop_last=False)",
-        f"  samples                {r.samples_per_rank}",
-        f"  batches                {r.batches_per_rank} ({r.full_batches_per_rank} full + {partial} partial; "
-        f"drop_last=True gives {r.full_batches_per_rank})",
-    ]
-    if r.frames_repeated:
-        lines.append(
-            f"  frames repeated        {r.frames_repeated} of {r.frames} (so every rank yields the same)"
-        )
-    else:
-        lines.append(
-            f"  frames dropped         {r.frames_dropped} of {r.frames} (so every rank yields the same)"
-        )
-    lines += ["", "per worker (on every rank)", "  worker  samples  batches"]
-    lines += [
-        f"  {w:<6}  {s:<7}  {b}" for w, (s, b) in enumerate(zip(r.samples_per_worker, r.batches_per_worker))
-    ]
-    per_dec = ", ".join(f"{k} ≈ {_bytes(v)}" for k, v in m.bytes_per_decoder.items()) or "none"
-    lines += [
-        "",
-        f"pool memory, peak over epoch {r.epoch} (estimates)",
-        f"  per consumer (max)     ≈ {_bytes(m.consumer_bytes)}: tabular ≈ {_bytes(m.tabular_bytes)} "
-        f"(parquet bytes of the held episodes) + {m.decoders} open decoders ≈ {_bytes(m.decoder_bytes)}",
-        f"  per rank (max)         ≈ {_bytes(m.rank_bytes)} (sum of its {max(r.num_workers, 1)} "
-        "workers' peaks, an upper bound)",
-        f"  one decoder            {per_dec}",
-        "",
-    ]
-    if not r.pool_sweep:
-        lines.append(f"shuffle quality: n/a (rank 0 has no full batch of {r.batch_size})")
-        return "\n".join(lines) + "\n"
-    lines += [
-        f"shuffle quality: rank 0, epoch {r.epoch}, {r.pool_sweep[0].batches} full batches in DataLoader order",
-        "  pool size             distinct episodes/batch  same-episode pair rate",
-    ]
-    for q in r.pool_sweep:
-        mark = " (this run)" if q.pool_size == r.episode_pool_size else ""
-        lines.append(
-            f"  {str(q.pool_size) + mark:<20}  {q.distinct_episodes:<23.2f}  {_rate(q.collision_rate)}"
-        )
-    lines.append(
-        f"  {'ideal global shuffle':<20}  {r.ideal.distinct_episodes:<23.2f}  {_rate(r.ideal.collision_rate)}"
-    )
-    return "\n".join(lines) + "\n"

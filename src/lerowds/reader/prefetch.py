@@ -1,10 +1,11 @@
 """Prefetch-on-admit: one consumer's background downloads of the episodes it will admit, in that order.
 
 A planner thread walks the plan (the consumer's admission order), at most ``lookahead`` episodes ahead of
-the one the consumer last asked for, and claims each episode in the machine-wide cache: a finished file
-(maybe another worker's download) is pinned at once; otherwise room is reserved and a download thread
-fetches it. The planner waits while another process downloads the same episode or the cache is full, and
-gives up with an error after ``wait_timeout_s``, or at once when the consumer's own pool cannot fit.
+the one the consumer last asked for and within the consumer's share of the cache limit, and claims each
+episode in the machine-wide cache: a finished file (maybe another worker's download) is pinned at once;
+otherwise room is reserved and a download thread fetches it. The planner waits while another process
+downloads the same episode, and gives up with an error after ``wait_timeout_s``, or at once when the
+consumer's own pool cannot fit in its share.
 Threads start in the process that iterates; nothing here is pickled.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lerowds.errors import ConfigError, RemoteError
-from lerowds.reader.cache import Busy, EpisodeCache, Full, Pin, Reservation
+from lerowds.reader.cache import Busy, EpisodeCache, Pin, Reservation
 from lerowds.reader.http import Cancelled, Counters
 from lerowds.reader.integrity import Span
 
@@ -48,6 +49,14 @@ class PrefetchOptions:
             )
 
 
+def quota_message(quota: int, shares: int, held: int, span: Span) -> str:
+    return (
+        f"cache_limit is too small: {quota * shares} bytes shared by {shares} consumer(s) on this machine "
+        f"give each {quota}; this consumer's pool already holds {held} bytes and {span.describe()} needs "
+        f"{span.size} more: raise cache_limit, or lower episode_pool_size or num_workers"
+    )
+
+
 def claim_blocking(
     cache: EpisodeCache,
     span: Span,
@@ -55,20 +64,15 @@ def claim_blocking(
     cancel: threading.Event,
     options: PrefetchOptions,
     counters: Counters,
-    stuck: Callable[[Full], str | None],
 ) -> Pin | Reservation | None:
-    """Pin ``span``'s episode or reserve room to fetch it, waiting as needed; None if cancelled.
-
-    ``stuck(full)`` returns a message when waiting for room cannot help (the caller's own pins fill it).
-    """
+    """Pin ``span``'s episode or reserve room to fetch it, waiting while another process downloads it or
+    the machine's cache is full (other jobs, stale files); None if cancelled."""
     deadline = time.monotonic() + options.wait_timeout_s
     waited = False
     while not cancel.is_set():
         claim = cache.claim(span.episode, span.size)
         if isinstance(claim, (Pin, Reservation)):
             return claim
-        if isinstance(claim, Full) and (message := stuck(claim)) is not None:
-            raise ConfigError(message)
         if not waited:
             waited = True
             counters.add("waits")
@@ -78,8 +82,8 @@ def claim_blocking(
                 why = f"another process's download of it ({claim.path}) to finish"
             else:
                 why = (
-                    f"room in the cache ({claim.used} of {claim.limit} bytes are held by this machine's "
-                    "consumers); raise cache_limit, or lower episode_pool_size or num_workers"
+                    f"room in the cache {cache.root} ({claim.used} of {claim.limit} bytes in use); is another "
+                    "job using the same cache_dir? Give each job its own, or raise cache_limit"
                 )
             raise RemoteError(f"{span.describe()}: waited {options.wait_timeout_s:g}s for {why}")
         cancel.wait(options.poll_s)
@@ -108,11 +112,14 @@ class Prefetcher:
         options: PrefetchOptions,
         counters: Counters,
         held_bytes: Callable[[], int],
+        quota: int,
+        shares: int = 1,
         on_done: Callable[[], None] = lambda: None,
     ) -> None:
         self._spans = tuple(spans)
         self._cache, self._fetch, self._options = cache, fetch, options
         self._counters, self._held_bytes, self._on_done = counters, held_bytes, on_done
+        self._quota, self._shares = quota, shares
         self._slots = [_Slot() for _ in self._spans]
         self._positions: dict[int, deque[int]] = {}
         for pos, span in enumerate(self._spans):
@@ -172,17 +179,27 @@ class Prefetcher:
             return arrived + sum(r.size for r in self._inflight.values())
 
     # -------------------------------------------------------------------------------------- threads
-    def _stuck(self, pos: int, span: Span, full: Full) -> str | None:
+    def notify(self) -> None:
+        """The consumer released an episode: a planner waiting for quota may go on."""
         with self._cond:
-            blocked = self._waiting == pos
-        mine = self._held_bytes() + self.pinned_bytes()
-        if blocked and mine + span.size > full.limit:
-            return (
-                f"cache_limit={full.limit} bytes is too small: this consumer holds {mine} bytes of episodes "
-                f"in its pool and needs {span.size} more for {span.describe()}; raise cache_limit or lower "
-                "episode_pool_size"
-            )
-        return None
+            self._cond.notify_all()
+
+    def _wait_quota(self, pos: int, span: Span) -> bool:
+        """Wait until this consumer's share of the cache has room for ``span``; False if cancelled.
+
+        The limit is split evenly between the machine's consumers, so one consumer's lookahead can never
+        take the room another needs for its pool. Waiting cannot help when the consumer is blocked on
+        ``pos`` itself (its pool cannot shrink), so that is an error at once.
+        """
+        while not self._cancel.is_set():
+            held = self._held_bytes()
+            if held + self.pinned_bytes() + span.size <= self._quota:
+                return True
+            with self._cond:
+                if self._waiting == pos:
+                    raise ConfigError(quota_message(self._quota, self._shares, held, span))
+                self._cond.wait(self._options.poll_s)
+        return False
 
     def _plan(self) -> None:
         pos = 0
@@ -194,6 +211,9 @@ class Prefetcher:
                 while not self._free.acquire(timeout=0.25):
                     if self._cancel.is_set():
                         return
+                if not self._wait_quota(pos, span):
+                    self._free.release()
+                    return
                 claim = None
                 try:
                     claim = claim_blocking(
@@ -202,7 +222,6 @@ class Prefetcher:
                         cancel=self._cancel,
                         options=self._options,
                         counters=self._counters,
-                        stuck=lambda full, pos=pos, span=span: self._stuck(pos, span, full),
                     )
                 finally:
                     if not isinstance(claim, Reservation):

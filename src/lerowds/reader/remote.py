@@ -35,7 +35,7 @@ from lerowds.reader.decode import ClipRange
 from lerowds.reader.http import Counters, HttpClient, HttpOptions, RetryPolicy
 from lerowds.reader.hub import HubPath, endpoint, hub_headers, local_snapshot, offline
 from lerowds.reader.integrity import Crc32, Span, span_of, verify_span
-from lerowds.reader.prefetch import Prefetcher, PrefetchOptions, claim_blocking
+from lerowds.reader.prefetch import Prefetcher, PrefetchOptions, claim_blocking, quota_message
 from lerowds.reader.sources import ByteSource, FsspecSource, HttpSource
 from lerowds.reader.store import EpisodeStore, LocalStore
 
@@ -100,6 +100,20 @@ class RemoteStats:
     reused: int = 0  # episodes pinned from the cache (e.g. another worker's download)
     waits: int = 0  # claims that had to wait (another process downloading it, or a full cache)
     verify_failures: int = 0  # downloads that failed verification and were fetched again
+
+
+def cache_shares() -> int:
+    """Consumers on this machine that share the cache limit evenly: DataLoader workers of this process's
+    loader times the ranks on this node (``LOCAL_WORLD_SIZE``, as torchrun sets it)."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    workers = info.num_workers if info is not None else 1
+    try:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+    except ValueError:
+        raise ConfigError(f"LOCAL_WORLD_SIZE={os.environ['LOCAL_WORLD_SIZE']!r} is not an integer") from None
+    return max(1, workers) * max(1, local)
 
 
 class _Runtime:
@@ -202,22 +216,12 @@ class RemoteStore:
     def _fetch_now(self, row: int) -> Pin:
         """Fetch an episode the prefetcher does not have in its plan, in the calling thread."""
         rt, span = self._runtime(), self._span(row)
-
-        def stuck(full: object) -> str | None:
-            if rt.held_bytes() + span.size > self.cache.limit:
-                return (
-                    f"cache_limit={self.cache.limit} bytes is too small: this consumer holds {rt.held_bytes()} "
-                    f"bytes and needs {span.size} more for {span.describe()}; raise cache_limit"
-                )
-            return None
-
+        shares = cache_shares()
+        held, pf = rt.held_bytes(), rt.prefetcher
+        if held + (pf.pinned_bytes() if pf else 0) + span.size > self.cache.limit // shares:
+            raise ConfigError(quota_message(self.cache.limit // shares, shares, held, span))
         claim = claim_blocking(
-            self.cache,
-            span,
-            cancel=threading.Event(),
-            options=self.options.prefetch,
-            counters=rt.counters,
-            stuck=stuck,
+            self.cache, span, cancel=threading.Event(), options=self.options.prefetch, counters=rt.counters
         )
         if isinstance(claim, Pin):
             rt.counters.add("reused")
@@ -264,6 +268,7 @@ class RemoteStore:
         spans = [self._span(int(r)) for r in rows]
         if not spans:
             return
+        shares = cache_shares()
         pf = Prefetcher(
             spans,
             cache=self.cache,
@@ -271,6 +276,8 @@ class RemoteStore:
             options=self.options.prefetch,
             counters=rt.counters,
             held_bytes=rt.held_bytes,
+            quota=self.cache.limit // shares,
+            shares=shares,
             on_done=self._flush_stats,
         )
         with rt.lock:
@@ -309,6 +316,8 @@ class RemoteStore:
             logger.debug("%s: release of row %d, which this process does not hold", self.name, row)
             return
         self.cache.unpin(pin)
+        if rt.prefetcher is not None:
+            rt.prefetcher.notify()
 
     def close(self) -> None:
         rt = self._runtime()

@@ -15,10 +15,12 @@ MUST_MATCH = (
     "world_size",
     "num_workers",
     "episode_pool_size",
+    "pool_byte_budget",
     "shuffle",
     "remainder",
     "dataset",
     "num_frames",
+    "episodes",
 )
 
 
@@ -99,10 +101,11 @@ class WorkerStep:
 def plan_for_worker(state: ResumeState, worker_counts: Sequence[int], worker: int) -> WorkerStep:
     """The resumed epoch's step for physical worker ``worker`` given every worker's sample count."""
     saved = state.config.get("num_workers")
-    actual = len(worker_counts) if len(worker_counts) > 1 else None
-    if saved not in (None, 0, 1) and actual is not None and saved != actual:
+    actual = len(worker_counts)  # num_workers=0 and 1 are the same single stream
+    if saved is not None and max(int(saved), 1) != actual:
         raise ResumeMismatchError(
-            f"resume state was saved with num_workers={saved!r} but this DataLoader has num_workers={actual}"
+            f"resume state was saved with num_workers={saved!r} but this DataLoader has "
+            f"num_workers={actual if actual > 1 else '0 or 1'}"
         )
     plan = resume_plan(
         worker_counts,

@@ -1,0 +1,302 @@
+"""Weighted mixing: draws, proportions, per-source exactly-once per pass, exact resume, config errors, ranks."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import convert_to, tabular_spec
+from hypothesis import given
+from hypothesis import strategies as st
+from loader_helpers import assert_same_batches, epochs, loader
+from torch.utils.data import DataLoader
+
+import lerowds
+from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.reader.dataset import LeRobotWebDataset
+from lerowds.reader.mix import (
+    PASS_STRIDE,
+    MixedDataset,
+    SourceDraws,
+    SourcePosition,
+    interleave,
+    mix,
+    source_positions,
+)
+from lerowds.reader.split import Consumer
+from lerowds.testing.v3writer import write_v3_dataset
+
+B_LENGTHS = [5, 17, 9, 4, 25]  # 60 frames
+
+
+def _tabular(base: Path, repo: str, lengths: list[int], **kw: Any) -> Path:
+    spec = tabular_spec(lengths, fps=kw.pop("fps", 15))
+    spec = dataclasses.replace(spec, repo_id=repo, **kw)
+    src = write_v3_dataset(base / "src", spec)
+    return convert_to(src, repo, base / "out", shard_size=8 * 1024)
+
+
+@pytest.fixture(scope="module")
+def tabular_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tabular(tmp_path_factory.mktemp("mix_b"), "lerowds/tabular_b", B_LENGTHS)
+
+
+@pytest.fixture(scope="module")
+def tabular_fps30(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tabular(tmp_path_factory.mktemp("mix_fps30"), "lerowds/tabular_fps30", B_LENGTHS, fps=30)
+
+
+@pytest.fixture(scope="module")
+def tabular_extra(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _tabular(
+        tmp_path_factory.mktemp("mix_extra"), "lerowds/tabular_extra", B_LENGTHS, extra_features=True
+    )
+
+
+def keys(samples: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return [(s["source"], int(s["index"])) for s in samples]
+
+
+# ---- pure parts ---------------------------------------------------------------------------------------
+def test_draws_do_not_depend_on_block_sizes_and_counts_match() -> None:
+    def draws() -> SourceDraws:
+        return SourceDraws([0.2, 0.0, 0.5, 0.3], seed=3, epoch=2, rank=1, worker=0)
+
+    whole = draws().take(10_000)
+    d = draws()
+    pieces = np.concatenate([d.take(n) for n in (1, 999, 4096, 4904)])
+    assert np.array_equal(whole, pieces)
+    assert np.array_equal(list(draws().stream(10_000)), whole)
+    assert np.array_equal(draws().counts(10_000), np.bincount(whole, minlength=4))
+    assert not (whole == 1).any(), "a zero weight is never drawn"
+    assert not np.array_equal(
+        whole, SourceDraws([0.2, 0.0, 0.5, 0.3], seed=3, epoch=3, rank=1, worker=0).take(10_000)
+    )
+
+
+@pytest.mark.parametrize("weights", [(0.7, 0.3), (0.6, 0.3, 0.1), (1.0, 2.0, 3.0, 4.0)])
+def test_draw_proportions_within_five_sigma(weights: tuple[float, ...]) -> None:
+    n = 200_000
+    counts = SourceDraws(weights, seed=0, epoch=0, rank=0, worker=0).counts(n)
+    p = np.asarray(weights) / sum(weights)
+    bound = 5 * np.sqrt(n * p * (1 - p))
+    assert (np.abs(counts - n * p) <= bound).all(), f"counts {counts} vs expected {n * p} ± {bound}"
+
+
+@given(
+    per_pass=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    data=st.data(),
+)
+def test_interleave_resumed_from_counts_continues_exactly(per_pass: list[int], data: st.DataObject) -> None:
+    """Resume = counts of the skipped choices -> (pass, skip) per source; the rest is the same stream."""
+    choices = data.draw(st.lists(st.integers(0, len(per_pass) - 1), max_size=60))
+    k = data.draw(st.integers(0, len(choices)))
+
+    def open_pass(s: int, p: int, skip: int):
+        return iter([(s, p, i) for i in range(per_pass[s])][skip:])
+
+    full = [item for _, item in interleave(choices, open_pass, [SourcePosition(0, 0)] * len(per_pass))]
+    counts = np.bincount(np.asarray(choices[:k], dtype=np.int64), minlength=len(per_pass)).tolist()
+    rest = [item for _, item in interleave(choices[k:], open_pass, source_positions(counts, per_pass))]
+    assert rest == full[k:]
+    for s, n in enumerate(per_pass):  # each pass of a source is its items once, in order
+        mine = [(p, i) for (src, p, i) in full if src == s]
+        assert mine == [(j // n, j % n) for j in range(len(mine))]
+
+
+# ---- the dataset: order ---------------------------------------------------------------------------------
+def test_dataset_proportions_within_five_sigma(tabular_converted: Path, tabular_b: Path) -> None:
+    n = 6000
+    ds = mix({"a": tabular_converted, "b": tabular_b}, {"a": 0.7, "b": 0.3}, samples_per_epoch=n)
+    got = Counter(s["source"] for s in ds)
+    assert sum(got.values()) == n == len(ds)
+    for name, p in ds.weights.items():
+        assert abs(got[name] - n * p) <= 5 * math.sqrt(n * p * (1 - p)), (got, ds.weights)
+
+
+def test_each_source_exactly_once_per_pass(tabular_converted: Path, tabular_b: Path) -> None:
+    """One consumer, two mix epochs: each source's samples are its own passes e*PASS_STRIDE + p, in order."""
+    ds = mix({"a": tabular_converted, "b": tabular_b}, [0.5, 0.5], samples_per_epoch=1500)
+    runs = [list(ds) for _ in range(2)]
+    consumer = Consumer()
+    for epoch, samples in enumerate(runs):
+        for name, src in ds.sources.items():
+            got = [int(s["index"]) for s in samples if s["source"] == name]
+            n = src.num_frames
+            passes = [got[i : i + n] for i in range(0, len(got), n)]
+            assert len(passes) >= 3, f"{name}: only {len(passes)} passes"
+            for p, part in enumerate(passes):
+                want = [int(s["index"]) for s in src._consumer_stream(epoch * PASS_STRIDE + p, consumer)]
+                assert part == want[: len(part)], f"{name} epoch {epoch} pass {p}"
+                if len(part) == n:
+                    assert sorted(part) == list(range(n)), f"{name} pass {p} is not a permutation"
+            assert passes[0] != passes[1], "the next pass is reshuffled"
+
+
+def test_determinism_epochs_and_seeds(tabular_converted: Path, tabular_b: Path) -> None:
+    def make(seed: int = 0) -> MixedDataset:
+        return mix({"a": tabular_converted, "b": tabular_b}, seed=seed, samples_per_epoch=400)
+
+    ds = make()
+    e0, e1 = keys(list(ds)), keys(list(ds))
+    assert e0 == keys(list(make()))
+    assert e0 != e1, "another mix epoch draws another order"
+    later = make()
+    later.set_epoch(1)
+    assert keys(list(later)) == e1
+    assert keys(list(make(seed=1))) != e0
+    assert ds.weights == pytest.approx({"a": 150 / 210, "b": 60 / 210}), "default: proportional to frames"
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_rank_split_equal_counts_and_disjoint_first_passes(
+    tabular_converted: Path, tabular_b: Path, world_size: int
+) -> None:
+    runs = []
+    for rank in range(world_size):
+        ds = mix([tabular_converted, tabular_b], samples_per_epoch=301, rank=rank, world_size=world_size)
+        runs.append(list(ds))
+        assert len(runs[-1]) == len(ds) == 301 // world_size
+    assert {len(r) for r in runs} == {301 // world_size}
+    per_rank = ds.sources["lerowds/tabular"].num_frames // world_size  # one consumer per rank
+    firsts = [[int(s["index"]) for s in r if s["source"] == "lerowds/tabular"][:per_rank] for r in runs]
+    flat = [i for f in firsts for i in f]
+    assert len(flat) == len(set(flat)), "the ranks' first passes of a source are disjoint"
+
+
+# ---- exact resume through a real DataLoader ----------------------------------------------------------------
+def _resume_case(make: Any, batch_size: int, cuts_of: Any) -> None:
+    ds = make()
+    uninterrupted = epochs(loader(ds, batch_size=batch_size, num_workers=2), 2)
+    total = len(uninterrupted[0])
+    flat = uninterrupted[0] + uninterrupted[1]
+    assert sum(len(b["index"]) for b in uninterrupted[0]) == len(ds)
+    for cut in cuts_of(total):
+        epoch, n = divmod(cut, total)
+        state = ds.state_dict(batches_consumed=n, batch_size=batch_size, epoch=epoch, num_workers=2)
+        resumed_ds = make()
+        resumed_ds.load_state_dict(state)
+        resumed = loader(resumed_ds, batch_size=batch_size, num_workers=2)
+        got = list(resumed)
+        if epoch == 0:
+            got += list(resumed)  # and the next mix epoch goes on as uninterrupted
+        want = flat[cut:] if epoch == 0 else uninterrupted[1][n:]
+        if epoch == 0 and n == total:
+            want = uninterrupted[1]
+        assert_same_batches(got, want, f"resume after {n} batches of mix epoch {epoch}")
+
+
+def test_exact_resume_with_two_workers(tabular_converted: Path, tabular_b: Path) -> None:
+    def make() -> MixedDataset:
+        return mix({"a": tabular_converted, "b": tabular_b}, {"a": 0.5, "b": 0.5}, samples_per_epoch=300)
+
+    _resume_case(make, 7, lambda total: [0, 1, 5, total // 2, total - 1, total, total + 3])
+
+
+def test_exact_resume_with_video_and_windows(video_small_converted: Path, seed8_converted: Path) -> None:
+    delta = {"observation.images.front": [-1 / 15, 0.0], "action": [0.0, 1 / 15, 2 / 15]}
+
+    def make() -> MixedDataset:
+        return lerowds.mix(
+            {"small": video_small_converted, "seed8": seed8_converted},
+            {"small": 0.3, "seed8": 0.7},
+            samples_per_epoch=200,
+            delta_timestamps=delta,
+            episode_pool_size=2,
+        )
+
+    ds = make()
+    sample = next(iter(ds))
+    assert sample["observation.images.front"].shape == (2, 3, 32, 32)
+    assert sample["action_is_pad"].shape == (3,)
+    _resume_case(make, 8, lambda total: [3, total - 1])
+
+
+def test_resume_config_mismatch_names_both_values(tabular_converted: Path, tabular_b: Path) -> None:
+    ds = mix({"a": tabular_converted, "b": tabular_b}, {"a": 0.5, "b": 0.5}, samples_per_epoch=300)
+    state = ds.state_dict(batches_consumed=3, batch_size=4, epoch=0)
+    other = mix({"a": tabular_converted, "b": tabular_b}, {"a": 0.25, "b": 0.75}, samples_per_epoch=300)
+    with pytest.raises(
+        ResumeMismatchError, match=r"mix_weights=\[0\.5, 0\.5\].*mix_weights=\[0\.25, 0\.75\]"
+    ):
+        other.load_state_dict(state)
+    pool = mix({"a": tabular_converted, "b": tabular_b}, [1, 1], samples_per_epoch=300, episode_pool_size=3)
+    with pytest.raises(ResumeMismatchError, match=r"source\.a\.episode_pool_size=64 .*episode_pool_size=3$"):
+        pool.load_state_dict(state)
+    more = mix({"a": tabular_converted, "b": tabular_b}, [1, 1], samples_per_epoch=301)
+    with pytest.raises(ResumeMismatchError, match="samples_per_epoch=300 .* samples_per_epoch=301"):
+        more.load_state_dict(state)
+
+
+# ---- configuration errors -------------------------------------------------------------------------------
+def test_fps_mismatch_names_both_datasets(tabular_converted: Path, tabular_fps30: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"'a' \(lerowds/tabular .*'b' \(lerowds/tabular_fps30 .*fps: 15 vs 30"
+    ):
+        mix({"a": tabular_converted, "b": tabular_fps30})
+
+
+def test_key_mismatches_name_both_datasets_and_the_key(
+    tabular_converted: Path, tabular_extra: Path, video_small_converted: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"'a' \(lerowds/tabular .*'x' .*feature 'observation.velocity'"):
+        mix({"a": tabular_converted, "x": tabular_extra})
+    with pytest.raises(
+        ConfigError, match=r"'v' \(lerowds/video_small .*camera key 'observation.images.front'"
+    ):
+        mix({"a": tabular_converted, "v": video_small_converted})
+    windowed = LeRobotWebDataset(tabular_converted, delta_timestamps={"action": [0.0, 1 / 15]})
+    plain = LeRobotWebDataset(tabular_converted)
+    with pytest.raises(ConfigError, match=r"'w' \(lerowds/tabular .*'p' .*delta_timestamps key 'action'"):
+        mix({"w": windowed, "p": plain})
+
+
+def loader_error(dl: DataLoader) -> str:
+    """The message of the ConfigError a DataLoader raises; no traceback is kept (it would hold the workers)."""
+    try:
+        list(dl)
+    except ConfigError as e:
+        return str(e)
+    raise AssertionError("the DataLoader raised no ConfigError")
+
+
+def test_weighted_source_without_frames_for_a_worker_is_an_error(
+    tabular_converted: Path, tabular_b: Path
+) -> None:
+    tiny = LeRobotWebDataset(tabular_converted, episodes=[1])  # one frame: DataLoader worker 1 owns none
+    ds = mix({"tiny": tiny, "b": LeRobotWebDataset(tabular_b)}, [0.5, 0.5], samples_per_epoch=40)
+    error = loader_error(loader(ds, batch_size=4, num_workers=2))
+    assert re.search(r"'tiny' .* has weight 0.5 but rank 0 worker 1 owns none of its 1 frames", error), error
+    unused = mix({"tiny": tiny, "b": LeRobotWebDataset(tabular_b)}, [0.0, 1.0], samples_per_epoch=40)
+    got = [s for b in loader(unused, batch_size=4, num_workers=2) for s in b["source"]]
+    assert got == ["b"] * 40
+
+
+def test_api_forms_and_argument_errors(tabular_converted: Path, tabular_b: Path) -> None:
+    by_repo = mix([tabular_converted, tabular_b], [3, 1], samples_per_epoch=50)
+    assert by_repo.names == ("lerowds/tabular", "lerowds/tabular_b")
+    assert by_repo.weights == {"lerowds/tabular": 0.75, "lerowds/tabular_b": 0.25}
+    assert by_repo.meta is by_repo.metas["lerowds/tabular"] and by_repo.metas["lerowds/tabular_b"].fps == 15
+    by_path = lerowds.mix({str(tabular_converted): 0.75, str(tabular_b): 0.25}, samples_per_epoch=50)
+    alias = LeRobotWebDataset.mix([tabular_converted, tabular_b], weights=[3, 1], samples_per_epoch=50)
+    runs = [[(d.names.index(s), i) for s, i in keys(list(d))] for d in (by_repo, by_path, alias)]
+    assert runs[0] == runs[1] == runs[2]
+    same = mix([tabular_converted, tabular_converted], samples_per_epoch=10)
+    assert same.names == ("0", "1")
+    with pytest.raises(ConfigError, match=r"got 1 mix weights for 2 sources"):
+        mix([tabular_converted, tabular_b], [1])
+    with pytest.raises(ConfigError, match=r"lack sources \['b'\] and name unknown ones \['c'\]"):
+        mix({"a": tabular_converted, "b": tabular_b}, {"a": 1, "c": 1})
+    with pytest.raises(ConfigError, match=r"finite, >= 0 and not all 0, got \[1, -1\]"):
+        mix({"a": tabular_converted, "b": tabular_b}, [1, -1])
+    ds = LeRobotWebDataset(tabular_b)
+    with pytest.raises(ConfigError, match="same object"):
+        mix({"a": ds, "b": ds})
+    with pytest.raises(ConfigError, match=r"\['episode_pool_size'\] apply to path sources only"):
+        mix([ds, LeRobotWebDataset(tabular_converted)], episode_pool_size=4)
