@@ -203,17 +203,25 @@ class UniformDraws:
         self._buffer: list[float] = []
         self._pos = 0
 
+    def _refill(self) -> None:
+        raw = self._bitgen.random_raw(_BLOCK) >> np.uint64(11)
+        self._buffer, self._pos = (raw.astype(np.float64) * 2.0**-53).tolist(), 0
+
     def take(self, count: int) -> list[float]:
         """The next ``min(count, buffered)`` draws (at least one when ``count > 0``)."""
         if self._pos == len(self._buffer):
-            raw = self._bitgen.random_raw(_BLOCK) >> np.uint64(11)
-            self._buffer, self._pos = (raw.astype(np.float64) * 2.0**-53).tolist(), 0
+            self._refill()
         out = self._buffer[self._pos : self._pos + count]
         self._pos += len(out)
         return out
 
     def next(self) -> float:
-        return self.take(1)[0]
+        """The next draw (the hot path of every shuffled emit: no list slicing)."""
+        if self._pos == len(self._buffer):
+            self._refill()
+        u = self._buffer[self._pos]
+        self._pos += 1
+        return u
 
 
 @dataclass(frozen=True, slots=True)
