@@ -103,6 +103,8 @@ def test_hub_downloads_meta_first_then_only_the_selected_episodes_files(
     assert len(files) < len(everything) / 2  # only what episodes 2 and 3 need
     result = run_convert(None, SMALL_REPO, tmp_path / "out", episodes="2:4", shard_size=SMALL_SHARD_SIZE)  # type: ignore[arg-type]
     assert result.finalized and len(calls) == 4
+    open_source(SMALL_REPO, select=lambda s: [e.episode_index for e in s.episodes])
+    assert calls[-1] == (SMALL_REPO, COMMIT, ["data/*", "videos/*"])  # all episodes: whole folders
 
 
 def test_convert_and_reader_paths_import_no_torch() -> None:

@@ -32,6 +32,7 @@ class Fault:
     times: int = 1
     retry_after: str = "1"
     stall_s: float = 1.0
+    at: int | None = None  # "corrupt": the byte of the body to flip (default: the middle one)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
@@ -176,8 +177,13 @@ class _Handler(BaseHTTPRequestHandler):
             start, status = int(m.group(1)), 206
             end = min(int(m.group(2)), len(data) - 1) if m.group(2) else len(data) - 1
         key = (rel, start if status == 206 else None)
+        fault = srv.take_fault(rel, key[1])
+        if fault is not None and fault.kind == "stall":  # outlive the client's timeout, then hang up; the
+            time.sleep(fault.stall_s)  # client gave up on it, so it is not counted as in flight
+            self.close_connection = True
+            return None
         with srv.track(key):
-            self._answer(rel, data, start, end, status, extra, srv.take_fault(rel, key[1]))
+            self._answer(rel, data, start, end, status, extra, fault)
 
     def _answer(
         self, rel: str, data: bytes, start: int, end: int, status: int, extra: dict[str, str], fault: Fault | None
@@ -186,14 +192,12 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and kind in ("429", "503", "404"):
             hdrs = {"Retry-After": fault.retry_after} if kind == "429" else {}
             return self._plain(int(kind), hdrs)
-        if fault is not None and kind == "stall":
-            time.sleep(fault.stall_s)
         body = bytearray(data[start : end + 1])
         if kind == "truncate":  # an honest but short range: the client must notice by length
             end = start + len(body) // 2 - 1
             body = body[: len(body) // 2]
-        if kind == "corrupt":
-            body[len(body) // 2] ^= 0xFF
+        if fault is not None and kind == "corrupt":
+            body[len(body) // 2 if fault.at is None else fault.at] ^= 0xFF
         self.send_response(status)
         for k, v in extra.items():
             self.send_header(k, v)

@@ -6,6 +6,7 @@ Only metadata is read here (``meta/info.json``, ``meta/tasks.parquet``, ``meta/e
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -385,8 +386,10 @@ def open_source(
         tuple(select(source)) if select is not None else tuple(e.episode_index for e in source.episodes)
     )
     if root is None:
-        files = source.files_for(selected)
-        if files:
-            hub_snapshot(repo_id, source.revision, files)
+        if len(selected) == len(source.episodes):  # everything: cheaper for huggingface_hub to match
+            patterns = ["data/*", "videos/*"]
+        else:
+            patterns = [glob.escape(f) for f in source.files_for(selected)]  # exact names, "[" and all
+        hub_snapshot(repo_id, source.revision, patterns)
     source.check_files(selected)
     return source, selected

@@ -211,8 +211,9 @@ class HttpClient:
 
     def headers(self) -> dict[str, str]:
         if self._base_headers is None:
-            base = {"User-Agent": "lerowds", "Accept-Encoding": "identity"}
-            base.update(self._headers_fn() if self._headers_fn is not None else {})
+            base = {"user-agent": "lerowds", "accept-encoding": "identity"}
+            extra = self._headers_fn() if self._headers_fn is not None else {}
+            base.update({k.lower(): v for k, v in extra.items()})
             self._base_headers = base
         return dict(self._base_headers)
 
@@ -413,7 +414,7 @@ class HttpClient:
             got = int(state["got"])  # type: ignore[call-overload]
             counters.add("requests")
             headers = self.headers()
-            headers["Range"] = f"bytes={start + got}-{end}"
+            headers["range"] = f"bytes={start + got}-{end}"
             resp, target, cached = self._open(url, headers)
             self._check(url, resp, target, cached)
             complete = False

@@ -231,7 +231,7 @@ class MixedDataset(IterableDataset):
         self.metas: dict[str, DatasetMeta] = {n: ds.meta for n, ds in self.sources.items()}
         self._clock = EpochClock(0)
         self._resume: ResumeState | None = None
-        len(self)  # world_size <= samples_per_epoch
+        self._per_pass(self._consumer())  # fail early; DataLoader workers check their own share again
 
     def _override(self, what: str, value: int | None, of_sources: list[int | None]) -> int | None:
         given = {v for v in of_sources if v is not None}
@@ -332,29 +332,36 @@ class MixedDataset(IterableDataset):
         me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
         return self._mix_stream(epoch, me, skip)
 
-    def _per_pass(self, consumer: Consumer, count: int) -> list[int]:
-        """Each source's samples per pass for ``consumer``; a weighted source with none raises."""
+    def _per_pass(self, consumer: Consumer) -> list[int]:
+        """Each source's samples per pass for ``consumer``. Raises (in every worker alike) when a weighted
+        source leaves any worker of the rank without frames, or needs PASS_STRIDE passes or more."""
+        counts = self._worker_counts(consumer)
         out = []
         for (name, ds), weight in zip(self.sources.items(), self._weights.tolist()):
-            n = consumer_sample_count(
-                ds.num_frames,
-                world_size=consumer.world_size,
-                num_workers=consumer.num_workers,
-                worker=consumer.worker,
-                remainder=ds.remainder,
-            )
-            if weight > 0 and n == 0:
+            shares = [
+                0
+                if ds.num_frames < consumer.world_size
+                else consumer_sample_count(
+                    ds.num_frames,
+                    world_size=consumer.world_size,
+                    num_workers=consumer.num_workers,
+                    worker=w,
+                    remainder=ds.remainder,
+                )
+                for w in range(consumer.num_workers)
+            ]
+            if weight > 0 and 0 in shares:
                 raise ConfigError(
                     f"mix source {_describe(name, ds)} has weight {weight:g} but rank {consumer.rank} worker "
-                    f"{consumer.worker} owns none of its {ds.num_frames} frames ({consumer.world_size} ranks x "
+                    f"{shares.index(0)} owns none of its {ds.num_frames} frames ({consumer.world_size} ranks x "
                     f"{consumer.num_workers} workers): use fewer workers or ranks, or drop the source"
                 )
-            if weight > 0 and -(-count // n) > PASS_STRIDE:
+            if weight > 0 and max(-(-c // n) for c, n in zip(counts, shares)) > PASS_STRIDE:
                 raise ConfigError(
-                    f"mix source {name!r} would need more than PASS_STRIDE={PASS_STRIDE} passes of {n} samples "
-                    f"in one mix epoch of {count}: lower samples_per_epoch"
+                    f"mix source {name!r} would need more than PASS_STRIDE={PASS_STRIDE} passes of its "
+                    f"{min(shares)} samples per worker in a mix epoch of {max(counts)}: lower samples_per_epoch"
                 )
-            out.append(n)
+            out.append(shares[consumer.worker])
         return out
 
     def _mix_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:
@@ -362,7 +369,7 @@ class MixedDataset(IterableDataset):
         count = self._worker_counts(consumer)[consumer.worker]
         if not 0 <= skip <= count:
             raise ConfigError(f"cannot skip {skip} samples: this consumer has {count} in mix epoch {epoch}")
-        per_pass = self._per_pass(consumer, count)
+        per_pass = self._per_pass(consumer)
         draws = SourceDraws(
             self._weights, seed=self.seed, epoch=epoch, rank=consumer.rank, worker=consumer.worker
         )
