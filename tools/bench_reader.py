@@ -54,18 +54,35 @@ class BenchData:
     length: int
     fps: int
     sizes: tuple[str, ...]
+    content: str  # "textured" (camera-like, ~KB per frame) or "framecode" (the test writer's flat bands)
 
 
 def camera_key(size: str) -> str:
     return f"observation.images.cam_{size}"
 
 
+def textured_frame(episode_index: int, frame_index: int, height: int, width: int, cam: int = 0) -> np.ndarray:
+    """A camera-like frame: moving gradient, light noise, a bright square (as ``bench_decode.py`` encodes);
+    deterministic in its arguments. Flat frame-code bands compress to ~100 bytes and decode unrealistically
+    fast, which would understate every per-sample cost that is not decoding."""
+    rng = np.random.default_rng([episode_index, frame_index, cam])
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    i = frame_index + 7 * episode_index + 13 * cam
+    base = 128 + 80 * np.sin((xx + 3 * i) / 17.0) * np.cos((yy - 2 * i) / 23.0)
+    img = np.repeat(base[..., None], 3, axis=2) + rng.normal(0, 4, (height, width, 3)).astype(np.float32)
+    y0, x0 = (5 * i) % max(height - 16, 1), (7 * i) % max(width - 16, 1)
+    img[y0 : y0 + 16, x0 : x0 + 16] = (250, 40, 40)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def build_dataset(workdir: Path, data: BenchData) -> Path:
     """The converted dataset for ``data`` under ``workdir`` (written once, then reused)."""
     from lerowds.convert import ConvertOptions, convert
+    from lerowds.testing import v3writer
     from lerowds.testing.v3spec import CameraSpec, DatasetSpec
-    from lerowds.testing.v3writer import write_v3_dataset
 
+    workdir = workdir / data.content
+    workdir.mkdir(parents=True, exist_ok=True)
     out, stamp = workdir / "converted", workdir / "bench_data.json"
     if stamp.exists() and json.loads(stamp.read_text()) == asdict(data) | {"sizes": list(data.sizes)}:
         return out
@@ -88,7 +105,9 @@ def build_dataset(workdir: Path, data: BenchData) -> Path:
         cameras=tuple(cams),
     )
     t = time.perf_counter()
-    write_v3_dataset(workdir / "v3", spec)
+    if data.content == "textured":  # the writer draws every frame (clips and image stats) with this name
+        v3writer.encode_frame = textured_frame  # type: ignore[assignment]
+    v3writer.write_v3_dataset(workdir / "v3", spec)
     logger.info("wrote the LeRobot v3 dataset in %.0f s", time.perf_counter() - t)
     t = time.perf_counter()
     convert(ConvertOptions(repo_id=spec.repo_id, root=workdir / "v3", output=out, progress=False))
@@ -98,29 +117,57 @@ def build_dataset(workdir: Path, data: BenchData) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ reader run
-class RssSampler:
-    """Peak RSS (MB) of this process's children (the DataLoader workers), sampled every ``period`` s."""
+def _status_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, RssAnon) of a process in MB, from /proc (RssAnon leaves out shared-memory batches in flight)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "RssAnon:")):
+                name, value = line.split(":", 1)
+                fields[name] = int(value.split()[0]) / 1024
+    return fields.get("VmRSS", 0.0), fields.get("RssAnon", 0.0)
+
+
+class WorkerWatch:
+    """Memory and CPU of this process's children (the DataLoader workers): peaks sampled every ``period`` s."""
 
     def __init__(self, period: float = 0.1) -> None:
         self.period = period
-        self.peak = 0.0
+        self.peak_rss = self.peak_anon = 0.0
+        self._me = psutil.Process()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        me = psutil.Process()
         while not self._stop.wait(self.period):
-            for child in me.children():
-                try:
-                    self.peak = max(self.peak, child.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
+            for rss, anon in self.memory().values():
+                self.peak_rss, self.peak_anon = max(self.peak_rss, rss), max(self.peak_anon, anon)
 
-    def take_peak(self) -> float:
-        """The peak since the last call."""
-        peak, self.peak = self.peak, 0.0
-        return peak
+    def memory(self) -> dict[int, tuple[float, float]]:
+        out = {}
+        for child in self._me.children():
+            try:
+                out[child.pid] = _status_mb(child.pid)
+            except OSError:
+                pass
+        return out
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by this process and its live children."""
+        total = sum(self._me.cpu_times()[:2])
+        for child in self._me.children():
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.Error:
+                pass
+        return total
+
+    def take_peaks(self) -> tuple[float, float]:
+        """(RSS, RssAnon) peaks since the last call, MB."""
+        peaks = self.peak_rss, self.peak_anon
+        self.peak_rss = self.peak_anon = 0.0
+        return peaks
 
     def stop(self) -> None:
         self._stop.set()
@@ -130,24 +177,29 @@ class RssSampler:
 @dataclass(frozen=True, slots=True)
 class EpochResult:
     samples: int
-    first_batch_s: float
+    first_batch_s: float  # from the DataLoader iterator's creation (epoch 0: includes starting the workers)
     rate: float  # samples/s after the first batch
-    peak_rss_mb: float  # the largest worker RSS seen during the epoch
+    cpu_ms: float  # CPU ms per sample after the first batch: workers + main process
+    peak_rss_mb: float  # the largest worker VmRSS seen during the epoch (includes batches in shared memory)
+    peak_anon_mb: float  # the largest worker RssAnon seen during the epoch
+    end_anon_mb: float  # the largest worker RssAnon right after the epoch
 
 
 def run_reader(
     ds: LeRobotWebDataset, batch_size: int, num_workers: int, epochs: int
 ) -> tuple[list[EpochResult], list[tuple[int, int]]]:
     """Iterate ``epochs`` epochs; return per-epoch results and epoch 0's (episode, frame) in batch order."""
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
-    sampler = RssSampler()
+    loader = DataLoader(
+        ds, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0
+    )
+    watch = WorkerWatch()
     results, emitted = [], []
     try:
         for epoch in range(epochs):
             start = time.perf_counter()
             it = iter(loader)
             batch = next(it)
-            first = time.perf_counter()
+            first, cpu0 = time.perf_counter(), watch.cpu_s()
             n_first = n = len(batch["index"])
             if epoch == 0:
                 emitted.extend(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
@@ -155,18 +207,35 @@ def run_reader(
                 n += len(batch["index"])
                 if epoch == 0:
                     emitted.extend(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
-            end = time.perf_counter()
-            results.append(EpochResult(n, first - start, (n - n_first) / (end - first), sampler.take_peak()))
-            logger.info(
-                "epoch %d: %d samples, first batch %.3f s, %.0f samples/s, worker peak RSS %.0f MB",
-                epoch,
+            end, cpu1 = time.perf_counter(), watch.cpu_s()
+            del batch
+            time.sleep(3 * watch.period)
+            peak_rss, peak_anon = watch.take_peaks()
+            end_anon = max((anon for _, anon in watch.memory().values()), default=0.0)
+            r = EpochResult(
                 n,
                 first - start,
-                results[-1].rate,
-                results[-1].peak_rss_mb,
+                (n - n_first) / (end - first),
+                1e3 * (cpu1 - cpu0) / (n - n_first),
+                peak_rss,
+                peak_anon,
+                end_anon,
+            )
+            results.append(r)
+            logger.info(
+                "epoch %d: %d samples, first batch %.3f s, %.0f samples/s, %.2f CPU ms/sample, "
+                "worker peak RSS %.0f MB (RssAnon %.0f MB, %.0f MB after the epoch)",
+                epoch,
+                n,
+                r.first_batch_s,
+                r.rate,
+                r.cpu_ms,
+                r.peak_rss_mb,
+                r.peak_anon_mb,
+                r.end_anon_mb,
             )
     finally:
-        sampler.stop()
+        watch.stop()
     return results, emitted
 
 
@@ -211,14 +280,44 @@ class DecoderFactory:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class LimitResult:
+    wall_s: float
+    cpu_s: float  # CPU seconds of the decoding process(es) while decoding
+
+
+def limit_one_process(ds: LeRobotWebDataset, per_worker: list[list[Request]]) -> LimitResult:
+    """All workers' requests decoded one after the other in this process (one core)."""
+    wall = cpu = 0.0
+    marks: list[float] = []
+    for requests in per_worker:
+        wall += decode_limit(
+            requests, DecoderFactory(ds), before_start=lambda: marks.append(time.process_time())
+        )
+        cpu += time.process_time() - marks[-1]
+    return LimitResult(wall, cpu)
+
+
 def _limit_child(ds: LeRobotWebDataset, requests: list[Request], barrier: Any, queue: Any) -> None:
     torch.set_num_threads(1)
-    seconds = decode_limit(requests, DecoderFactory(ds), before_start=barrier.wait)
-    queue.put((time.perf_counter(), seconds))
+    marks: list[float] = []
+
+    def start() -> None:
+        barrier.wait()
+        marks.append(time.process_time())
+
+    try:
+        seconds = decode_limit(requests, DecoderFactory(ds), before_start=start)
+        queue.put((time.perf_counter(), seconds, time.process_time() - marks[0]))
+    except BaseException:
+        barrier.abort()
+        queue.put(None)
+        raise
 
 
-def limit_parallel(ds: LeRobotWebDataset, per_worker: list[list[Request]]) -> float:
-    """Wall seconds for W processes (started together, decoders open) to decode their workers' requests."""
+def limit_parallel(ds: LeRobotWebDataset, per_worker: list[list[Request]]) -> LimitResult:
+    """W processes, one per DataLoader worker, started together with their decoders open: wall seconds until
+    the last one is done, and their CPU seconds."""
     ctx = mp.get_context("fork")
     barrier, queue = ctx.Barrier(len(per_worker) + 1), ctx.Queue()
     procs = [ctx.Process(target=_limit_child, args=(ds, reqs, barrier, queue)) for reqs in per_worker]
@@ -226,12 +325,13 @@ def limit_parallel(ds: LeRobotWebDataset, per_worker: list[list[Request]]) -> fl
         p.start()
     barrier.wait()
     start = time.perf_counter()
-    ends = [queue.get()[0] for _ in procs]
+    done = [queue.get() for _ in procs]
     for p in procs:
         p.join()
-        if p.exitcode:
-            raise SystemExit(f"a decode-limit process failed with exit code {p.exitcode}")
-    return max(ends) - start
+    if any(d is None for d in done) or any(p.exitcode for p in procs):
+        raise SystemExit(f"a decode-limit process failed (exit codes {[p.exitcode for p in procs]})")
+    logger.debug("decode-limit processes: %s", [(round(d[1], 2), round(d[2], 2)) for d in done])
+    return LimitResult(max(d[0] for d in done) - start, sum(d[2] for d in done))
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -242,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--length", type=int, default=150, help="frames per episode")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--sizes", nargs="+", default=["96x128", "240x320"], help="HxW of the cameras")
+    parser.add_argument("--content", choices=["textured", "framecode"], default="textured")
     parser.add_argument("--window", type=int, nargs="+", default=[-2, -1, 0], help="camera frame offsets")
     parser.add_argument("--action-chunk", type=int, default=50, help="action frames 0..n-1 ahead")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -257,13 +358,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("SVT_LOG", "1")
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    data = BenchData(args.episodes, args.length, args.fps, tuple(args.sizes))
+    data = BenchData(args.episodes, args.length, args.fps, tuple(args.sizes), args.content)
     root = build_dataset(args.workdir, data)
     fps = args.fps
     delta = {camera_key(s): [o / fps for o in args.window] for s in args.sizes}
     delta["action"] = [i / fps for i in range(args.action_chunk)]
     ds = LeRobotWebDataset(
-        root, delta_timestamps=delta, episode_pool_size=args.pool, return_uint8=args.uint8, decoder=args.decoder
+        root,
+        delta_timestamps=delta,
+        episode_pool_size=args.pool,
+        return_uint8=args.uint8,
+        decoder=args.decoder,
     )
     logger.info(
         "dataset: %d episodes x %d frames, cameras %s, window %s, action chunk %d; batch %d, %d workers, pool %d%s",
@@ -282,33 +387,61 @@ def main(argv: Sequence[str] | None = None) -> None:
     result["epochs"] = [asdict(e) for e in epochs]
     if not args.skip_limit:
         per_worker = worker_requests(ds, emitted, args.num_workers, args.window)
-        factory = DecoderFactory(ds)
-        one_core = sum(decode_limit(reqs, factory) for reqs in per_worker)
-        parallel = limit_parallel(ds, per_worker)
+        one = limit_one_process(ds, per_worker)
+        par = limit_parallel(ds, per_worker)
         n = len(emitted)
         result["limit"] = {
             "samples": n,
             "frames": sum(len(idx) for reqs in per_worker for _, idx in reqs),
-            "per_core_samples_s": n / one_core,
-            "parallel_samples_s": n / parallel,
+            "per_core_samples_s": n / one.wall_s,
             "processes": len(per_worker),
+            "parallel_samples_s": n / par.wall_s,
+            "cpu_ms_per_sample": 1e3 * par.cpu_s / n,
         }
-        reader_rate = epochs[0].rate
-        result["ratio"] = reader_rate / result["limit"]["parallel_samples_s"]
+        e0 = epochs[0]
+        result["ratio"] = e0.rate / result["limit"]["parallel_samples_s"]
+        result["cpu_ratio"] = result["limit"]["cpu_ms_per_sample"] / e0.cpu_ms
         logger.info(
-            "decode limit of epoch 0's %d samples (%d frames): %.0f samples/s per core, %.0f samples/s in %d "
-            "processes (%.2fx)\nreader epoch 0: %.0f samples/s = %.0f %% of the limit",
+            "decode limit of epoch 0's %d samples (%d frames): %.0f samples/s on one core, %.0f samples/s in %d "
+            "processes (%.2fx), %.2f CPU ms/sample",
             n,
             result["limit"]["frames"],
-            n / one_core,
-            n / parallel,
+            n / one.wall_s,
+            n / par.wall_s,
             len(per_worker),
-            one_core / parallel,
-            reader_rate,
-            100 * result["ratio"],
+            one.wall_s / par.wall_s,
+            result["limit"]["cpu_ms_per_sample"],
         )
+    print(markdown(result, epochs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def markdown(result: dict[str, Any], epochs: list[EpochResult]) -> str:
+    """The README table row of one run (with its header)."""
+    a, limit = result["args"], result.get("limit")
+    e0, last = epochs[0], epochs[-1]
+    later = min((e.first_batch_s for e in epochs[1:]), default=float("nan"))
+    head = ["content", "output", "reader samples/s", "first batch (epoch 1 / later)", "reader CPU ms/sample"]
+    row = [
+        a["content"],
+        "uint8" if a["uint8"] == "True" else "float32",
+        f"{e0.rate:,.0f}",
+        f"{e0.first_batch_s:.2f} s / {later:.2f} s",
+        f"{e0.cpu_ms:.2f}",
+    ]
+    if limit:
+        head += [f"decode limit samples/s (1 core / {limit['processes']} proc)", "limit CPU ms/sample"]
+        head += ["ratio (wall)", "ratio (CPU)"]
+        row += [f"{limit['per_core_samples_s']:,.0f} / {limit['parallel_samples_s']:,.0f}"]
+        row += [f"{limit['cpu_ms_per_sample']:.2f}", f"{100 * result['ratio']:.0f} %"]
+        row += [f"{100 * result['cpu_ratio']:.0f} %"]
+    head.append(f"worker RssAnon (VmRSS) peak, epoch 1 → {len(epochs)}")
+    row.append(
+        f"{e0.peak_anon_mb:.0f} → {last.peak_anon_mb:.0f} MB ({e0.peak_rss_mb:.0f} → {last.peak_rss_mb:.0f})"
+    )
+    lines = [head, ["---"] * len(head), row]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
@@ -71,11 +75,12 @@ class LoopbackServer:
         self.max_inflight: Counter[tuple[str, int | None]] = Counter()
         self.faults_served: Counter[str] = Counter()
         self.auth_seen: list[str | None] = []
+        self.resolves: Counter[str] = Counter()  # Hub resolve requests per file
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self) -> Self:
         handler = type("Handler", (_Handler,), {"srv": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -132,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     srv: LoopbackServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _plain(self, status: int, headers: dict[str, str] | None = None) -> None:
@@ -142,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         srv = self.srv
         if srv.latency_s:
             time.sleep(srv.latency_s)
@@ -154,7 +159,9 @@ class _Handler(BaseHTTPRequestHandler):
             rel = path[len("/cdn/") :].split("/", 1)[1]
         elif srv.hub is not None and (m := _HUB.match(path)):
             repo, rev, rel = m.group(1), m.group(2), m.group(3)
-            srv.auth_seen.append(self.headers.get("Authorization"))
+            with srv.lock:
+                srv.auth_seen.append(self.headers.get("Authorization"))
+                srv.resolves[rel] += 1
             hub = srv.hub
             if repo != hub.repo_id or rev not in (*hub.branches, hub.commit):
                 return self._plain(404, {"X-Error-Code": "RevisionNotFound"})
@@ -186,7 +193,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(rel, data, start, end, status, extra, fault)
 
     def _answer(
-        self, rel: str, data: bytes, start: int, end: int, status: int, extra: dict[str, str], fault: Fault | None
+        self,
+        rel: str,
+        data: bytes,
+        start: int,
+        end: int,
+        status: int,
+        extra: dict[str, str],
+        fault: Fault | None,
     ) -> None:
         kind = fault.kind if fault else None
         if fault is not None and kind in ("429", "503", "404"):

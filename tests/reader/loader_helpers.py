@@ -29,7 +29,9 @@ def epochs(loader: DataLoader, count: int = 1) -> list[list[Batch]]:
     return [list(loader) for _ in range(count)]
 
 
-def loader(ds: Any, *, batch_size: int | None, num_workers: int, tensors: bool = False, **kw: Any) -> DataLoader:
+def loader(
+    ds: Any, *, batch_size: int | None, num_workers: int, tensors: bool = False, **kw: Any
+) -> DataLoader:
     collate = None if tensors or batch_size is None else numpy_collate
     return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, collate_fn=collate, **kw)
 
@@ -91,3 +93,23 @@ class LogToFile:
         log = logging.getLogger("lerowds")
         log.addHandler(handler)
         log.setLevel(logging.INFO)
+
+
+def loader_error(dl: DataLoader) -> Exception:
+    """The exception iterating ``dl`` raises, its worker processes already shut down.
+
+    Without the traceback the loader's iterator dies by reference count right here; left in a reference
+    cycle (e.g. ``pytest.raises``' ExceptionInfo <-> the test's frame) it is shut down later by the garbage
+    collector, which waits ~5 s per worker.
+    """
+    it = None
+    try:
+        it = iter(dl)  # with num_workers=0 the dataset's __iter__ runs (and may raise) here
+        for _ in it:
+            pass
+    except Exception as e:  # noqa: BLE001 - returned to the test to check
+        e.__traceback__ = None
+        return e
+    finally:
+        del it
+    raise AssertionError("iterating the loader raised nothing")

@@ -18,10 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from loader_helpers import LogToFile, indices, loader, same_sample
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from loader_helpers import LogToFile, indices, loader, loader_error, same_sample
 
 from lerowds import LeRobotWebDataset
 from lerowds.errors import ConfigError
+from lerowds.reader.order import Emit, consumer_sample_count, pool_order, rank_plan, worker_segments
+from lerowds.reader.resume import worker_batch_counts
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 3 workers, 2 CPUs
 
@@ -43,7 +47,10 @@ def _launch(mode: str, dataset: Path, out: Path) -> list[dict]:
     """``accelerate launch <mode> --num_processes 2 accelerate_script.py``; the per-rank reports written."""
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env |= {"HF_HOME": str(out / "hf"), "OMP_NUM_THREADS": "1"}  # no user accelerate config, no oversubscription
+    env |= {
+        "HF_HOME": str(out / "hf"),
+        "OMP_NUM_THREADS": "1",
+    }  # no user accelerate config, no oversubscription
     cmd = [
         sys.executable,
         "-m",
@@ -58,7 +65,7 @@ def _launch(mode: str, dataset: Path, out: Path) -> list[dict]:
         str(dataset),
         str(out),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     return sorted((json.loads(p.read_text()) for p in out.glob("rank*.json")), key=lambda r: r["rank"])
 
@@ -92,7 +99,9 @@ def test_accelerate_launch_two_ranks_split_the_seed_scenario(seed8_converted, tm
     assert reports[0]["shuffled"] != reports[0]["plain"]
     assert reports[0]["loader_batches"] == reports[1]["loader_batches"] == 20
     for r in reports:  # rank from torch.distributed == explicit rank/world_size in one process
-        ds = LeRobotWebDataset(seed8_converted, shuffle=True, seed=3, episode_pool_size=8, rank=r["rank"], world_size=2)
+        ds = LeRobotWebDataset(
+            seed8_converted, shuffle=True, seed=3, episode_pool_size=8, rank=r["rank"], world_size=2
+        )
         assert indices(ds) == r["shuffled"]
 
     # The accelerate trap is detected on the Accelerator and on both kinds of prepared loaders ...
@@ -189,7 +198,11 @@ def test_remainder_repeat_covers_all_and_repeats_at_most_world_minus_one(
 def test_rank_and_world_from_the_environment_equal_explicit_arguments(tabular_converted, monkeypatch) -> None:
     kw = {"shuffle": True, "seed": 2, "episode_pool_size": 2, "episodes": SUB149}
     explicit = [
-        indices(loader(LeRobotWebDataset(tabular_converted, rank=r, world_size=3, **kw), batch_size=4, num_workers=2))
+        indices(
+            loader(
+                LeRobotWebDataset(tabular_converted, rank=r, world_size=3, **kw), batch_size=4, num_workers=2
+            )
+        )
         for r in range(3)
     ]
     from_env = []
@@ -224,8 +237,8 @@ def test_more_ranks_than_frames_raises(tabular_converted) -> None:
         len(ds)
     with pytest.raises(ConfigError, match=match):
         iter(ds)
-    with pytest.raises(ConfigError, match=match):  # also from inside DataLoader workers
-        list(loader(ds, batch_size=4, num_workers=2))
+    err = loader_error(loader(ds, batch_size=4, num_workers=2))  # also from inside DataLoader workers
+    assert isinstance(err, ConfigError) and match in str(err)
     small = LeRobotWebDataset(tabular_converted, rank=3, world_size=4, episodes=[1, 4])  # 1 + 2 frames
     with pytest.raises(ConfigError, match="world_size=4 ranks but only 3 frames"):
         list(small)
@@ -256,7 +269,9 @@ def test_windows_of_split_episodes_equal_a_single_consumer_run(tabular_converted
     fps = 15
     dt = {"action": [-3 / fps, -1 / fps, 0.0, 1 / fps, 4 / fps], "observation.state": [-2 / fps, 0.0]}
     kw = {"delta_timestamps": dt, "shuffle": True, "seed": 6, "episode_pool_size": 2}
-    reference = _unbatch(list(loader(LeRobotWebDataset(tabular_converted, **kw), batch_size=5, num_workers=0)))
+    reference = _unbatch(
+        list(loader(LeRobotWebDataset(tabular_converted, **kw), batch_size=5, num_workers=0))
+    )
     assert sorted(reference) == list(range(150))
     by_consumer: dict[tuple[int, int], dict[int, dict]] = {}
     for rank in range(world):
@@ -290,3 +305,56 @@ def test_video_windows_of_split_episodes_equal_a_single_consumer_run(video_small
             assert same_sample(s, reference[i]), f"sample {i} differs from the single-consumer run"
     assert len(seen) == len(set(seen)) == 75
     assert sum(len(r) > 1 for r in owners.values()) == 2  # two episodes straddle a rank boundary
+
+
+# ---- the whole split, composed: ranks x workers x pool order (pure functions) -------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 9), min_size=1, max_size=10),
+    world=st.integers(1, 5),
+    workers=st.integers(1, 4),
+    pool=st.integers(1, 4),
+    batch_size=st.integers(1, 4),
+    seed=st.integers(0, 2**32),
+    epoch=st.integers(0, 3),
+    shuffle=st.booleans(),
+    remainder=st.sampled_from(["drop", "repeat"]),
+)
+def test_consumers_emit_disjoint_covering_equal_streams(
+    lengths, world, workers, pool, batch_size, seed, epoch, shuffle, remainder
+) -> None:
+    """What every (rank, worker) emits, composed as the dataset composes it: disjoint across ranks, covering
+    all frames but the remainder, and the same sample and batch counts on every rank (no DDP hang)."""
+    total = sum(lengths)
+    if world > total:
+        return  # raises (tested above)
+    per_rank_frames, per_rank_batches = [], []
+    for rank in range(world):
+        plan = rank_plan(
+            lengths, seed=seed, epoch=epoch, shuffle=shuffle, world_size=world, rank=rank, remainder=remainder
+        )
+        streams = []
+        for worker in range(workers):
+            segments = worker_segments(plan.segments, num_workers=workers, worker=worker)
+            events = pool_order(
+                segments, pool_size=pool, seed=seed, epoch=epoch, rank=rank, worker=worker, shuffle=shuffle
+            )
+            streams.append([(e.episode, e.frame) for e in events if isinstance(e, Emit)])
+        counts = [len(s) for s in streams]
+        assert counts == [
+            consumer_sample_count(total, world_size=world, num_workers=workers, worker=w, remainder=remainder)
+            for w in range(workers)
+        ]
+        per_rank_frames.append([f for s in streams for f in s])
+        per_rank_batches.append(worker_batch_counts(counts, batch_size=batch_size))
+    assert len({len(f) for f in per_rank_frames}) == 1 and len({tuple(b) for b in per_rank_batches}) == 1
+    assert all(len(set(f)) == len(f) for f in per_rank_frames)  # no frame twice within a rank
+    seen = Counter(f for frames in per_rank_frames for f in frames)
+    everything = {(e, f) for e, n in enumerate(lengths) for f in range(n)}
+    excess = world * len(per_rank_frames[0]) - total
+    if remainder == "drop":
+        assert max(seen.values(), default=1) == 1 and len(everything - set(seen)) == -excess < world
+    else:
+        assert set(seen) == everything and sum(seen.values()) - total == excess < world

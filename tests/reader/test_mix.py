@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import convert_to, tabular_spec
-from hypothesis import given
+from httpserver import LoopbackServer
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from loader_helpers import assert_same_batches, epochs, loader
-from torch.utils.data import DataLoader
 
 import lerowds
 from lerowds.errors import ConfigError, ResumeMismatchError
@@ -89,6 +88,7 @@ def test_draw_proportions_within_five_sigma(weights: tuple[float, ...]) -> None:
     assert (np.abs(counts - n * p) <= bound).all(), f"counts {counts} vs expected {n * p} ± {bound}"
 
 
+@settings(max_examples=200, deadline=None)
 @given(
     per_pass=st.lists(st.integers(1, 6), min_size=1, max_size=4),
     data=st.data(),
@@ -171,32 +171,34 @@ def test_rank_split_equal_counts_and_disjoint_first_passes(
 
 
 # ---- exact resume through a real DataLoader ----------------------------------------------------------------
-def _resume_case(make: Any, batch_size: int, cuts_of: Any) -> None:
+def _resume_case(make: Any, batch_size: int, cuts_of: Any, drop_last: bool = False) -> None:
+    """Save after ``(epoch, n)`` batches of an uninterrupted two-epoch run, resume in a new dataset and
+    DataLoader: what it yields (to the end of mix epoch 1) equals the rest of the run, value for value."""
     ds = make()
-    uninterrupted = epochs(loader(ds, batch_size=batch_size, num_workers=2), 2)
-    total = len(uninterrupted[0])
-    flat = uninterrupted[0] + uninterrupted[1]
-    assert sum(len(b["index"]) for b in uninterrupted[0]) == len(ds)
-    for cut in cuts_of(total):
-        epoch, n = divmod(cut, total)
-        state = ds.state_dict(batches_consumed=n, batch_size=batch_size, epoch=epoch, num_workers=2)
+    run = epochs(loader(ds, batch_size=batch_size, num_workers=2, drop_last=drop_last), 2)
+    total = len(run[0])
+    assert drop_last or sum(len(b["index"]) for b in run[0]) == len(ds)
+    for epoch, n in cuts_of(total):
+        state = ds.state_dict(
+            batches_consumed=n, batch_size=batch_size, epoch=epoch, num_workers=2, drop_last=drop_last
+        )
         resumed_ds = make()
         resumed_ds.load_state_dict(state)
-        resumed = loader(resumed_ds, batch_size=batch_size, num_workers=2)
+        resumed = loader(resumed_ds, batch_size=batch_size, num_workers=2, drop_last=drop_last)
         got = list(resumed)
-        if epoch == 0:
-            got += list(resumed)  # and the next mix epoch goes on as uninterrupted
-        want = flat[cut:] if epoch == 0 else uninterrupted[1][n:]
-        if epoch == 0 and n == total:
-            want = uninterrupted[1]
-        assert_same_batches(got, want, f"resume after {n} batches of mix epoch {epoch}")
+        if epoch == 0 and n < total:
+            got += list(resumed)  # the next mix epoch goes on as in the uninterrupted run
+        want = (run[0] + run[1])[n:] if epoch == 0 else run[1][n:]
+        assert_same_batches(got, want, f"resume after {n} of {total} batches of mix epoch {epoch}")
 
 
 def test_exact_resume_with_two_workers(tabular_converted: Path, tabular_b: Path) -> None:
     def make() -> MixedDataset:
         return mix({"a": tabular_converted, "b": tabular_b}, {"a": 0.5, "b": 0.5}, samples_per_epoch=300)
 
-    _resume_case(make, 7, lambda total: [0, 1, 5, total // 2, total - 1, total, total + 3])
+    # start, early, middle, before the last batch, at the end (rolls over to mix epoch 1), inside epoch 1
+    _resume_case(make, 7, lambda t: [(0, 0), (0, 1), (0, t // 2), (0, t - 1), (0, t), (1, 3)])
+    _resume_case(make, 8, lambda t: [(0, t // 2), (0, t)], drop_last=True)
 
 
 def test_exact_resume_with_video_and_windows(video_small_converted: Path, seed8_converted: Path) -> None:
@@ -215,7 +217,7 @@ def test_exact_resume_with_video_and_windows(video_small_converted: Path, seed8_
     sample = next(iter(ds))
     assert sample["observation.images.front"].shape == (2, 3, 32, 32)
     assert sample["action_is_pad"].shape == (3,)
-    _resume_case(make, 8, lambda total: [3, total - 1])
+    _resume_case(make, 8, lambda t: [(0, 3), (0, t - 1)])
 
 
 def test_resume_config_mismatch_names_both_values(tabular_converted: Path, tabular_b: Path) -> None:
@@ -257,22 +259,20 @@ def test_key_mismatches_name_both_datasets_and_the_key(
         mix({"w": windowed, "p": plain})
 
 
-def loader_error(dl: DataLoader) -> str:
-    """The message of the ConfigError a DataLoader raises; no traceback is kept (it would hold the workers)."""
-    try:
-        list(dl)
-    except ConfigError as e:
-        return str(e)
-    raise AssertionError("the DataLoader raised no ConfigError")
-
-
-def test_weighted_source_without_frames_for_a_worker_is_an_error(
+def test_weighted_source_without_frames_for_a_consumer_is_an_error(
     tabular_converted: Path, tabular_b: Path
 ) -> None:
-    tiny = LeRobotWebDataset(tabular_converted, episodes=[1])  # one frame: DataLoader worker 1 owns none
+    tiny = LeRobotWebDataset(tabular_converted, episodes=[1])  # one frame
+    with pytest.raises(
+        ConfigError, match=r"'tiny' .* has weight 0.5 but rank 0 worker 0 owns none of its 1 "
+    ):
+        mix({"tiny": tiny, "b": LeRobotWebDataset(tabular_b)}, [0.5, 0.5], world_size=2, rank=0)
     ds = mix({"tiny": tiny, "b": LeRobotWebDataset(tabular_b)}, [0.5, 0.5], samples_per_epoch=40)
-    error = loader_error(loader(ds, batch_size=4, num_workers=2))
-    assert re.search(r"'tiny' .* has weight 0.5 but rank 0 worker 1 owns none of its 1 frames", error), error
+    # DataLoader worker 1 of 2 would own none of it: every worker raises at once (here: as worker 0 would)
+    with pytest.raises(
+        ConfigError, match=r"'tiny' .* has weight 0.5 but rank 0 worker 1 owns none of its 1 "
+    ):
+        ds._mix_stream(0, Consumer(0, 1, 0, 2))
     unused = mix({"tiny": tiny, "b": LeRobotWebDataset(tabular_b)}, [0.0, 1.0], samples_per_epoch=40)
     got = [s for b in loader(unused, batch_size=4, num_workers=2) for s in b["source"]]
     assert got == ["b"] * 40
@@ -300,3 +300,19 @@ def test_api_forms_and_argument_errors(tabular_converted: Path, tabular_b: Path)
         mix({"a": ds, "b": ds})
     with pytest.raises(ConfigError, match=r"\['episode_pool_size'\] apply to path sources only"):
         mix([ds, LeRobotWebDataset(tabular_converted)], episode_pool_size=4)
+
+
+def test_remote_source_mixes_like_a_local_one(
+    tabular_converted: Path, tabular_b: Path, tmp_path: Path
+) -> None:
+    def run(b: str | Path, **kw: Any) -> list[tuple[str, int]]:
+        ds = mix({"a": tabular_converted, "b": b}, [0.5, 0.5], samples_per_epoch=200, **kw)
+        return [
+            (s, int(i))
+            for batch in loader(ds, batch_size=8, num_workers=2)
+            for s, i in zip(batch["source"], batch["index"])
+        ]
+
+    with LoopbackServer(tabular_b) as srv:
+        remote = run(srv.url, cache_dir=tmp_path / "cache")
+    assert remote == run(tabular_b)

@@ -14,6 +14,7 @@ import threading
 import time
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -24,15 +25,19 @@ from lerowds.errors import ConfigError, RemoteError
 from lerowds.format import INDEX_FILE, DatasetIndex, EpisodeTable, read_local_index
 from lerowds.reader.cache import EpisodeCache, Full, Pin, Reservation, parse_bytes
 from lerowds.reader.dataset import LeRobotWebDataset
-from lerowds.reader.http import Counters, HttpClient, HttpOptions, RetryPolicy, parse_retry_after, redirect_headers
+from lerowds.reader.http import HttpClient, HttpOptions, redirect_headers
 from lerowds.reader.hub import HubPath
 from lerowds.reader.integrity import CRC32_COLUMN
-from lerowds.reader.remote import RemoteStore
+from lerowds.reader.remote import RemoteOptions, RemoteStore
+from lerowds.reader.retry import Counters, RetryPolicy, parse_retry_after
 from lerowds.reader.store import LocalStore, open_store
 from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 sys.path.insert(0, str(Path(__file__).parent))
-from httpserver import Fault, HubRepo, LoopbackServer  # noqa: E402
+from httpserver import Fault, HubRepo, LoopbackServer
 
 LENGTHS = [4, 9, 2, 12, 6, 1, 10, 7, 5, 11, 3, 8]
 FAST = {  # small timeouts and backoff so that fault tests take seconds
@@ -78,7 +83,9 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     src = write_v3_dataset(base / "src", spec)
     out = base / "out"
-    convert(ConvertOptions(repo_id="lerowds/remote", root=src, output=out, shard_size=16 * 1024, progress=False))
+    convert(
+        ConvertOptions(repo_id="lerowds/remote", root=src, output=out, shard_size=16 * 1024, progress=False)
+    )
     return out
 
 
@@ -142,7 +149,7 @@ class CacheMonitor:
                     pass
             self.max_bytes, self.samples = max(self.max_bytes, total), self.samples + 1
 
-    def __enter__(self) -> CacheMonitor:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -193,6 +200,17 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     assert parse_retry_after("soon") is None
 
 
+def test_options_from_environment() -> None:
+    opts = RemoteOptions.from_env(
+        {"LEROWDS_RETRIES": "3", "LEROWDS_READ_TIMEOUT": "0.5", "LEROWDS_PREFETCH_AHEAD": "0"}
+    )
+    assert (opts.http.retry.attempts, opts.http.read_timeout_s, opts.prefetch.lookahead) == (3, 0.5, 0)
+    assert RemoteOptions.from_env({}) == RemoteOptions()
+    for bad in ({"LEROWDS_RETRIES": "x"}, {"LEROWDS_RETRIES": "2.5"}, {"LEROWDS_RETRIES": "0"}):
+        with pytest.raises(ConfigError, match="LEROWDS_RETRIES|attempts"):
+            RemoteOptions.from_env(bad)
+
+
 def test_credentials_stay_with_their_origin() -> None:
     h = {"authorization": "Bearer x", "cookie": "c", "range": "bytes=0-1"}
     assert redirect_headers(h, "https://hub.test/a", "https://hub.test/b") == h
@@ -209,7 +227,9 @@ def blob(tmp_path: Path) -> tuple[Path, bytes]:
 
 def _client(attempts: int = 6, read_timeout_s: float = 0.5) -> HttpClient:
     retry = RetryPolicy(attempts=attempts, backoff_s=0.01, backoff_max_s=0.05, retry_after_max_s=5)
-    return HttpClient(HttpOptions(connect_timeout_s=5, read_timeout_s=read_timeout_s, retry=retry, chunk_bytes=8192))
+    return HttpClient(
+        HttpOptions(connect_timeout_s=5, read_timeout_s=read_timeout_s, retry=retry, chunk_bytes=8192)
+    )
 
 
 def _fetch(client: HttpClient, url: str, start: int, size: int, counters: Counters, **kw: object) -> bytes:
@@ -249,7 +269,9 @@ def test_corrupt_body_is_fetched_again(blob: tuple[Path, bytes]) -> None:
             if hashlib.sha256(buf).hexdigest() != want:
                 raise ValueError("checksum mismatch")
 
-        _client().get_range(f"{srv.url}/blob.bin", 0, 100_000, write, what="t", counters=counters, verify=verify)
+        _client().get_range(
+            f"{srv.url}/blob.bin", 0, 100_000, write, what="t", counters=counters, verify=verify
+        )
     assert bytes(buf) == data[:100_000]
     assert counters.snapshot()["verify_failures"] == 1 and srv.requests[("blob.bin", 0)] == 2
 
@@ -304,7 +326,9 @@ def test_cache_refcount_reuse_and_stale_files(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("seed", [0, 5])
-def test_remote_matches_local(converted: Path, tmp_path: Path, fast: None, seed: int, num_workers: int) -> None:
+def test_remote_matches_local(
+    converted: Path, tmp_path: Path, fast: None, seed: int, num_workers: int
+) -> None:
     with LoopbackServer(converted) as srv:
         ds = _dataset(srv.url, seed, cache_dir=tmp_path, cache_limit="1MB")
         assert isinstance(ds._store, RemoteStore)
@@ -316,7 +340,9 @@ def test_remote_matches_local(converted: Path, tmp_path: Path, fast: None, seed:
     assert _episode_files(tmp_path) == []
 
 
-def test_faults_give_identical_samples_in_a_bounded_cache(converted_crc: Path, tmp_path: Path, fast: None) -> None:
+def test_faults_give_identical_samples_in_a_bounded_cache(
+    converted_crc: Path, tmp_path: Path, fast: None
+) -> None:
     spans = _spans(converted_crc)
     largest = max(size for _, _, size in spans)
     limit = 2 * 4 * largest  # 2 workers x (pool of 3 + 1 ahead); far less than the dataset
@@ -338,7 +364,9 @@ def test_faults_give_identical_samples_in_a_bounded_cache(converted_crc: Path, t
     assert _episode_files(tmp_path) == []
 
 
-def test_corrupt_parquet_member_is_caught_without_checksum(converted: Path, tmp_path: Path, fast: None) -> None:
+def test_corrupt_parquet_member_is_caught_without_checksum(
+    converted: Path, tmp_path: Path, fast: None
+) -> None:
     index, table = read_local_index(converted)
     row = 3
     offset = int(table["offset"][row])
@@ -351,15 +379,22 @@ def test_corrupt_parquet_member_is_caught_without_checksum(converted: Path, tmp_
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_failing_episode_raises_named_error(converted: Path, tmp_path: Path, fast: None, num_workers: int) -> None:
+def test_failing_episode_raises_named_error(
+    converted: Path, tmp_path: Path, fast: None, num_workers: int
+) -> None:
     shard, offset, size = _spans(converted)[6]
     with LoopbackServer(converted) as srv:
         srv.add(Fault("503", shard, start=offset, times=-1))
         ds = _dataset(srv.url, 2, cache_dir=tmp_path)
         pattern = rf"episode 6 \({shard} bytes {offset}-{offset + size - 1}\).*{srv.url}/{shard}.*HTTP 503"
+        it = iter(DataLoader(ds, batch_size=None, num_workers=num_workers))
         with pytest.raises(RemoteError, match=pattern):
-            _samples(ds, num_workers)
-    assert _episode_files(tmp_path) == [] or num_workers == 2  # workers are killed, their files are stale
+            for _ in it:
+                pass
+        if num_workers:  # as the iterator's __del__ would, without waiting for the garbage collector
+            it._shutdown_workers()  # type: ignore[attr-defined]
+        ds._store.close()  # unpins what the broken iteration held here; workers did so when they exited
+    assert _episode_files(tmp_path) == []
 
 
 def test_too_small_cache_is_an_error_not_a_hang(converted: Path, tmp_path: Path, fast: None) -> None:
@@ -383,13 +418,59 @@ def test_store_pickles_without_threads(converted: Path, tmp_path: Path, fast: No
         local = LocalStore(converted)
         for row in (0, 5, 11):
             assert copy.parquet_bytes(row) == local.parquet_bytes(row)
-            clip, want = copy.clip(row, "observation.images.front"), local.clip(row, "observation.images.front")
+            clip, want = (
+                copy.clip(row, "observation.images.front"),
+                local.clip(row, "observation.images.front"),
+            )
             with open(clip.path, "rb") as a, open(want.path, "rb") as b:
                 a.seek(clip.offset)
                 b.seek(want.offset)
                 assert a.read(clip.size) == b.read(want.size)
             copy.release(row)
         copy.close()
+    assert _episode_files(tmp_path) == []
+
+
+def _read_all(
+    store: RemoteStore, local: LocalStore, rows: list[int], barrier: object, errors: object
+) -> None:
+    try:
+        barrier.wait(30)  # type: ignore[attr-defined]
+        for row in rows:
+            if store.parquet_bytes(row) != local.parquet_bytes(row):
+                raise AssertionError(f"row {row}: parquet member differs")
+        barrier.wait(30)  # type: ignore[attr-defined]  # everybody holds every episode now
+        for row in rows:
+            store.release(row)
+    except BaseException as e:
+        errors.put(repr(e))  # type: ignore[attr-defined]
+        raise
+
+
+def test_processes_share_downloads_never_duplicate_them(converted: Path, tmp_path: Path, fast: None) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    rows = list(range(len(LENGTHS)))
+    with LoopbackServer(converted, latency_s=0.05) as srv:
+        store = open_store(srv.url, cache_dir=tmp_path)
+        assert isinstance(store, RemoteStore)
+        barrier, errors = ctx.Barrier(4), ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=_read_all, args=(store, LocalStore(converted), rows[i:] + rows[:i], barrier, errors)
+            )
+            for i in (0, 0, 3, 7)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert errors.empty() and [p.exitcode for p in procs] == [0, 0, 0, 0]
+        ranges = {k: n for k, n in srv.requests.items() if k[0].startswith("shards/")}
+        assert len(ranges) == len(LENGTHS) and set(ranges.values()) == {1}  # one download per episode
+        assert max(srv.max_inflight.values()) == 1
+        assert store.stats().reused == 3 * len(LENGTHS)
     assert _episode_files(tmp_path) == []
 
 
@@ -419,6 +500,7 @@ def test_hf_endpoint_resolves_pins_commit_and_sends_token(
     hub = HubRepo("lerowds/remote", token="hf_test_token")
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setenv("LEROWDS_PREFETCH_THREADS", "1")  # (concurrent threads may each resolve a shard once)
     with LoopbackServer(converted.parent, hub=hub) as srv:
         monkeypatch.setenv("HF_ENDPOINT", srv.base)
         ds = _dataset("hf://datasets/lerowds/remote/out", 0, cache_dir=tmp_path)
@@ -427,6 +509,9 @@ def test_hf_endpoint_resolves_pins_commit_and_sends_token(
         assert _samples(ds, 2) == _local(converted, 0, 2)
         assert srv.auth_seen and set(srv.auth_seen) == {"Bearer hf_test_token"}
         assert any(rel.startswith("out/shards/") for rel, _ in srv.requests)  # through the "CDN" redirect
+        shard_resolves = {rel: n for rel, n in srv.resolves.items() if rel.endswith(".tar")}
+        assert max(shard_resolves.values()) <= 2  # each worker resolves a shard once, then reuses the target
+        assert sum(shard_resolves.values()) < ds._store.stats().downloaded
         monkeypatch.setenv("HF_TOKEN", "wrong")
         with pytest.raises(RemoteError, match="HTTP 401.*HF_TOKEN"):
             open_store("hf://datasets/lerowds/remote/out", cache_dir=tmp_path)

@@ -24,43 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lerowds.errors import ConfigError
+from lerowds.format import parse_size
 
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
 DEFAULT_CACHE_LIMIT = 8 * 10**9
 _FILE = re.compile(r"^ep-\d+\.(bin|part)$")
 
 
 def parse_bytes(value: int | str) -> int:
-    """``8_000_000``, ``"8000000"``, ``"2GB"`` (10**9), ``"1.5 GiB"`` (2**30) -> bytes (> 0)."""
-    if isinstance(value, bool):
+    """A cache limit in bytes: ``8_000_000``, ``"2GB"`` (10**9), ``"1.5GiB"`` (2**30); must be > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(f"cache_limit must be bytes (int) or a size like '2GB', got {value!r}")
-    if isinstance(value, int):
-        n = value
-    elif isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
-        if m is None or m.group(2).lower() not in _UNITS:
-            raise ConfigError(f"cannot read size {value!r}: use bytes or e.g. '512MB', '2GB', '1.5GiB'")
-        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    else:
-        raise ConfigError(f"cache_limit must be bytes (int) or a size like '2GB', got {value!r}")
-    if n <= 0:
-        raise ConfigError(f"cache_limit must be > 0 bytes, got {value!r}")
-    return n
+    try:
+        return parse_size(value)
+    except ConfigError as e:
+        raise ConfigError(f"cache_limit: {e}") from None
 
 
 def default_cache_dir(hub: bool = False) -> Path:
@@ -137,7 +114,7 @@ class EpisodeCache:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """The machine-wide bookkeeping lock (each use opens its own fd, so threads exclude each other too)."""
+        """The machine-wide bookkeeping lock (a new fd per use, so threads exclude each other too)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:

@@ -62,7 +62,9 @@ def consume(
     def open_decoder(rows: EpisodeRows, key: str) -> ClipDecoder:
         clip = store.clip(cfg.row_of[rows.episode_index], key)
         context = ClipContext(rows.episode_index, key)
-        return make_decoder(cfg.decoder, clip, cfg.fps, rows.length, context, tolerance_s=cfg.tolerance_s)
+        return make_decoder(  # channels first: the CHW tensors of build_sample need no transposing copy
+            cfg.decoder, clip, cfg.fps, rows.length, context, tolerance_s=cfg.tolerance_s, channels_first=True
+        )
 
     def decode(rows: EpisodeRows, key: str, positions: np.ndarray) -> np.ndarray:
         cache_key = (rows.episode_index, key)

@@ -291,10 +291,12 @@ class PyAVClipDecoder:
         *,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         thread_count: int = 1,
+        channels_first: bool = False,
     ) -> None:
         check_decoder_args(fps, num_frames, tolerance_s, thread_count)
         self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
         self.thread_count = thread_count
+        self.channels_first = channels_first  # (T, H, W, 3) views of (T, 3, H, W) memory: CHW without a copy
         self._source: ClipSource | None = source
         self._source_text = describe_source(source)
         self._file: ClipFile | None = None
@@ -349,10 +351,16 @@ class PyAVClipDecoder:
         except _DecodeFailure as failure:
             self._packets = None
             raise self._error(failure) from failure.__cause__
+        self._recent = got
+        if self.channels_first:
+            h, w, c = self._shape
+            chw = np.empty((len(idx), c, h, w), dtype=np.uint8)
+            for row, k in enumerate(idx):
+                chw[row] = got[k].transpose(2, 0, 1)
+            return chw.transpose(0, 2, 3, 1)
         out = np.empty((len(idx), *self._shape), dtype=np.uint8)
         for row, k in enumerate(idx):
             out[row] = got[k]
-        self._recent = got
         return out
 
     def _decode_set(self, wanted: list[int]) -> dict[int, np.ndarray]:

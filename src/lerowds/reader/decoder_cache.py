@@ -52,10 +52,12 @@ class TorchCodecClipDecoder:
         *,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         thread_count: int = 1,
+        channels_first: bool = False,
     ) -> None:
         check_decoder_args(fps, num_frames, tolerance_s, thread_count)
         self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
         self.thread_count = thread_count
+        self.channels_first = channels_first  # (T, H, W, 3) views of (T, 3, H, W) memory: CHW without a copy
         self._source: ClipSource | None = source
         self._source_text = describe_source(source)
         self._file: ClipFile | None = None
@@ -111,7 +113,12 @@ class TorchCodecClipDecoder:
             if abs(t - k / self.fps) > self.tolerance_s:
                 raise self._error(k, f"no frame within {self.tolerance_s:g} s (nearest {t:.4f} s)")
         row = {k: i for i, k in enumerate(wanted)}
-        return batch.data.numpy()[[row[k] for k in idx]]
+        out = batch.data.numpy()[[row[k] for k in idx]]
+        return (
+            np.ascontiguousarray(out.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+            if self.channels_first
+            else out
+        )
 
     def _error(self, k: int, reason: str) -> VideoDecodeError:
         return VideoDecodeError(
@@ -168,10 +175,20 @@ def make_decoder(
     *,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     thread_count: int = 1,
+    channels_first: bool = False,
 ) -> ClipDecoder:
-    """Open a decoder of backend ``kind`` ("auto", "pyav" or "torchcodec") on one clip."""
+    """Open a decoder of backend ``kind`` ("auto", "pyav" or "torchcodec") on one clip. With
+    ``channels_first`` its frames are (T, H, W, 3) views of (T, 3, H, W) memory (same values)."""
     cls = {"pyav": PyAVClipDecoder, "torchcodec": TorchCodecClipDecoder}[resolve_decoder_kind(kind)]
-    return cls(source, fps, num_frames, context, tolerance_s=tolerance_s, thread_count=thread_count)
+    return cls(
+        source,
+        fps,
+        num_frames,
+        context,
+        tolerance_s=tolerance_s,
+        thread_count=thread_count,
+        channels_first=channels_first,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,7 +53,8 @@ def parse_episode_rows(
 ) -> EpisodeRows:
     """Parse an episode's ``<key>.parquet`` member; the row count must equal ``length``."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        # ParquetFile.read without threads: a third of read_table's CPU time for one small member
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     except (pa.ArrowException, OSError) as e:
         raise FormatError(f"{where}: episode {episode_index}: unreadable parquet member ({e})") from e
     if table.num_rows != length:

@@ -22,11 +22,21 @@ _NO_TOKEN = -(2**63)
 _NO_COUNT = -1  # no iteration seen yet: the first (token, count) is always a new identity
 
 
+def _shared(values: list[int]) -> Any:
+    """A locked shared int64 array that forked *and* spawned (or forkserver) workers can use.
+
+    Its lock comes from the spawn context: a lock of the default (fork) context cannot be pickled into a
+    ``DataLoader(multiprocessing_context="spawn")`` worker, while a spawn-context lock is also inherited
+    by forked ones.
+    """
+    return mp.get_context("spawn").Array("q", values)
+
+
 class EpochClock:
     """The epoch of the next new iteration of one dataset object, shared with its DataLoader workers."""
 
     def __init__(self, epoch: int = 0) -> None:
-        self._arr = mp.Array("q", [epoch, _NO_TOKEN, _NO_COUNT, 1])
+        self._arr = _shared([epoch, _NO_TOKEN, _NO_COUNT, 1])
         self._iterations = 0  # how many times *this copy* started an iteration
 
     def set(self, epoch: int) -> None:
@@ -70,4 +80,4 @@ class EpochClock:
         if "arr" in state:
             self._arr = state["arr"]
         else:
-            self._arr = mp.Array("q", [state["epoch"], _NO_TOKEN, _NO_COUNT, int(state["fresh"])])
+            self._arr = _shared([state["epoch"], _NO_TOKEN, _NO_COUNT, int(state["fresh"])])

@@ -9,9 +9,7 @@ are never pickled.
 from __future__ import annotations
 
 import base64
-import email.utils
 import http.client
-import logging
 import os
 import random
 import ssl
@@ -20,43 +18,25 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 from urllib.parse import unquote, urljoin, urlsplit
 
-from lerowds.errors import ConfigError, RemoteError
+from lerowds.errors import ConfigError
+from lerowds.reader.retry import (
+    Cancelled,
+    Counters,
+    Permanent,
+    RetryPolicy,
+    SinkError,
+    Transient,
+    call_with_retries,
+    parse_retry_after,
+)
 
-logger = logging.getLogger(__name__)
+__all__ = ["Cancelled", "Counters", "HttpClient", "HttpOptions", "Permanent", "RetryPolicy", "Transient"]
 
-T = TypeVar("T")
 Writer = Callable[[int, memoryview], None]  # (position inside the range, bytes)
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
-
-
-# ----------------------------------------------------------------------------------------------- policy
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    """How often and how patiently to retry a failing request."""
-
-    attempts: int = 8  # tries in all, the first one included
-    backoff_s: float = 0.5  # wait after the first failure; doubles per failure
-    backoff_max_s: float = 30.0
-    retry_after_max_s: float = 120.0  # longest ``Retry-After`` honoured
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ConfigError(f"retry attempts must be an integer >= 1, got {self.attempts!r}")
-        for name in ("backoff_s", "backoff_max_s", "retry_after_max_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"retry {name} must be >= 0, got {getattr(self, name)!r}")
-
-    def delay(self, failures: int, rng: random.Random, retry_after: float | None = None) -> float:
-        """Seconds to wait after ``failures`` failed attempts: backoff with "equal jitter", or Retry-After."""
-        base = min(self.backoff_max_s, self.backoff_s * 2 ** (failures - 1))
-        wait = base * (0.5 + 0.5 * rng.random())
-        if retry_after is not None:
-            wait = max(wait, min(retry_after, self.retry_after_max_s))
-        return wait
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,93 +55,6 @@ class HttpOptions:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.chunk_bytes < 1:
             raise ConfigError(f"chunk_bytes must be >= 1, got {self.chunk_bytes!r}")
-
-
-# ----------------------------------------------------------------------------------------------- outcomes
-class Transient(Exception):
-    """A failure worth retrying; ``retry_after`` is the server's ``Retry-After`` in seconds, if any."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
-class Permanent(Exception):
-    """A failure that retrying cannot fix (404, 403, a server without Range support)."""
-
-
-class Cancelled(Exception):
-    """The caller gave up on the request (a new epoch, or the store closed)."""
-
-
-class SinkError(Exception):
-    """Writing downloaded bytes locally failed (disk full?): not a network fault, so never retried."""
-
-
-class Counters:
-    """Thread-safe named counters of one process (requests, retries, bytes, ...)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[str, int] = {}
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[name] = self._counts.get(name, 0) + n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-def call_with_retries(
-    op: Callable[[], T],
-    *,
-    policy: RetryPolicy,
-    what: str,
-    where: str,
-    counters: Counters,
-    rng: random.Random,
-    cancel: threading.Event | None = None,
-) -> T:
-    """Run ``op`` until it succeeds; ``Transient`` failures are retried, anything else ends it at once."""
-    last: Transient | None = None
-    for attempt in range(1, policy.attempts + 1):
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(what)
-        try:
-            return op()
-        except Permanent as e:
-            raise RemoteError(f"{what}: {where}: {e} (not retried)") from None
-        except Transient as e:
-            last = e
-        if attempt == policy.attempts:
-            break
-        wait = policy.delay(attempt, rng, last.retry_after)
-        counters.add("retries")
-        logger.warning(
-            "%s: %s: %s; retry %d of %d in %.2fs", what, where, last, attempt, policy.attempts - 1, wait
-        )
-        if cancel is not None:
-            if cancel.wait(wait):
-                raise Cancelled(what)
-        else:
-            time.sleep(wait)
-    raise RemoteError(f"{what}: {where}: failed after {policy.attempts} attempts; last error: {last}")
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -219,13 +112,17 @@ class HttpClient:
 
     # -------------------------------------------------------------------------------------- connections
     def _context(self) -> ssl.SSLContext:
+        """Trust ``SSL_CERT_FILE`` or ``REQUESTS_CA_BUNDLE``, else certifi's bundle, else the system's."""
         if self._ssl is None:
-            try:
-                import certifi
+            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+            if not cafile:
+                try:
+                    import certifi
 
-                self._ssl = ssl.create_default_context(cafile=certifi.where())
-            except ImportError:
-                self._ssl = ssl.create_default_context()
+                    cafile = certifi.where()
+                except ImportError:
+                    cafile = None
+            self._ssl = ssl.create_default_context(cafile=cafile)
         return self._ssl
 
     def _pool(self) -> dict[tuple[str, str, int | None], http.client.HTTPConnection]:
@@ -271,6 +168,11 @@ class HttpClient:
         conn._lerowds_proxy_auth = auth  # type: ignore[attr-defined]
         try:
             conn.connect()  # the connect timeout covers TCP, the proxy tunnel and TLS
+        except ssl.SSLCertVerificationError as e:
+            conn.close()
+            raise Permanent(
+                f"TLS certificate not trusted ({e}); set SSL_CERT_FILE to your CA bundle"
+            ) from None
         except OSError as e:
             conn.close()
             raise Transient(f"cannot connect: {type(e).__name__}: {e}") from None
@@ -321,7 +223,13 @@ class HttpClient:
             hit = self._redirects.get(url)
         target, cached = (hit[0], True) if hit is not None and hit[1] > now else (url, False)
         for _ in range(_MAX_REDIRECTS + 1):
-            resp = self._send(target, redirect_headers(headers, url, target))
+            try:
+                resp = self._send(target, redirect_headers(headers, url, target))
+            except Transient:
+                if cached:  # the next attempt resolves the URL again
+                    with self._lock:
+                        self._redirects.pop(url, None)
+                raise
             location = resp.getheader("Location")
             if resp.status not in _REDIRECTS or not location:
                 if target != url and not cached:

@@ -35,7 +35,8 @@ class HubPath:
         rest = url[len("hf://") :].strip("/")
         if not rest.startswith("datasets/"):
             raise ConfigError(
-                f"{url!r}: a converted dataset lives in a dataset repository: use hf://datasets/ORG/NAME[@REV]"
+                f"{url!r}: a converted dataset lives in a dataset repository: "
+                "use hf://datasets/ORG/NAME[@REV][/subdir]"
             )
         parts = rest[len("datasets/") :].split("/", 2)
         if len(parts) < 2 or not parts[0] or not parts[1]:
@@ -73,10 +74,13 @@ def endpoint() -> str:
 
 
 def offline() -> bool:
+    """``HF_HUB_OFFLINE`` as set now if it is set, else what ``huggingface_hub`` read at import."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return bool(constants.HF_HUB_OFFLINE) or env.strip().lower() in _TRUE
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    if env is None:
+        return bool(constants.HF_HUB_OFFLINE)
+    return env.strip().lower() in _TRUE
 
 
 def hub_cache_dir() -> str:

@@ -12,7 +12,8 @@ Semantics (also in ``docs/MIX.md``):
 * The **samples of a source** come from that source's own consumer stream (its episode pool order, its
   rank/worker split): pass ``p`` of source ``s`` in mix epoch ``e`` is the source's epoch
   ``e * PASS_STRIDE + p``. When the consumer's share of a pass runs out, the source starts its next pass
-  (reshuffled) while the others go on: within a pass every frame of the consumer's share comes once.
+  (reshuffled) while the others go on: within a pass every frame of the consumer's share comes once. Each
+  mix epoch starts every source at pass 0; a pass cut off by the epoch's end is not continued.
 * **Resume** after ``k`` samples of a consumer's stream: draw ``k`` sources, count ``c_s`` per source, and
   start source ``s`` at pass ``c_s // n_s`` after ``c_s % n_s`` samples (``n_s``: the consumer's frames per
   pass of ``s``): integers only, no I/O.
@@ -259,6 +260,10 @@ class MixedDataset(IterableDataset):
     def epoch(self) -> int:
         return self._clock.peek()
 
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Each source's ``stats()`` (empty unless it was opened with ``stats=True``)."""
+        return {name: ds.stats() for name, ds in self.sources.items()}
+
     # ------------------------------------------------------------------------------------------ resume
     def config(self, num_workers: int | None = None) -> dict[str, Any]:
         per_source = {}
@@ -282,12 +287,17 @@ class MixedDataset(IterableDataset):
         batch_size: int,
         epoch: int | None = None,
         num_workers: int | None = None,
+        drop_last: bool = False,
     ) -> dict[str, Any]:
-        """The resume state: the trainer's counters plus the configuration that must match on load."""
+        """The resume state: the trainer's counters plus the configuration that must match on load.
+
+        ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
+        """
         state = ResumeState(
             epoch=self.epoch if epoch is None else epoch,
             batches_consumed=batches_consumed,
             batch_size=batch_size,
+            drop_last=drop_last,
             config=self.config(num_workers),
         )
         return state.to_dict()
@@ -308,15 +318,8 @@ class MixedDataset(IterableDataset):
 
     # ------------------------------------------------------------------------------------------ iteration
     def _worker_counts(self, consumer: Consumer) -> list[int]:
-        return [
-            consumer_sample_count(
-                self.samples_per_epoch,
-                world_size=consumer.world_size,
-                num_workers=consumer.num_workers,
-                worker=w,
-            )
-            for w in range(consumer.num_workers)
-        ]
+        n, world, k = self.samples_per_epoch, consumer.world_size, consumer.num_workers
+        return [consumer_sample_count(n, world_size=world, num_workers=k, worker=w) for w in range(k)]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
@@ -335,20 +338,15 @@ class MixedDataset(IterableDataset):
     def _per_pass(self, consumer: Consumer) -> list[int]:
         """Each source's samples per pass for ``consumer``. Raises (in every worker alike) when a weighted
         source leaves any worker of the rank without frames, or needs PASS_STRIDE passes or more."""
-        counts = self._worker_counts(consumer)
+        counts, world, k = self._worker_counts(consumer), consumer.world_size, consumer.num_workers
         out = []
         for (name, ds), weight in zip(self.sources.items(), self._weights.tolist()):
+            n = ds.num_frames
             shares = [
-                0
-                if ds.num_frames < consumer.world_size
-                else consumer_sample_count(
-                    ds.num_frames,
-                    world_size=consumer.world_size,
-                    num_workers=consumer.num_workers,
-                    worker=w,
-                    remainder=ds.remainder,
-                )
-                for w in range(consumer.num_workers)
+                consumer_sample_count(n, world_size=world, num_workers=k, worker=w, remainder=ds.remainder)
+                if n >= world
+                else 0
+                for w in range(k)
             ]
             if weight > 0 and 0 in shares:
                 raise ConfigError(
@@ -370,6 +368,16 @@ class MixedDataset(IterableDataset):
         if not 0 <= skip <= count:
             raise ConfigError(f"cannot skip {skip} samples: this consumer has {count} in mix epoch {epoch}")
         per_pass = self._per_pass(consumer)
+        dropped = self.samples_per_epoch % consumer.world_size
+        if consumer.worker == 0 and dropped:
+            logger.info(
+                "mix epoch %d: dropped %d of %d samples so that each of %d ranks yields %d",
+                epoch,
+                dropped,
+                self.samples_per_epoch,
+                consumer.world_size,
+                len(self),
+            )
         draws = SourceDraws(
             self._weights, seed=self.seed, epoch=epoch, rank=consumer.rank, worker=consumer.worker
         )
@@ -386,10 +394,6 @@ class MixedDataset(IterableDataset):
         for s, sample in items:
             sample["source"] = names[s]
             yield sample
-
-
-def _is_weight(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def mix(
@@ -410,7 +414,9 @@ def mix(
         raise ConfigError(f"mix sources must be a list or dict of datasets or paths, got {sources!r}")
     if isinstance(sources, Mapping):
         items = list(sources.items())
-        if items and all(_is_weight(v) for _, v in items):  # {"ORG/a": 0.7, "ORG/b": 0.3}
+        if items and all(
+            isinstance(v, Real) and not isinstance(v, bool) for _, v in items
+        ):  # {"ORG/a": 0.7, "ORG/b": 0.3}
             if weights is not None:
                 raise ConfigError("sources map paths to weights already; do not pass weights= as well")
             weights = {str(k): float(v) for k, v in items}

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from lerowds.errors import ConfigError, RemoteError
 from lerowds.reader.cache import Busy, EpisodeCache, Pin, Reservation
-from lerowds.reader.http import Cancelled, Counters
 from lerowds.reader.integrity import Span
+from lerowds.reader.retry import Cancelled, Counters
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def quota_message(quota: int, shares: int, held: int, span: Span) -> str:
     return (
         f"cache_limit is too small: {quota * shares} bytes shared by {shares} consumer(s) on this machine "
         f"give each {quota}; this consumer's pool already holds {held} bytes and {span.describe()} needs "
-        f"{span.size} more: raise cache_limit, or lower episode_pool_size or num_workers"
+        f"{span.size} more: raise cache_limit, or lower episode_pool_size (or pool_byte_budget) or "
+        "num_workers"
     )
 
 
@@ -82,8 +83,8 @@ def claim_blocking(
                 why = f"another process's download of it ({claim.path}) to finish"
             else:
                 why = (
-                    f"room in the cache {cache.root} ({claim.used} of {claim.limit} bytes in use); is another "
-                    "job using the same cache_dir? Give each job its own, or raise cache_limit"
+                    f"room in the cache {cache.root} ({claim.used} of {claim.limit} bytes in use); is "
+                    "another job using the same cache_dir? Give each job its own, or raise cache_limit"
                 )
             raise RemoteError(f"{span.describe()}: waited {options.wait_timeout_s:g}s for {why}")
         cancel.wait(options.poll_s)
@@ -155,9 +156,15 @@ class Prefetcher:
             self._waiting = pos
             self._cond.notify_all()
         slot = self._slots[pos]
-        deadline = time.monotonic() + self._options.wait_timeout_s
+        t0 = time.monotonic()
+        deadline = t0 + self._options.wait_timeout_s
+        if not slot.event.is_set():  # the consumer stalls: prefetch did not stay ahead
+            self._counters.add("stalls")
         try:
             while not slot.event.wait(0.25):
+                with self._cond:
+                    if pos in self._inflight:  # a download bounds itself (timeouts, retries): no deadline
+                        deadline = time.monotonic() + self._options.wait_timeout_s
                 if time.monotonic() > deadline:
                     raise RemoteError(
                         f"{self._spans[pos].describe()}: not downloaded after "
@@ -166,6 +173,7 @@ class Prefetcher:
         finally:
             with self._cond:
                 self._waiting = -1
+            self._counters.add("stall_ms", int((time.monotonic() - t0) * 1000))
         with self._cond:
             if slot.error is not None:
                 raise slot.error

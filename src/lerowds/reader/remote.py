@@ -17,8 +17,8 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from lerowds.errors import ConfigError, FormatError
@@ -32,74 +32,21 @@ from lerowds.reader.cache import (
     parse_bytes,
 )
 from lerowds.reader.decode import ClipRange
-from lerowds.reader.http import Counters, HttpClient, HttpOptions, RetryPolicy
+from lerowds.reader.http import HttpClient
 from lerowds.reader.hub import HubPath, endpoint, hub_headers, local_snapshot, offline
 from lerowds.reader.integrity import Crc32, Span, span_of, verify_span
-from lerowds.reader.prefetch import Prefetcher, PrefetchOptions, claim_blocking, quota_message
+from lerowds.reader.prefetch import Prefetcher, claim_blocking, quota_message
+from lerowds.reader.remote_options import RemoteOptions, RemoteStats
+from lerowds.reader.retry import Counters
 from lerowds.reader.sources import ByteSource, FsspecSource, HttpSource
 from lerowds.reader.store import EpisodeStore, LocalStore
+
+__all__ = ["RemoteOptions", "RemoteStats", "RemoteStore", "cache_shares", "open_remote_store"]
 
 logger = logging.getLogger(__name__)
 
 _STATS_DIR = ".stats"
 _STATS_MAX_AGE_S = 7 * 24 * 3600
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RemoteOptions:
-    """Network and prefetch settings of a remote store (defaults, or ``from_env``)."""
-
-    http: HttpOptions = field(default_factory=HttpOptions)
-    prefetch: PrefetchOptions = field(default_factory=PrefetchOptions)
-    # check each downloaded span: tar headers, members, metadata, table (and crc32 where the index has it)
-    verify: bool = True
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RemoteOptions:
-        """Defaults overridden by ``LEROWDS_CONNECT_TIMEOUT``, ``LEROWDS_READ_TIMEOUT``, ``LEROWDS_RETRIES``,
-        ``LEROWDS_BACKOFF``, ``LEROWDS_BACKOFF_MAX``, ``LEROWDS_PREFETCH_THREADS``, ``LEROWDS_PREFETCH_AHEAD``
-        and ``LEROWDS_WAIT_TIMEOUT`` (seconds, counts)."""
-        env = os.environ if env is None else env
-
-        def get(name: str, kind: type, default: object) -> object:
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return default
-            try:
-                return kind(raw)
-            except ValueError:
-                raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
-
-        dr, dh, dp = RetryPolicy(), HttpOptions(), PrefetchOptions()
-        retry = RetryPolicy(
-            attempts=get("LEROWDS_RETRIES", int, dr.attempts),  # type: ignore[arg-type]
-            backoff_s=get("LEROWDS_BACKOFF", float, dr.backoff_s),  # type: ignore[arg-type]
-            backoff_max_s=get("LEROWDS_BACKOFF_MAX", float, dr.backoff_max_s),  # type: ignore[arg-type]
-        )
-        http = HttpOptions(
-            connect_timeout_s=get("LEROWDS_CONNECT_TIMEOUT", float, dh.connect_timeout_s),  # type: ignore[arg-type]
-            read_timeout_s=get("LEROWDS_READ_TIMEOUT", float, dh.read_timeout_s),  # type: ignore[arg-type]
-            retry=retry,
-        )
-        prefetch = PrefetchOptions(
-            threads=get("LEROWDS_PREFETCH_THREADS", int, dp.threads),  # type: ignore[arg-type]
-            lookahead=get("LEROWDS_PREFETCH_AHEAD", int, dp.lookahead),  # type: ignore[arg-type]
-            wait_timeout_s=get("LEROWDS_WAIT_TIMEOUT", float, dp.wait_timeout_s),  # type: ignore[arg-type]
-        )
-        return cls(http=http, prefetch=prefetch)
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteStats:
-    """Counters summed over every process that used the store (the main process and its workers)."""
-
-    requests: int = 0  # HTTP requests / fsspec reads, retries included
-    retries: int = 0
-    bytes: int = 0  # bytes received
-    downloaded: int = 0  # episodes downloaded
-    reused: int = 0  # episodes pinned from the cache (e.g. another worker's download)
-    waits: int = 0  # claims that had to wait (another process downloading it, or a full cache)
-    verify_failures: int = 0  # downloads that failed verification and were fetched again
 
 
 def cache_shares() -> int:
@@ -119,9 +66,10 @@ def cache_shares() -> int:
 class _Runtime:
     """What one process holds: its counters, its prefetcher, and the episodes its consumer has admitted."""
 
-    def __init__(self, counters: Counters | None = None) -> None:
+    def __init__(self, stats_dir: Path, counters: Counters | None = None) -> None:
         self.pid = os.getpid()
         self.token = f"{self.pid}-{uuid.uuid4().hex[:8]}"
+        self.stats_dir = stats_dir
         self.counters = counters or Counters()
         self.lock = threading.Lock()
         self.flush_lock = threading.Lock()
@@ -131,6 +79,16 @@ class _Runtime:
     def held_bytes(self) -> int:
         with self.lock:
             return sum(p.size for pins in self.held.values() for p in pins)
+
+    def flush(self) -> None:
+        """Write this process's counters where ``RemoteStore.stats`` of any process sums them."""
+        if self.pid != os.getpid():
+            return
+        with self.flush_lock:
+            self.stats_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.stats_dir / f".{self.token}.tmp"
+            tmp.write_text(json.dumps(self.counters.snapshot()))
+            os.replace(tmp, self.stats_dir / f"{self.token}.json")
 
     def take_all(self) -> tuple[Prefetcher | None, list[Pin]]:
         with self.lock:
@@ -149,6 +107,7 @@ def _shutdown(runtime: _Runtime, cache: EpisodeCache) -> None:
         pf.stop(join_s=0.5)
     for pin in pins:
         cache.unpin(pin)
+    runtime.flush()
 
 
 class RemoteStore:
@@ -184,7 +143,7 @@ class RemoteStore:
     def _runtime(self, counters: Counters | None = None) -> _Runtime:
         rt = self._rt
         if rt is None or rt.pid != os.getpid():
-            rt = self._rt = _Runtime(counters)
+            rt = self._rt = _Runtime(self._stats_dir(), counters)
             multiprocessing.util.Finalize(self, _shutdown, args=(rt, self.cache), exitpriority=10)
         return rt
 
@@ -225,6 +184,7 @@ class RemoteStore:
         )
         if isinstance(claim, Pin):
             rt.counters.add("reused")
+            rt.flush()
             return claim
         if claim is None:  # pragma: no cover - the event above is never set
             raise RuntimeError(f"{span.describe()}: claim cancelled")
@@ -233,10 +193,10 @@ class RemoteStore:
             pin = self.cache.commit(claim)
         except BaseException:
             self.cache.abort(claim)
+            rt.flush()
             raise
-        finally:
-            self._flush_stats()
         rt.counters.add("downloaded")
+        rt.flush()
         return pin
 
     def _acquire(self, row: int) -> Pin:
@@ -330,14 +290,8 @@ class RemoteStore:
 
     def _flush_stats(self) -> None:
         rt = self._rt
-        if rt is None or rt.pid != os.getpid():
-            return
-        folder = self._stats_dir()
-        with rt.flush_lock:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{rt.token}.tmp"
-            tmp.write_text(json.dumps(rt.counters.snapshot()))
-            os.replace(tmp, folder / f"{rt.token}.json")
+        if rt is not None:
+            rt.flush()
 
     def stats(self) -> RemoteStats:
         """Requests, retries, bytes and episodes so far, summed over this store's processes."""

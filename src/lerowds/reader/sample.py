@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,10 +52,20 @@ def frames_to_tensor(frames: np.ndarray, return_uint8: bool) -> torch.Tensor:
     return t if return_uint8 else t.to(torch.float32).div_(255.0)
 
 
+@functools.lru_cache(maxsize=256)
+def _offsets(offsets: tuple[int, ...]) -> tuple[np.ndarray, int, int]:
+    """A window's offsets as an array (read-only: shared by every sample), and their min and max."""
+    arr = np.asarray(offsets, dtype=np.int64)
+    arr.flags.writeable = False
+    return arr, int(arr.min()), int(arr.max())
+
+
 def _positions(spec: SampleSpec, key: str, frame: int, length: int) -> tuple[np.ndarray, np.ndarray | None]:
     if spec.windows is not None and key in spec.windows.offsets:
-        pos, pad = window_positions(frame, length, np.asarray(spec.windows.offsets[key], dtype=np.int64))
-        return pos, pad
+        offs, lo, hi = _offsets(tuple(spec.windows.offsets[key]))
+        if 0 <= frame + lo and frame + hi < length:  # inside the episode: what window_positions gives
+            return frame + offs, np.zeros(len(offs), dtype=bool)
+        return window_positions(frame, length, offs)
     return np.asarray([frame], dtype=np.int64), None
 
 
@@ -83,8 +94,8 @@ def build_sample(rows: EpisodeRows, frame: int, spec: SampleSpec, decode_video: 
             imgs = np.stack([decode_image(col[p], f"{where}, frame {p}") for p in pos])
             item[key] = camera(key, imgs, pad is not None)
         else:
-            value = col[pos] if pad is not None else col[frame]
-            item[key] = torch.from_numpy(np.array(value))
+            # a window's fancy index is already a fresh array; a single row is copied out of the episode
+            item[key] = torch.from_numpy(col[pos] if pad is not None else np.array(col[frame]))
         if pad is not None:
             pads[key] = torch.from_numpy(pad)
     if spec.windows is not None:

@@ -13,17 +13,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from lerowds.errors import ConfigError
-from lerowds.reader.http import (
-    Counters,
-    HttpClient,
-    HttpOptions,
-    Permanent,
-    RetryPolicy,
-    SinkError,
-    Transient,
-    Writer,
-    call_with_retries,
-)
+from lerowds.reader.http import HttpClient, HttpOptions, Writer
+from lerowds.reader.retry import Counters, Permanent, RetryPolicy, SinkError, Transient, call_with_retries
 
 
 class ByteSource(Protocol):
@@ -49,7 +40,7 @@ class ByteSource(Protocol):
         cancel: threading.Event | None = None,
         verify: Callable[[], None] | None = None,
     ) -> None:
-        """Stream bytes ``[start, start + size)`` into ``write``; ``verify`` failing (ValueError) refetches."""
+        """Stream bytes ``[start, start + size)`` into ``write``; a ValueError from ``verify`` refetches."""
         ...
 
 

@@ -1,0 +1,166 @@
+"""Benchmark the cost of weighted mixing: samples/s of ``mix(A, B)`` against reading ``A`` alone.
+
+Not a test. Builds (once, cached under ``--workdir``) two converted datasets A and B of the same shape
+(``--episodes`` x ``--length`` frames, one ``--size`` video camera), then alternates rounds of
+
+* single: ``DataLoader(LeRobotWebDataset(A), batch_size=B, num_workers=W, persistent_workers=True)``
+* mix:    the same DataLoader over ``lerowds.mix({"a": A, "b": B}, [0.5, 0.5])``: by default a mix epoch is
+  ``len(A) + len(B)`` samples, so each source runs about one pass per mix epoch, as A does alone
+  (``--samples-per-epoch`` overrides it; a mix epoch much shorter than its sources leaves pools half used
+  at each epoch end, which costs episode loads per sample). Reports the medians over epochs (after each epoch's first
+batch) of samples/s and of CPU µs per sample (DataLoader workers + main process), and the overheads
+``1 - mix/single`` (throughput) and ``mix/single - 1`` (CPU). On a loaded machine wall time is noisy and the
+CPU figure is the steadier one; rounds alternate the order. ``--num-workers 0`` measures the mixing stage
+alone in one process.
+
+    python tools/bench_mix.py --workdir /tmp/lerowds-bench-mix
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+from torch.utils.data import DataLoader
+
+from lerowds import LeRobotWebDataset, mix
+
+logger = logging.getLogger("bench_mix")
+CAMERA = "observation.images.front"
+
+
+@dataclass(frozen=True, slots=True)
+class BenchData:
+    """What a cached dataset holds; a different value rebuilds it."""
+
+    name: str
+    episodes: int
+    length: int
+    size: int
+
+
+def build_dataset(workdir: Path, data: BenchData) -> Path:
+    """The converted dataset for ``data`` under ``workdir`` (written once, then reused)."""
+    import shutil
+
+    from lerowds.convert import ConvertOptions, convert
+    from lerowds.testing.v3spec import CameraSpec, DatasetSpec
+    from lerowds.testing.v3writer import write_v3_dataset
+
+    root = workdir / data.name
+    out, stamp = root / "converted", root / "bench_data.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == asdict(data):
+        return out
+    if root.exists():
+        shutil.rmtree(root)
+    spec = DatasetSpec(
+        repo_id=f"lerowds/bench-mix-{data.name}",
+        fps=15,
+        episode_lengths=(data.length,) * data.episodes,
+        episode_tasks=tuple((f"task {e % 3}",) for e in range(data.episodes)),
+        cameras=(CameraSpec(CAMERA, data.size, data.size),),
+    )
+    t = time.perf_counter()
+    write_v3_dataset(root / "v3", spec)
+    convert(ConvertOptions(repo_id=spec.repo_id, root=root / "v3", output=out, progress=False))
+    logger.info("built %s in %.0f s", data.name, time.perf_counter() - t)
+    stamp.write_text(json.dumps(asdict(data)))
+    return out
+
+
+def _cpu_s(me: psutil.Process) -> float:
+    """CPU seconds (user + system) of this process and its live children (the DataLoader workers)."""
+    total = sum(me.cpu_times()[:2])
+    for child in me.children():
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def epoch_rates(ds: object, *, batch_size: int, num_workers: int, epochs: int) -> list[tuple[float, float]]:
+    """``(samples/s, CPU µs per sample)`` of each epoch after its first batch, one persistent DataLoader.
+
+    CPU time (workers + main process) is far less sensitive than wall time to other load on the machine."""
+    loader = DataLoader(
+        ds, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0
+    )
+    me, out = psutil.Process(), []
+    for _ in range(epochs):
+        it = iter(loader)
+        next(it)
+        start, cpu, samples = time.perf_counter(), _cpu_s(me), 0
+        for batch in it:
+            samples += len(batch["index"])
+        wall, cpu = time.perf_counter() - start, _cpu_s(me) - cpu
+        out.append((samples / wall, 1e6 * cpu / samples))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/lerowds-bench-mix"))
+    p.add_argument("--episodes", type=int, default=40)
+    p.add_argument("--length", type=int, default=60)
+    p.add_argument("--size", type=int, default=64, help="camera height and width")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per round (one DataLoader per round)")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--samples-per-epoch", type=int, default=None, help="of the mix (default: its frames)")
+    p.add_argument("--pool", type=int, default=8, help="episode_pool_size of every dataset")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    paths = [
+        build_dataset(args.workdir, BenchData(name, args.episodes, args.length, args.size)) for name in "ab"
+    ]
+
+    def single() -> LeRobotWebDataset:
+        return LeRobotWebDataset(paths[0], episode_pool_size=args.pool)
+
+    def mixed() -> object:
+        return mix(
+            {"a": paths[0], "b": paths[1]},
+            [0.5, 0.5],
+            samples_per_epoch=args.samples_per_epoch,
+            episode_pool_size=args.pool,
+        )
+
+    runs: dict[str, list[tuple[float, float]]] = {"single": [], "mix": []}
+    makers = {"single": single, "mix": mixed}
+    for r in range(args.rounds):
+        for name in ("single", "mix") if r % 2 == 0 else ("mix", "single"):
+            ds = makers[name]()
+            got = epoch_rates(
+                ds, batch_size=args.batch_size, num_workers=args.num_workers, epochs=args.epochs
+            )
+            runs[name] += got
+            logger.info(
+                "round %d %-6s %s", r, name, "  ".join(f"{rate:.0f}/s {cpu:.0f}us" for rate, cpu in got)
+            )
+    rate = {k: statistics.median(x for x, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+    result = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "samples_per_s": {k: round(v, 1) for k, v in rate.items()},
+        "cpu_us_per_sample": {k: round(v, 1) for k, v in cpu.items()},
+        "throughput_overhead": round(1 - rate["mix"] / rate["single"], 4),
+        "cpu_overhead": round(cpu["mix"] / cpu["single"] - 1, 4),
+        "load_average": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
+    logger.info("%s", json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
