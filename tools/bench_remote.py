@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -45,6 +46,7 @@ class Run:
     rate: float  # samples/s after the first batch
     stalls: int = 0  # remote: admissions that waited for their episode (the first pool fill included)
     stall_ms: int = 0  # remote: ms the workers spent waiting for episodes, summed over workers
+    cpu_ms: float = 0.0  # CPU ms per sample over the epoch: this process (incl. the server) + its workers
 
 
 class CachePeak:
@@ -72,6 +74,12 @@ class CachePeak:
         return self.peak
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and of its children that have exited (the DataLoader's workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def run(ds: LeRobotWebDataset, source: str, batch_size: int, num_workers: int, epochs: int) -> list[Run]:
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
     store = ds._store if isinstance(ds._store, RemoteStore) else None
@@ -79,6 +87,7 @@ def run(ds: LeRobotWebDataset, source: str, batch_size: int, num_workers: int, e
     for epoch in range(epochs):
         ds.set_epoch(epoch)
         before = store.stats() if store is not None else None
+        cpu0 = _cpu_s()
         start = time.perf_counter()
         it = iter(loader)
         first = next(it)
@@ -87,19 +96,21 @@ def run(ds: LeRobotWebDataset, source: str, batch_size: int, num_workers: int, e
         n = sum(len(batch["index"]) for batch in it)
         elapsed = time.perf_counter() - t_first
         del it  # workers exit and write their counters
+        cpu_ms = (_cpu_s() - cpu0) * 1e3 / max(1, n + n_first)
         stalls = stall_ms = 0
         if store is not None and before is not None:
             after = store.stats()
             stalls, stall_ms = after.stalls - before.stalls, after.stall_ms - before.stall_ms
         rate = n / elapsed if elapsed > 0 else 0.0
-        r = Run(source, epoch, n + n_first, t_first - start, rate, stalls, stall_ms)
+        r = Run(source, epoch, n + n_first, t_first - start, rate, stalls, stall_ms, cpu_ms)
         out.append(r)
         logger.info(
-            "%s epoch %d: first batch %.2f s, then %.0f samples/s%s",
+            "%s epoch %d: first batch %.2f s, then %.0f samples/s, %.2f CPU ms/sample%s",
             source,
             epoch,
             r.first_batch_s,
             r.rate,
+            r.cpu_ms,
             f" (workers waited {stalls} times, {stall_ms} ms in all)" if store is not None else "",
         )
     return out
@@ -156,6 +167,8 @@ def main() -> None:
             "first_batch_s_later_median": statistics.median(
                 [r.first_batch_s for r in rs if r.epoch > 0] or [0]
             ),
+            "cpu_ms_per_sample_median": statistics.median(r.cpu_ms for r in rs),
+            "stall_ms_median": statistics.median(r.stall_ms for r in rs),
         }
     summary["remote_vs_local"] = (
         summary["remote"]["samples_per_s_median"] / summary["local"]["samples_per_s_median"]
