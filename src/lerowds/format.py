@@ -18,6 +18,7 @@ import os
 import re
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,7 @@ class EpisodeLocation:
     offset: int
     size: int
     members: tuple[MemberLocation, ...]
+    crc32: int | None = None  # zlib.crc32 of the whole span, headers and padding included
 
     def member(self, name: str) -> MemberLocation:
         for m in self.members:
@@ -219,6 +221,7 @@ class ShardWriter:
         """Append one sample's members (contiguously, in the given order) and return their locations."""
         start = self._tar.offset
         locs = []
+        crc = 0
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -226,10 +229,15 @@ class ShardWriter:
             info.mode = 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
+            header = info.tobuf(self._tar.format, self._tar.encoding, self._tar.errors)
+            before = self._tar.offset
             self._tar.addfile(info, io.BytesIO(data))
             padded = -(-len(data) // TAR_BLOCK) * TAR_BLOCK
+            if self._tar.offset - before != len(header) + padded:
+                raise FormatError(f"{self.path}: tar header of {name!r} is not the one lerowds checksums")
+            crc = zlib.crc32(bytes(padded - len(data)), zlib.crc32(data, zlib.crc32(header, crc)))
             locs.append(MemberLocation(name, self._tar.offset - padded, len(data)))
-        return EpisodeLocation(start, self._tar.offset - start, tuple(locs))
+        return EpisodeLocation(start, self._tar.offset - start, tuple(locs), crc)
 
     def commit(self) -> tuple[int, str]:
         """Finish the tar, fsync, rename it to its final name; return (size, sha256)."""
@@ -384,6 +392,7 @@ class DatasetIndex:
 
 
 # ----------------------------------------------------------------------------------------------- episode table
+CRC32_COLUMN = "crc32"  # episodes.parquet: zlib.crc32 of each episode's span (lets a reader check a ranged read)
 EPISODE_BASE_COLUMNS = (
     "episode_index",
     "length",

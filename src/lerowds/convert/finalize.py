@@ -12,6 +12,7 @@ from lerowds.convert.plan import PlannedShard
 from lerowds.convert.state import ConversionPlan, DoneRecord, EpisodeRecord, load_plan, read_done
 from lerowds.errors import ConversionError
 from lerowds.format import (
+    CRC32_COLUMN,
     EPISODE_BASE_COLUMNS,
     EPISODES_FILE,
     INDEX_FILE,
@@ -79,9 +80,11 @@ def episode_table(records: list[DoneRecord], video_keys: list[str]) -> EpisodeTa
             values += [clip.offset, clip.size]
         for n, v in zip(names, values):
             cols[n].append(v)
-    return EpisodeTable(
-        {n: np.asarray(v, dtype=np.int64) for n, v in cols.items()}, tuple(e.tasks for _, e in rows)
-    )
+    columns = {n: np.asarray(v, dtype=np.int64) for n, v in cols.items()}
+    crcs = [e.location.crc32 for _, e in rows]
+    if all(c is not None for c in crcs):
+        columns[CRC32_COLUMN] = np.asarray(crcs, dtype=np.int64)
+    return EpisodeTable(columns, tuple(e.tasks for _, e in rows))
 
 
 def finalize(output: str | Path) -> DatasetIndex:

@@ -175,6 +175,7 @@ class EpisodeRecord:
             "offset": self.location.offset,
             "size": self.location.size,
             "members": [[m.name, m.offset, m.size] for m in self.location.members],
+            "crc32": self.location.crc32,
         }
 
     @classmethod
@@ -185,7 +186,9 @@ class EpisodeRecord:
             int(d["length"]),
             tuple(d["tasks"]),
             int(d["dataset_from_index"]),
-            EpisodeLocation(int(d["offset"]), int(d["size"]), members),
+            EpisodeLocation(
+                int(d["offset"]), int(d["size"]), members, None if d.get("crc32") is None else int(d["crc32"])
+            ),
         )
 
 

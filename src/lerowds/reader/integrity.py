@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lerowds.format import EpisodeTable, video_columns
-
-CRC32_COLUMN = "crc32"  # optional episodes.parquet column: zlib.crc32 of the episode's span
+from lerowds.format import CRC32_COLUMN, EpisodeTable, video_columns
 
 
 @dataclass(frozen=True, slots=True)
