@@ -354,12 +354,12 @@ def test_faults_give_identical_samples_in_a_bounded_cache(
         ds = _dataset(srv.url, 3, cache_dir=tmp_path, cache_limit=limit)
         with CacheMonitor(tmp_path) as mon:
             got = _samples(ds, 2)
-        stats = ds._store.stats()
+        stats = ds.remote_stats()
         assert max(srv.max_inflight.values()) == 1  # no two workers fetched the same bytes at once
         served = dict(srv.faults_served)
     assert got == _local(converted_crc, 3, 2)
     assert served == {"drop": 2, "429": 1, "503": 1, "stall": 1, "truncate": 1, "corrupt": 2}
-    assert stats.retries >= len(kinds) and stats.verify_failures == 2
+    assert stats["retries"] >= len(kinds) and stats["verify_failures"] == 2
     assert mon.samples > 10 and 0 < mon.max_bytes <= limit
     assert _episode_files(tmp_path) == []
 

@@ -8,6 +8,7 @@ tabular rows → windows → frames decoded on exit → samples. Order is a pure
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -331,6 +332,14 @@ class LeRobotWebDataset(IterableDataset):
     def stats(self) -> dict[str, float]:
         """Totals over this rank's consumers (DataLoader workers included); empty unless ``stats=True``."""
         return {} if self._stats is None else self._stats.snapshot()
+
+    def remote_stats(self) -> dict[str, int]:
+        """Download counters of a remote source (requests, retries, bytes, ...), summed over workers."""
+        stats = getattr(self._store, "stats", None)
+        if not callable(stats):
+            return {}
+        value = stats()
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
 
     def sample_seed(self, epoch: int, index: int) -> int:
         """The seed the transforms of sample ``index`` run under in ``epoch``."""
