@@ -25,7 +25,7 @@ from convert_helpers import (
 )
 
 from lerowds.convert.source import load_local
-from lerowds.format import EPISODE_BASE_COLUMNS, FORMAT_VERSION, episode_key, video_columns
+from lerowds.format import CRC32_COLUMN, EPISODE_BASE_COLUMNS, FORMAT_VERSION, episode_key, video_columns
 from lerowds.testing.framecode import decode_frame_id
 
 Dataset = Callable[[str], tuple[Path, Path, dict[str, int]]]
@@ -146,7 +146,7 @@ def test_index_carries_what_a_reader_needs(small_root: Path, small_out: Path) ->
     assert table["length"].tolist() == manifest["episode_lengths"]
     assert [list(t) for t in table.tasks] == manifest["episode_tasks"]
     assert sum(s.num_frames for s in index.shards) == 587
-    assert set(table.columns) == set(EPISODE_BASE_COLUMNS) | {
+    assert set(table.columns) == set(EPISODE_BASE_COLUMNS) | {CRC32_COLUMN} | {
         c for k in index.video_keys for c in video_columns(k)
     }
     assert index.options == {"episodes": None, "shard_size": SMALL_SHARD_SIZE, "reencode": False}
