@@ -95,3 +95,19 @@ def seed8_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     src = write_v3_dataset(base / "src", spec)
     return convert_to(src, "lerowds/seed8", base / "out", shard_size=16 * 1024)
+
+
+@pytest.fixture(autouse=True)
+def no_lerowds_threads_left():
+    """A test must not leave lerowds' download threads running: later DataLoader forks would inherit them."""
+    import threading
+    import time
+
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("lerowds-") and t.is_alive()]
+        if not alive or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not alive, f"threads left running after the test: {alive}"

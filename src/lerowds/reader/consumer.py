@@ -134,4 +134,7 @@ def consume(
                     del refs[ev.episode]
                     evict(ev.episode)
     finally:
+        # The iteration is over (exhausted, broken off, or failed): close decoders, stop the store's
+        # background downloads and release what the pool still held, so no thread outlives the epoch.
         decoders.close()
+        store.close()

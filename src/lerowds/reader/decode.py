@@ -122,6 +122,7 @@ class ByteRangeFile(ClipFile):
         file_size = os.fstat(self._fd).st_size
         if offset < 0 or size < 0 or offset + size > file_size:
             os.close(self._fd)
+            self._fd = -1  # or the finalizer's close() would close whatever file reuses the number
             raise FormatError(
                 f"clip {self} lies outside {self._path!r} ({file_size} bytes): shard truncated or index wrong"
             )

@@ -42,7 +42,9 @@ class EpisodeStore(Protocol):
         """The episode left the pool: a remote store may delete its cached bytes."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop background work and release everything this process holds; the store stays usable."""
+        ...
 
 
 class LocalStore:
@@ -92,6 +94,7 @@ class LocalStore:
         """Local shards need no cleanup when an episode leaves the pool."""
 
     def close(self) -> None:
+        """Close the shard file descriptors (reopened on the next read)."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
