@@ -7,8 +7,8 @@ tabular rows → windows → frames decoded on exit → samples. Order is a pure
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
