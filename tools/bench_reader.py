@@ -18,6 +18,7 @@ ratio = reader samples/s ÷ limit samples/s (W processes). The machine is noisy:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -194,6 +195,10 @@ def run_reader(
     )
     watch = WorkerWatch()
     results, emitted = [], []
+    logger.info(
+        "main process before the DataLoader: RssAnon %.0f MB (workers start as its copies)",
+        _status_mb(os.getpid())[1],
+    )
     try:
         for epoch in range(epochs):
             start = time.perf_counter()
@@ -334,6 +339,30 @@ def limit_parallel(ds: LeRobotWebDataset, per_worker: list[list[Request]]) -> Li
     return LimitResult(max(d[0] for d in done) - start, sum(d[2] for d in done))
 
 
+def reader_in_process(ds: LeRobotWebDataset, count: int, offsets: Sequence[int]) -> dict[str, float]:
+    """CPU ms/sample of the reader alone (no DataLoader: no collate, no shared memory, no IPC) over its first
+    ``count`` samples in this process, and of decoding exactly their frames (``decode_limit``)."""
+    torch.set_num_threads(1)  # as in a DataLoader worker
+    emitted = []
+    start = time.process_time()
+    for sample in itertools.islice(iter(ds), count):
+        emitted.append((int(sample["episode_index"]), int(sample["frame_index"])))
+    reader = time.process_time() - start
+    one = limit_one_process(ds, worker_requests(ds, emitted, 1, offsets))
+    out = {"samples": len(emitted), "reader_cpu_ms": 1e3 * reader / len(emitted)}
+    out["limit_cpu_ms"] = 1e3 * one.cpu_s / len(emitted)
+    out["ratio"] = out["limit_cpu_ms"] / out["reader_cpu_ms"]
+    logger.info(
+        "reader in this process (no DataLoader), first %d samples: %.2f CPU ms/sample; decoding their frames: "
+        "%.2f CPU ms/sample (%.0f %%)",
+        len(emitted),
+        out["reader_cpu_ms"],
+        out["limit_cpu_ms"],
+        100 * out["ratio"],
+    )
+    return out
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -352,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--uint8", action="store_true", help="return_uint8=True")
     parser.add_argument("--decoder", default="auto")
     parser.add_argument("--skip-limit", action="store_true", help="only run the reader")
+    parser.add_argument(
+        "--in-process", type=int, default=3000, help="samples of the no-DataLoader breakdown (0: skip)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -412,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             one.wall_s / par.wall_s,
             result["limit"]["cpu_ms_per_sample"],
         )
+    if args.in_process and not args.skip_limit:
+        result["in_process"] = reader_in_process(ds, args.in_process, args.window)
     print(markdown(result, epochs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
@@ -436,6 +470,9 @@ def markdown(result: dict[str, Any], epochs: list[EpochResult]) -> str:
         row += [f"{limit['per_core_samples_s']:,.0f} / {limit['parallel_samples_s']:,.0f}"]
         row += [f"{limit['cpu_ms_per_sample']:.2f}", f"{100 * result['ratio']:.0f} %"]
         row += [f"{100 * result['cpu_ratio']:.0f} %"]
+    if "in_process" in result:
+        head.append("reader alone, no DataLoader (CPU)")
+        row.append(f"{100 * result['in_process']['ratio']:.0f} %")
     head.append(f"worker RssAnon (VmRSS) peak, epoch 1 → {len(epochs)}")
     row.append(
         f"{e0.peak_anon_mb:.0f} → {last.peak_anon_mb:.0f} MB ({e0.peak_rss_mb:.0f} → {last.peak_rss_mb:.0f})"

@@ -11,7 +11,7 @@ import io
 import logging
 import operator
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -302,7 +302,7 @@ class PyAVClipDecoder:
         self._source_text = describe_source(source)
         self._file: ClipFile | None = None
         self._container: Any = None
-        self._packets: Iterator[Any] | None = None  # the demuxer, while the decoder can go on forward
+        self._packets: Generator[Any, None, None] | None = None  # the demuxer, while decoding can go on
         self._peeked: Any = None
         self._next_pkt = 0  # decode index of the next packet the demuxer yields
         self._run_start = 0  # decode index the decoder started from (open or last seek)
@@ -350,7 +350,7 @@ class PyAVClipDecoder:
         try:
             got = self._decode_set(sorted(set(idx)))
         except _DecodeFailure as failure:
-            self._packets = None
+            self._release_packets()
             raise self._error(failure) from failure.__cause__
         self._recent = got
         if self.channels_first:
@@ -424,6 +424,7 @@ class PyAVClipDecoder:
     def _seek(self, key_i: int) -> None:
         """Position the demuxer on packet ``key_i`` (a keyframe); the seek also flushes the decoder."""
         self.seeks += 1
+        self._release_packets()
         self._container.seek(self._table.dts[key_i], stream=self._stream, backward=True)
         self._packets = self._container.demux(self._stream)
         first = next(self._packets, None)
@@ -432,6 +433,7 @@ class PyAVClipDecoder:
             logger.debug(
                 "%s: seek to packet %d landed on %d in %s", self.context, key_i, landed, self._source_text
             )
+            self._release_packets()
             self._container.seek(self._table.dts[0], stream=self._stream, backward=True)
             self._packets = self._container.demux(self._stream)
             first = next(self._packets, None)
@@ -452,7 +454,17 @@ class PyAVClipDecoder:
     def _drain(self) -> None:
         """Flush the frames still inside the decoder; it is then at its end until the next seek."""
         self._collect(self._cc.decode(None))
-        self._packets = None
+        self._release_packets()
+
+    def _release_packets(self) -> None:
+        """Close the demux generator: PyAV (18.1) leaks ~250 bytes for each one dropped unclosed before its
+        end, that is one per seek, which made a reader's memory grow by about 1 MB per 4,000 seeks."""
+        packets, self._packets = self._packets, None
+        if packets is not None:
+            try:
+                packets.close()
+            except (av.FFmpegError, OSError, RuntimeError) as exc:  # must not hide the failure it follows
+                logger.debug("%s: closing the demuxer failed: %s", self.context, failure_text(exc))
 
     def _collect(self, frames: list[Any]) -> None:
         """Convert the wanted frames to RGB; keep the last few others as they are (YUV) for later calls."""
@@ -484,7 +496,8 @@ class PyAVClipDecoder:
         )
 
     def _close_container(self) -> None:
-        self._packets, self._peeked, self._recent, self._spare = None, None, {}, {}
+        self._release_packets()
+        self._peeked, self._recent, self._spare = None, {}, {}
         if self._container is not None:
             self._container.close()
             self._container = None
