@@ -1,18 +1,23 @@
 """Benchmark ``LeRobotWebDataset`` in a DataLoader against the decode limit of exactly the frames it emitted.
 
 Not a test. Builds (once, cached under ``--workdir``) a converted dataset with two AV1 cameras encoded the
-way LeRobot v3 does (libsvtav1, g=2, crf=30), then in one run:
+way LeRobot v3 does (libsvtav1, g=2, crf=30; ``--content textured``: camera-like frames, or ``framecode``:
+the test writer's flat bands), then in one run:
 
 1. iterates ``DataLoader(LeRobotWebDataset(..., delta_timestamps=...), batch_size=B, num_workers=W,
    persistent_workers=True)`` for ``--epochs`` epochs: samples/s over each epoch after its first batch,
-   time to first batch from the DataLoader iterator's creation, peak RSS of the worker processes;
+   time to first batch from the DataLoader iterator's creation, CPU time per sample (workers + main),
+   peak RSS / RssAnon of the worker processes;
 2. decodes the frames epoch 0 emitted (same episode, camera and frame-index requests, in each worker's
    order; recovered from the batches' ``episode_index``/``frame_index``) with ``decode_limit`` from open
-   decoders, in one process (per core) and split like the workers over W processes started together.
+   decoders, in one process (per core) and split like the workers over W processes started together;
+3. (``--in-process N``) the reader alone in this process for N samples, no DataLoader, against decoding
+   exactly their frames: what the reader adds to decoding, without the DataLoader's collate and transport.
 
-ratio = reader samples/s ÷ limit samples/s (W processes). The machine is noisy: compare within one run.
+ratio (wall) = reader samples/s ÷ limit samples/s in W processes. ratio (CPU) = limit CPU ms/sample ÷
+reader CPU ms/sample: on a shared machine other processes steal wall time but hardly CPU time.
 
-    python tools/bench_reader.py --workdir /tmp/lerowds-bench
+    python tools/bench_reader.py --workdir /tmp/lerowds-bench-reader [--uint8]
 """
 
 from __future__ import annotations
