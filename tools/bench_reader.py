@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lerowds import LeRobotWebDataset
 from lerowds.reader.decode import ClipContext
@@ -368,6 +368,43 @@ def reader_in_process(ds: LeRobotWebDataset, count: int, offsets: Sequence[int])
     return out
 
 
+class _Copies(IterableDataset):
+    """Fresh copies of one sample, ``count`` in all over the workers: a dataset that does no work."""
+
+    def __init__(self, sample: dict[str, Any], count: int) -> None:
+        self.sample, self.count = sample, count
+
+    def __iter__(self) -> Any:
+        info = get_worker_info()
+        n = self.count // (1 if info is None else info.num_workers)
+        for _ in range(n):
+            yield {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in self.sample.items()}
+
+
+def transport_cost(sample: dict[str, Any], batch_size: int, num_workers: int, count: int) -> dict[str, float]:
+    """What the DataLoader itself costs per sample of this shape (collate into shared memory, hand-over
+    to the main process, release): samples/s and CPU ms/sample of a dataset that only copies a sample."""
+    loader = DataLoader(_Copies(sample, count), batch_size=batch_size, num_workers=num_workers)
+    watch = WorkerWatch()
+    try:
+        it = iter(loader)
+        n = len(next(it)["index"])
+        start, cpu0 = time.perf_counter(), watch.cpu_s()
+        for batch in it:
+            n += len(batch["index"])
+        wall, cpu = time.perf_counter() - start, watch.cpu_s() - cpu0
+    finally:
+        watch.stop()
+    n -= batch_size
+    out = {"samples_s": n / wall, "cpu_ms": 1e3 * cpu / n}
+    logger.info(
+        "DataLoader transport alone (a dataset yielding copies of one sample): %.0f samples/s, %.2f CPU ms/sample",
+        out["samples_s"],
+        out["cpu_ms"],
+    )
+    return out
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -451,6 +488,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     if args.in_process and not args.skip_limit:
         result["in_process"] = reader_in_process(ds, args.in_process, args.window)
+        if args.num_workers > 0:
+            one_sample = next(iter(ds))
+            result["transport"] = transport_cost(one_sample, args.batch_size, args.num_workers, 6000)
+            # a reader costing nothing could go no faster than the DataLoader moves such samples
+            result["transport"]["ratio_bound"] = (
+                result["transport"]["samples_s"] / result["limit"]["parallel_samples_s"]
+            )
     print(markdown(result, epochs))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
@@ -478,6 +522,10 @@ def markdown(result: dict[str, Any], epochs: list[EpochResult]) -> str:
     if "in_process" in result:
         head.append("reader alone, no DataLoader (CPU)")
         row.append(f"{100 * result['in_process']['ratio']:.0f} %")
+    if "transport" in result:
+        head.append("DataLoader alone, no-work dataset: samples/s (÷ limit)")
+        t = result["transport"]
+        row.append(f"{t['samples_s']:,.0f} ({100 * t['ratio_bound']:.0f} %)")
     head.append(f"worker RssAnon (VmRSS) peak, epoch 1 → {len(epochs)}")
     row.append(
         f"{e0.peak_anon_mb:.0f} → {last.peak_anon_mb:.0f} MB ({e0.peak_rss_mb:.0f} → {last.peak_rss_mb:.0f})"

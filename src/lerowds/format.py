@@ -19,7 +19,8 @@ import re
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,6 +156,48 @@ def read_range(path: str | os.PathLike[str], offset: int, size: int) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------- tar writing
+COPY_CHUNK = 1 << 20  # FileSlices are copied through a buffer of this size (hashed while it is in cache)
+PARALLEL_HASH_MIN = 1 << 16  # pieces this large are sha256-hashed on a second thread
+
+
+@dataclass(frozen=True, slots=True)
+class FileSlices:
+    """A member's content given as ``head`` bytes followed by byte ``ranges`` (offset, size) of the file
+    ``path``: ``ShardWriter`` copies the ranges at write time, without holding the member in memory."""
+
+    head: bytes
+    path: str
+    ranges: tuple[tuple[int, int], ...]
+
+    def __len__(self) -> int:
+        return len(self.head) + sum(size for _, size in self.ranges)
+
+    def chunks(self, buffer: bytearray) -> Iterator[bytes | memoryview]:
+        """The content in pieces: ``head``, then each range read into ``buffer`` (valid until the next piece)."""
+        yield self.head
+        view = memoryview(buffer)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for offset, size in self.ranges:
+                end = offset + size
+                while offset < end:
+                    want = min(len(view), end - offset)
+                    got = os.preadv(fd, [view[:want]], offset)
+                    if got != want:
+                        raise FormatError(
+                            f"{self.path}: short read at byte {offset} (wanted {want}, got {got}): the file "
+                            "shrank while being copied; check the source and rerun"
+                        )
+                    yield view[:want]
+                    offset += want
+        finally:
+            os.close(fd)
+
+    def read(self) -> bytes:
+        """The whole content in memory."""
+        return b"".join(bytes(c) for c in self.chunks(bytearray(COPY_CHUNK)))
+
+
 @dataclass(frozen=True, slots=True)
 class MemberLocation:
     """Where a member's data lies inside its tar: byte offset of the data (after headers) and its size."""
@@ -199,37 +242,56 @@ class ShardWriter:
         self._sha256 = hashlib.sha256()
         self._offset = 0
         self._done = False
+        self._buffer = bytearray(COPY_CHUNK)
+        # sha256 of large pieces runs on a second thread while this one computes CRC-32 and writes
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="lerowds-sha256")
 
-    def _write(self, data: bytes | memoryview) -> None:
-        self._file.write(data)
-        self._sha256.update(data)
+    def _write(self, data: bytes | memoryview, crc: int = 0) -> int:
+        """Write ``data`` into the shard's hash; return ``zlib.crc32(data, crc)``."""
+        if len(data) < PARALLEL_HASH_MIN:
+            self._sha256.update(data)
+            self._file.write(data)
+            crc = zlib.crc32(data, crc)
+        else:
+            hashed = self._hasher.submit(self._sha256.update, data)  # both release the GIL
+            self._file.write(data)
+            crc = zlib.crc32(data, crc)
+            hashed.result()  # before the caller reuses ``data``'s buffer
         self._offset += len(data)
+        return crc
 
-    def add_episode(self, members: Sequence[tuple[str, bytes]]) -> EpisodeLocation:
+    def add_episode(self, members: Sequence[tuple[str, bytes | FileSlices]]) -> EpisodeLocation:
         """Append one sample's members (contiguously, in the given order) and return their locations."""
         start = self._offset
         locs = []
         crc = 0
         for name, data in members:
+            size = len(data)
             info = tarfile.TarInfo(name)
-            info.size = len(data)
+            info.size = size
             info.mtime = 0
             info.mode = 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             header = info.tobuf(tarfile.GNU_FORMAT, tarfile.ENCODING, "surrogateescape")
-            padding = bytes(-len(data) % TAR_BLOCK)
-            self._write(header)
-            locs.append(MemberLocation(name, self._offset, len(data)))
-            self._write(data)
-            self._write(padding)
-            crc = zlib.crc32(padding, zlib.crc32(data, zlib.crc32(header, crc)))
+            padding = bytes(-size % TAR_BLOCK)
+            crc = self._write(header, crc)
+            locs.append(MemberLocation(name, self._offset, size))
+            pieces = data.chunks(self._buffer) if isinstance(data, FileSlices) else (data,)
+            for piece in pieces:
+                crc = self._write(piece, crc)
+            if self._offset != locs[-1].offset + size:
+                raise FormatError(
+                    f"{self.path}: member {name} wrote {self._offset - locs[-1].offset} of {size} bytes"
+                )
+            crc = self._write(padding, crc)
         return EpisodeLocation(start, self._offset - start, tuple(locs), crc)
 
     def commit(self) -> tuple[int, str]:
         """Finish the tar, fsync, rename it to its final name; return (size, sha256)."""
         self._write(bytes(2 * TAR_BLOCK))
         self._write(bytes(-self._offset % tarfile.RECORDSIZE))
+        self._hasher.shutdown()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
@@ -239,6 +301,7 @@ class ShardWriter:
 
     def abort(self) -> None:
         if not self._done:
+            self._hasher.shutdown()
             self._file.close()
             self._tmp.unlink(missing_ok=True)
             self._done = True

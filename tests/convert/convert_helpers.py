@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import shutil
 from fractions import Fraction
@@ -55,9 +56,9 @@ def member_bytes(out: Path, index: DatasetIndex, table: EpisodeTable, row: int, 
     return read_range(out / shard, int(table[off][row]), int(table[size][row]))
 
 
-def decode_frames(src: str | Path | bytes) -> list[tuple[float, np.ndarray]]:
+def decode_frames(src: str | Path | bytes | bytearray) -> list[tuple[float, np.ndarray]]:
     """(time in s, native-format planes) of every frame, one decoder thread, same decoder for all."""
-    with av.open(io.BytesIO(src) if isinstance(src, bytes) else str(src)) as c:
+    with av.open(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else str(src)) as c:
         stream = c.streams.video[0]
         stream.codec_context.thread_count = 1
         tb = Fraction(stream.time_base)
@@ -78,3 +79,72 @@ def source_table(root: Path) -> pa.Table:
 def copy_dataset(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+FPS = 30  # encode_bframes' frame rate and size
+H, W = 48, 64
+
+
+def encode_bframes(
+    path: Path, episodes: list[tuple[int, int]], *, alone: bool, gop: int = 10
+) -> list[tuple[float, float]]:
+    """An h264 mp4 with B-frames (pts != dts, negative dts) holding ``(episode, length)`` runs of frames.
+
+    ``alone``: each episode encoded by itself and the packets concatenated (lerobot's layout, closed GOPs);
+    otherwise one continuous encode (episodes cut mid-GOP). Returns each episode's (from, to) timestamps.
+    """
+    from lerowds.testing.framecode import encode_frame
+
+    def encoder(out: av.container.OutputContainer) -> av.stream.Stream:
+        s = out.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.thread_count = 1
+        s.options = {
+            "bf": "3",
+            "g": str(gop),
+            "crf": "10",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+        }
+        return s
+
+    def frames(e: int, n: int) -> list[av.VideoFrame]:
+        return [av.VideoFrame.from_ndarray(encode_frame(e, f, H, W), format="rgb24") for f in range(n)]
+
+    if not alone:
+        with av.open(str(path), "w", format="mp4") as out:
+            s = encoder(out)
+            for e, n in episodes:
+                for fr in frames(e, n):
+                    out.mux(s.encode(fr))
+            out.mux(s.encode(None))
+        starts = np.cumsum([0] + [n for _, n in episodes]) / FPS
+        return [(float(a), float(b)) for a, b in itertools.pairwise(starts)]
+    spans = []
+    with av.open(str(path), "w", format="mp4") as out:
+        ostream, offset, last_dts = None, 0, None
+        for e, n in episodes:
+            buf = io.BytesIO()
+            with av.open(buf, "w", format="mp4") as one:
+                s = encoder(one)
+                for fr in frames(e, n):
+                    one.mux(s.encode(fr))
+                one.mux(s.encode(None))
+            with av.open(io.BytesIO(buf.getvalue())) as inp:
+                istream = inp.streams.video[0]
+                if ostream is None:
+                    ostream = out.add_stream_from_template(istream, opaque=True)
+                    ostream.time_base = istream.time_base
+                step = round(1 / (FPS * istream.time_base))
+                packets = [p for p in inp.demux(istream) if p.dts is not None]
+                if last_dts is not None:  # a clip's leading negative dts must stay after the previous clip's
+                    while offset + packets[0].dts <= last_dts:
+                        offset += step
+                spans.append(
+                    (offset * float(istream.time_base), (offset + n * step) * float(istream.time_base))
+                )
+                for p in packets:
+                    p.pts, p.dts, p.stream = p.pts + offset, p.dts + offset, ostream
+                    out.mux(p)
+                    last_dts = p.dts
+            offset += n * step
+    return spans

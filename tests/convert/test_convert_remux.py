@@ -3,85 +3,16 @@
 from __future__ import annotations
 
 import io
-import itertools
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from convert_helpers import decode_frames, decode_rgb
+from convert_helpers import FPS, decode_frames, decode_rgb, encode_bframes
 
 from lerowds.convert.remux import count_frames, cut_clip
 from lerowds.errors import ConversionError
 from lerowds.testing.framecode import decode_frame_id
-
-FPS = 30
-H, W = 48, 64
-
-
-def _encode(
-    path: Path, episodes: list[tuple[int, int]], *, alone: bool, gop: int = 10
-) -> list[tuple[float, float]]:
-    """An h264 mp4 with B-frames (pts != dts, negative dts) holding ``(episode, length)`` runs of frames.
-
-    ``alone``: each episode encoded by itself and the packets concatenated (lerobot's layout, closed GOPs);
-    otherwise one continuous encode (episodes cut mid-GOP). Returns each episode's (from, to) timestamps.
-    """
-    from lerowds.testing.framecode import encode_frame
-
-    def encoder(out: av.container.OutputContainer) -> av.stream.Stream:
-        s = out.add_stream("libx264", rate=FPS)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.codec_context.thread_count = 1
-        s.options = {
-            "bf": "3",
-            "g": str(gop),
-            "crf": "10",
-            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
-        }
-        return s
-
-    def frames(e: int, n: int) -> list[av.VideoFrame]:
-        return [av.VideoFrame.from_ndarray(encode_frame(e, f, H, W), format="rgb24") for f in range(n)]
-
-    if not alone:
-        with av.open(str(path), "w", format="mp4") as out:
-            s = encoder(out)
-            for e, n in episodes:
-                for fr in frames(e, n):
-                    out.mux(s.encode(fr))
-            out.mux(s.encode(None))
-        starts = np.cumsum([0] + [n for _, n in episodes]) / FPS
-        return [(float(a), float(b)) for a, b in itertools.pairwise(starts)]
-    spans = []
-    with av.open(str(path), "w", format="mp4") as out:
-        ostream, offset, last_dts = None, 0, None
-        for e, n in episodes:
-            buf = io.BytesIO()
-            with av.open(buf, "w", format="mp4") as one:
-                s = encoder(one)
-                for fr in frames(e, n):
-                    one.mux(s.encode(fr))
-                one.mux(s.encode(None))
-            with av.open(io.BytesIO(buf.getvalue())) as inp:
-                istream = inp.streams.video[0]
-                if ostream is None:
-                    ostream = out.add_stream_from_template(istream, opaque=True)
-                    ostream.time_base = istream.time_base
-                step = round(1 / (FPS * istream.time_base))
-                packets = [p for p in inp.demux(istream) if p.dts is not None]
-                if last_dts is not None:  # a clip's leading negative dts must stay after the previous clip's
-                    while offset + packets[0].dts <= last_dts:
-                        offset += step
-                spans.append(
-                    (offset * float(istream.time_base), (offset + n * step) * float(istream.time_base))
-                )
-                for p in packets:
-                    p.pts, p.dts, p.stream = p.pts + offset, p.dts + offset, ostream
-                    out.mux(p)
-                    last_dts = p.dts
-            offset += n * step
-    return spans
 
 
 def _segment(frames: list[tuple[float, np.ndarray]], lo: float, hi: float) -> list[np.ndarray]:
@@ -92,7 +23,7 @@ def _segment(frames: list[tuple[float, np.ndarray]], lo: float, hi: float) -> li
 def test_bframe_episodes_copy_bit_exact(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
     episodes = [(0, 23), (1, 1), (2, 17), (3, 2), (4, 30)]
-    spans = _encode(path, episodes, alone=True)
+    spans = encode_bframes(path, episodes, alone=True)
     with av.open(str(path)) as c:
         pts_dts = [(p.pts, p.dts) for p in c.demux(video=0) if p.size]
     assert any(p != d for p, d in pts_dts) and min(d for _, d in pts_dts) < 0  # really B-frames
@@ -112,7 +43,7 @@ def test_bframe_episodes_copy_bit_exact(tmp_path: Path) -> None:
 
 def test_continuous_bframe_stream_cuts_on_keyframes_or_fails_clearly(tmp_path: Path) -> None:
     path = tmp_path / "v.mp4"
-    _encode(path, [(0, 60)], alone=False, gop=10)
+    encode_bframes(path, [(0, 60)], alone=False, gop=10)
     source = decode_frames(path)
     copied = failed = 0
     for a, b in [(0, 10), (10, 20), (10, 33), (20, 60), (3, 10), (11, 20), (25, 40), (30, 35)]:

@@ -14,7 +14,14 @@ import pyarrow.parquet as pq
 from lerowds.convert.remux import VideoFiles, cut_clip
 from lerowds.convert.source import SourceEpisode
 from lerowds.errors import ConversionError, SourceError
-from lerowds.format import episode_key, episode_metadata, json_member, parquet_member, video_member
+from lerowds.format import (
+    FileSlices,
+    episode_key,
+    episode_metadata,
+    json_member,
+    parquet_member,
+    video_member,
+)
 
 _COMPRESSIONS = {
     "UNCOMPRESSED": "none",
@@ -31,7 +38,7 @@ class EpisodeMembers:
 
     episode_index: int
     length: int
-    members: tuple[tuple[str, bytes], ...]
+    members: tuple[tuple[str, bytes | FileSlices], ...]
 
     @property
     def nbytes(self) -> int:
@@ -138,7 +145,7 @@ def build_episode(
             f"metadata says length={episode.length} (row count disagrees with meta/episodes)"
         )
     videos: dict[str, dict[str, object]] = {}
-    clips: list[tuple[str, bytes]] = []
+    clips: list[tuple[str, bytes | FileSlices]] = []
     for video_key, ref in episode.videos:
         clip = cut_clip(
             root / ref.path,
@@ -158,7 +165,7 @@ def build_episode(
             "source_from_timestamp": ref.from_timestamp,
             "source_to_timestamp": ref.to_timestamp,
         }
-        clips.append((video_member(key, video_key), clip.data))
+        clips.append((video_member(key, video_key), clip.content))
     tasks, task_indices = episode_task_map(rows, episode, all_tasks)
     meta = episode_metadata(
         episode_index=episode.episode_index,

@@ -21,8 +21,11 @@ from pathlib import Path
 import av
 import av.container
 import av.stream
+import numpy as np
 
+from lerowds.convert import mp4
 from lerowds.errors import ConversionError, SourceError
+from lerowds.format import FileSlices
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +47,21 @@ ENCODERS: dict[str, tuple[str, dict[str, str]]] = {
 class VideoClip:
     """A standalone mp4 of one episode's camera: its bytes, frame count, codec, and whether it was re-encoded."""
 
-    data: bytes
+    content: bytes | FileSlices  # in memory, or copied from the source file when the shard is written
     num_frames: int
     codec: str
     reencoded: bool
 
     def __post_init__(self) -> None:
-        if self.num_frames < 1 or not self.data:
+        if self.num_frames < 1 or not len(self.content):
             raise ValueError(
-                f"a clip needs frames and bytes, got {self.num_frames} frames, {len(self.data)} B"
+                f"a clip needs frames and bytes, got {self.num_frames} frames, {len(self.content)} B"
             )
+
+    @property
+    def data(self) -> bytes:
+        """The clip's bytes (read from the source file for a native copy)."""
+        return self.content.read() if isinstance(self.content, FileSlices) else self.content
 
 
 def open_video(path: str | Path) -> av.container.InputContainer:
@@ -83,12 +91,36 @@ def _prefetch(path: str | Path) -> None:
             os.close(fd)
 
 
-class VideoFiles:
-    """Open source mp4s, kept while consecutive episodes cut clips from them (a small LRU; ``close`` at the end)."""
+# Sample-entry four-character codes of the codecs the native path copies, with PyAV's codec names.
+NATIVE_CODECS = {b"av01": "av1", b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc", b"vp09": "vp9"}
 
-    def __init__(self, capacity: int = 8) -> None:
+
+class VideoFiles:
+    """Source mp4s kept while consecutive episodes cut clips from them (small LRUs; ``close`` at the end):
+    their native sample tables (``track``) and, for layouts those do not cover, open PyAV containers."""
+
+    def __init__(self, capacity: int = 8, native: bool = True) -> None:
         self._open: OrderedDict[str, av.container.InputContainer] = OrderedDict()
+        self._tracks: OrderedDict[str, mp4.Track | None] = OrderedDict()
         self._capacity = capacity
+        self._native = native
+
+    def track(self, path: str | Path) -> mp4.Track | None:
+        """The file's native sample table, or None when it must go through PyAV (layout or codec)."""
+        if not self._native:
+            return None
+        key = str(path)
+        if key not in self._tracks:
+            track = mp4.read_track(path)
+            if track is not None and track.stsd[20:24] not in NATIVE_CODECS:
+                track = None
+            if track is None:
+                log.debug("%s: not a layout the native remux handles; using PyAV", path)
+            self._tracks[key] = track
+            while len(self._tracks) > self._capacity:
+                self._tracks.popitem(last=False)
+        self._tracks.move_to_end(key)
+        return self._tracks[key]
 
     def get(self, path: str | Path) -> av.container.InputContainer:
         key = str(path)
@@ -131,6 +163,21 @@ def cut_clip(
             )  # fmt: skip
     half = 0.5 / fps
     lo, hi = from_timestamp - half, to_timestamp - half
+    where = f"{label}: {path} segment [{from_timestamp:.6g}s, {to_timestamp:.6g}s)"
+    track = videos.track(path)
+    if track is not None:
+        first, stop, reason = _select_samples(track, lo, hi)
+        if stop - first == expected_frames and reason is None:
+            end = int((track.offsets[first:stop] + track.sizes[first:stop]).max())
+            if end > track.file_size:
+                raise SourceError(
+                    f"{path}: unreadable mp4 (truncated: {label} needs {end} bytes, the file has "
+                    f"{track.file_size}); re-download it"
+                )
+            layout = mp4.clip_layout(track, first, stop)
+            content = FileSlices(layout.head, str(path), layout.ranges)
+            return VideoClip(content, expected_frames, NATIVE_CODECS[track.stsd[20:24]], reencoded=False)
+        # a miscounted or uncopyable segment: the PyAV path below reports it (or re-encodes it)
     container = videos.get(path)
     stream = container.streams.video[0]
     codec = stream.codec_context.codec.canonical_name
@@ -138,7 +185,6 @@ def cut_clip(
         packets, reason = _select_packets(container, stream, lo, hi)
     except av.FFmpegError as e:
         raise SourceError(f"{path}: unreadable mp4 while reading {label} ({e}); truncated or corrupt?") from e
-    where = f"{label}: {path} segment [{from_timestamp:.6g}s, {to_timestamp:.6g}s)"
     if len(packets) != expected_frames:
         _raise_if_truncated(path, stream)
         raise ConversionError(
@@ -213,6 +259,24 @@ def _select_packets(
     if first.pts != min(p.pts for p in packets):
         return packets, "frames shown before its keyframe depend on the previous segment (open GOP)"
     return packets, None
+
+
+def _select_samples(track: mp4.Track, lo: float, hi: float) -> tuple[int, int, str | None]:
+    """``_select_packets`` on a native sample table: (first, stop) in decode order, and why the samples
+    cannot be copied as-is (None if they can). ``stop - first`` counts only the samples in [lo, hi)."""
+    tb = float(Fraction(1, track.timescale))  # the same float math as the PyAV path's ``pts * time_base``
+    t = track.pts * tb
+    positions = np.flatnonzero((t >= lo) & (t < hi))
+    if not len(positions):
+        return 0, 0, None
+    first, last = int(positions[0]), int(positions[-1])
+    if not track.keyframe[first]:
+        return first, first + len(positions), f"its first packet (pts {t[first]:.6g}s) is not a keyframe"
+    if last - first + 1 != len(positions):
+        return first, first + len(positions), "packets of other episodes are interleaved with its packets"
+    if track.pts[first] != track.pts[first : last + 1].min():
+        return first, last + 1, "frames shown before its keyframe depend on the previous segment (open GOP)"
+    return first, last + 1, None
 
 
 def _mux_copy(template: av.stream.Stream, packets: list[av.Packet]) -> bytes:
