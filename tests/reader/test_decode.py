@@ -159,6 +159,36 @@ def test_every_frame_of_every_clip_through_byte_range(shard: dict[Path, ClipRang
         _assert_ids_contiguous([decode_frame_id(img, _cam(clip)) for img in whole])
 
 
+def test_channels_first_gives_the_same_pixels(shard: dict[Path, ClipRange]) -> None:
+    """The planar (gbrp) path behind channels_first: the same values as rgb24, CHW in memory."""
+    for clip, source in shard.items():
+        ref = np.stack(plain_decode(clip.read_bytes()))
+        with PyAVClipDecoder(source, FPS, len(ref), CTX, channels_first=True) as dec:
+            got = dec.frames(list(range(len(ref)))[::-1])
+            again = dec.frames([0, 0, len(ref) - 1])  # from the kept frames
+        assert got.shape == ref.shape and got.transpose(0, 3, 1, 2).flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(got, ref[::-1])
+        np.testing.assert_array_equal(again, ref[[0, 0, len(ref) - 1]])
+
+
+@pytest.mark.parametrize("height, width", [(30, 46), (17, 33)])
+def test_channels_first_with_padded_plane_lines(height: int, width: int) -> None:
+    """Widths whose planes swscale pads to an aligned line size (and odd sizes) keep their pixels."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=FPS, options={"g": "4", "bf": "0", "crf": "20"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv444p"
+        rng = np.random.default_rng(0)
+        for _ in range(6):
+            img = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(s.encode(None))
+    data = buf.getvalue()
+    ref = np.stack(plain_decode(data))
+    with PyAVClipDecoder(data, FPS, len(ref), CTX, channels_first=True) as dec:
+        np.testing.assert_array_equal(dec.frames(range(len(ref))), ref)
+
+
 def test_random_order_and_padded_windows(shard: dict[Path, ClipRange]) -> None:
     rng = random.Random(0)
     for clip in list(shard)[::3]:

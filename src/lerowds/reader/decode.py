@@ -307,7 +307,7 @@ class PyAVClipDecoder:
         self._next_pkt = 0  # decode index of the next packet the demuxer yields
         self._run_start = 0  # decode index the decoder started from (open or last seek)
         self._emitted: set[int] = set()  # frames out of the decoder since then
-        self._recent: dict[int, np.ndarray] = {}  # the previous call's frames (RGB)
+        self._recent: dict[int, np.ndarray] = {}  # the previous call's frames (RGB: HWC, or CHW if channels_first)
         self._spare: dict[int, Any] = {}  # the last frames decoded but not asked for (YUV)
         self._pending: set[int] = set()  # the current call's frames still to decode, and those done
         self._got: dict[int, np.ndarray] = {}
@@ -357,7 +357,7 @@ class PyAVClipDecoder:
             h, w, c = self._shape
             chw = np.empty((len(idx), c, h, w), dtype=np.uint8)
             for row, k in enumerate(idx):
-                chw[row] = got[k].transpose(2, 0, 1)
+                chw[row] = got[k]
             return chw.transpose(0, 2, 3, 1)
         out = np.empty((len(idx), *self._shape), dtype=np.uint8)
         for row, k in enumerate(idx):
@@ -486,7 +486,17 @@ class PyAVClipDecoder:
                     del self._spare[next(iter(self._spare))]
 
     def _rgb(self, frame: Any) -> np.ndarray:
-        return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        """The frame as RGB uint8: (H, W, 3), or (3, H, W) when ``channels_first``. Channels first goes
+        through swscale's planar ``gbrp`` output (same values as ``rgb24``) and copies its planes: no
+        transposing copy, which costs more than the conversion itself."""
+        if not self.channels_first:
+            return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        planar = self._reformatter.reformat(frame, format="gbrp", threads=1)
+        h, w = planar.height, planar.width
+        out = np.empty((3, h, w), dtype=np.uint8)
+        for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
+            out[channel] = np.frombuffer(plane, dtype=np.uint8).reshape(h, plane.line_size)[:, :w]
+        return out
 
     def _error(self, failure: _DecodeFailure) -> VideoDecodeError:
         k = failure.frame
@@ -515,6 +525,9 @@ class PyAVClipDecoder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_GBRP_TO_RGB = (1, 2, 0)  # gbrp planes are G, B, R: the RGB channel each one fills
 
 
 def failure_text(exc: BaseException) -> str:
