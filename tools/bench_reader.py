@@ -161,13 +161,19 @@ class WorkerWatch:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) used so far by this process and its live children."""
-        total = sum(self._me.cpu_times()[:2])
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds used so far by this process and its live children. System time is
+        mostly the kernel's page faults on the shared memory that the DataLoader moves batches in."""
+        user, system = self._me.cpu_times()[:2]
         for child in self._me.children():
             try:
-                total += sum(child.cpu_times()[:2])
+                u, s = child.cpu_times()[:2]
             except psutil.Error:
-                pass
-        return total
+                continue
+            user, system = user + u, system + s
+        return user, system
 
     def take_peaks(self) -> tuple[float, float]:
         """(RSS, RssAnon) peaks since the last call, MB."""
@@ -186,6 +192,7 @@ class EpochResult:
     first_batch_s: float  # from the DataLoader iterator's creation (epoch 0: includes starting the workers)
     rate: float  # samples/s after the first batch
     cpu_ms: float  # CPU ms per sample after the first batch: workers + main process
+    sys_ms: float  # the kernel's part of cpu_ms
     peak_rss_mb: float  # the largest worker VmRSS seen during the epoch (includes batches in shared memory)
     peak_anon_mb: float  # the largest worker RssAnon seen during the epoch
     end_anon_mb: float  # the largest worker RssAnon right after the epoch
@@ -209,7 +216,7 @@ def run_reader(
             start = time.perf_counter()
             it = iter(loader)
             batch = next(it)
-            first, cpu0 = time.perf_counter(), watch.cpu_s()
+            first, (user0, sys0) = time.perf_counter(), watch.cpu_split()
             n_first = n = len(batch["index"])
             if epoch == 0:
                 emitted.extend(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
@@ -217,7 +224,7 @@ def run_reader(
                 n += len(batch["index"])
                 if epoch == 0:
                     emitted.extend(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
-            end, cpu1 = time.perf_counter(), watch.cpu_s()
+            end, (user1, sys1) = time.perf_counter(), watch.cpu_split()
             del batch
             time.sleep(3 * watch.period)
             peak_rss, peak_anon = watch.take_peaks()
@@ -226,20 +233,22 @@ def run_reader(
                 n,
                 first - start,
                 (n - n_first) / (end - first),
-                1e3 * (cpu1 - cpu0) / (n - n_first),
+                1e3 * (user1 + sys1 - user0 - sys0) / (n - n_first),
+                1e3 * (sys1 - sys0) / (n - n_first),
                 peak_rss,
                 peak_anon,
                 end_anon,
             )
             results.append(r)
             logger.info(
-                "epoch %d: %d samples, first batch %.3f s, %.0f samples/s, %.2f CPU ms/sample, "
-                "worker peak RSS %.0f MB (RssAnon %.0f MB, %.0f MB after the epoch)",
+                "epoch %d: %d samples, first batch %.3f s, %.0f samples/s, %.2f CPU ms/sample (%.2f in the "
+                "kernel), worker peak RSS %.0f MB (RssAnon %.0f MB, %.0f MB after the epoch)",
                 epoch,
                 n,
                 r.first_batch_s,
                 r.rate,
                 r.cpu_ms,
+                r.sys_ms,
                 r.peak_rss_mb,
                 r.peak_anon_mb,
                 r.end_anon_mb,
@@ -383,26 +392,39 @@ class _Copies(IterableDataset):
 
 def transport_cost(sample: dict[str, Any], batch_size: int, num_workers: int, count: int) -> dict[str, float]:
     """What the DataLoader itself costs per sample of this shape (collate into shared memory, hand-over
-    to the main process, release): samples/s and CPU ms/sample of a dataset that only copies a sample."""
+    to the main process, release): samples/s and CPU ms/sample of a dataset that only copies a sample.
+    CPU comes from getrusage once the workers have exited (their start included)."""
     loader = DataLoader(_Copies(sample, count), batch_size=batch_size, num_workers=num_workers)
-    watch = WorkerWatch()
-    try:
-        it = iter(loader)
-        n = len(next(it)["index"])
-        start, cpu0 = time.perf_counter(), watch.cpu_s()
-        for batch in it:
-            n += len(batch["index"])
-        wall, cpu = time.perf_counter() - start, watch.cpu_s() - cpu0
-    finally:
-        watch.stop()
-    n -= batch_size
-    out = {"samples_s": n / wall, "cpu_ms": 1e3 * cpu / n}
+    before = _rusage()
+    it = iter(loader)
+    n = len(next(it)["index"])
+    start = time.perf_counter()
+    for batch in it:
+        n += len(batch["index"])
+    wall = time.perf_counter() - start
+    del it, batch
+    user, system = (a - b for a, b in zip(_rusage(), before))
+    out = {
+        "samples_s": (n - batch_size) / wall,
+        "cpu_ms": 1e3 * (user + system) / n,
+        "sys_ms": 1e3 * system / n,
+    }
     logger.info(
-        "DataLoader transport alone (a dataset yielding copies of one sample): %.0f samples/s, %.2f CPU ms/sample",
+        "DataLoader transport alone (a dataset yielding copies of one sample): %.0f samples/s, %.2f CPU ms/sample "
+        "(%.2f in the kernel)",
         out["samples_s"],
         out["cpu_ms"],
+        out["sys_ms"],
     )
     return out
+
+
+def _rusage() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process and its exited children."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -505,13 +527,19 @@ def markdown(result: dict[str, Any], epochs: list[EpochResult]) -> str:
     a, limit = result["args"], result.get("limit")
     e0, last = epochs[0], epochs[-1]
     later = min((e.first_batch_s for e in epochs[1:]), default=float("nan"))
-    head = ["content", "output", "reader samples/s", "first batch (epoch 1 / later)", "reader CPU ms/sample"]
+    head = [
+        "content",
+        "output",
+        "reader samples/s",
+        "first batch (epoch 1 / later)",
+        "reader CPU ms/sample (kernel)",
+    ]
     row = [
         a["content"],
         "uint8" if a["uint8"] == "True" else "float32",
         f"{e0.rate:,.0f}",
         f"{e0.first_batch_s:.2f} s / {later:.2f} s",
-        f"{e0.cpu_ms:.2f}",
+        f"{e0.cpu_ms:.2f} ({e0.sys_ms:.2f})",
     ]
     if limit:
         head += [f"decode limit samples/s (1 core / {limit['processes']} proc)", "limit CPU ms/sample"]

@@ -1,0 +1,164 @@
+"""The dataset index (``index.json``) and loading a converted dataset's index and episode table."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lerowds.errors import FormatError
+from lerowds.format.names import EPISODES_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, SHARDS_DIR
+from lerowds.format.table import EpisodeTable
+
+
+@dataclass(frozen=True, slots=True)
+class ShardRecord:
+    """One shard as the index lists it."""
+
+    name: str
+    size: int
+    sha256: str
+    episodes: tuple[int, ...]
+    num_frames: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "episodes": list(self.episodes),
+            "num_frames": self.num_frames,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ShardRecord:
+        return cls(d["name"], int(d["size"]), d["sha256"], tuple(int(e) for e in d["episodes"]), int(d["num_frames"]))
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetIndex:
+    """Everything a reader needs without opening a shard. Serialised as ``index.json``."""
+
+    repo_id: str
+    revision: str | None
+    codebase_version: str
+    fps: int
+    features: dict[str, Any]
+    tasks: tuple[str, ...]  # position = task_index
+    stats: dict[str, Any]
+    total_episodes: int
+    total_frames: int
+    shards: tuple[ShardRecord, ...]
+    episodes_sha256: str
+    robot_type: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.fps <= 0:
+            raise FormatError(f"index: fps must be > 0, got {self.fps}")
+
+    @property
+    def video_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f.get("dtype") == "video"]
+
+    @property
+    def image_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f.get("dtype") == "image"]
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return [k for k, f in self.features.items() if f.get("dtype") in ("video", "image")]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "source": {
+                "repo_id": self.repo_id,
+                "revision": self.revision,
+                "codebase_version": self.codebase_version,
+                "robot_type": self.robot_type,
+            },
+            "fps": self.fps,
+            "features": self.features,
+            "tasks": list(self.tasks),
+            "stats": self.stats,
+            "total_episodes": self.total_episodes,
+            "total_frames": self.total_frames,
+            "episodes_table": {"path": EPISODES_FILE, "sha256": self.episodes_sha256},
+            "shards": [s.to_json() for s in self.shards],
+            "options": self.options,
+        }
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(self.to_json(), indent=1, sort_keys=False, ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = INDEX_FILE) -> DatasetIndex:
+        try:
+            d = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise FormatError(f"{where}: not valid JSON ({e}); the conversion may be incomplete, rerun it") from e
+        if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
+            raise FormatError(f"{where}: not a lerowds index (format={d.get('format') if isinstance(d, dict) else d!r})")
+        if d.get("version") != FORMAT_VERSION:
+            raise FormatError(
+                f"{where}: lerowds format version {d.get('version')!r}, this lerowds reads version "
+                f"{FORMAT_VERSION}: upgrade lerowds or re-convert the dataset"
+            )
+        try:
+            src = d["source"]
+            return cls(
+                repo_id=src["repo_id"],
+                revision=src.get("revision"),
+                codebase_version=src["codebase_version"],
+                robot_type=src.get("robot_type"),
+                fps=int(d["fps"]),
+                features=d["features"],
+                tasks=tuple(d["tasks"]),
+                stats=d.get("stats") or {},
+                total_episodes=int(d["total_episodes"]),
+                total_frames=int(d["total_frames"]),
+                shards=tuple(ShardRecord.from_json(s) for s in d["shards"]),
+                episodes_sha256=d["episodes_table"]["sha256"],
+                options=d.get("options") or {},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"{where}: malformed lerowds index, missing or bad field {e}") from e
+
+    def fingerprint(self) -> str:
+        """A short id of the dataset's content (its episode table and shard checksums)."""
+        h = hashlib.sha256(self.episodes_sha256.encode())
+        for s in self.shards:
+            h.update(s.sha256.encode())
+        return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def read_local_index(root: str | os.PathLike[str]) -> tuple[DatasetIndex, EpisodeTable]:
+    """Load ``index.json`` and ``episodes.parquet`` of a converted dataset on local disk."""
+    root = Path(root)
+    index_path = root / INDEX_FILE
+    if not index_path.is_file():
+        hint = (
+            "a conversion is still running or was interrupted: rerun `lerowds convert` with the same arguments"
+            if (root / SHARDS_DIR).is_dir()
+            else "convert a LeRobot v3 dataset with `lerowds convert --repo-id ORG/NAME --output DIR`"
+        )
+        raise FormatError(f"{root}: no {INDEX_FILE}, not a finished lerowds dataset ({hint})")
+    index = DatasetIndex.from_bytes(index_path.read_bytes(), str(index_path))
+    table_bytes = (root / EPISODES_FILE).read_bytes() if (root / EPISODES_FILE).is_file() else None
+    if table_bytes is None:
+        raise FormatError(f"{root}: {EPISODES_FILE} is missing; re-convert the dataset")
+    return index, check_episode_table(index, table_bytes, str(root / EPISODES_FILE))
+
+
+def check_episode_table(index: DatasetIndex, table_bytes: bytes, where: str) -> EpisodeTable:
+    """Parse ``episodes.parquet`` after checking it against the sha256 that ``index.json`` lists for it."""
+    if hashlib.sha256(table_bytes).hexdigest() != index.episodes_sha256:
+        raise FormatError(f"{where}: checksum does not match {INDEX_FILE}; re-convert the dataset")
+    return EpisodeTable.from_parquet_bytes(table_bytes, where)
