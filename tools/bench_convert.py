@@ -135,7 +135,7 @@ def timed(src: Path, out: Path, run: Callable[[], None]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/lerowds-bench"), help="scratch directory")
-    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--frames", type=int, default=300, help="frames per episode")
     p.add_argument("--size", default="240x320", help="camera HxW")
     p.add_argument("--fps", type=int, default=30)
