@@ -252,13 +252,25 @@ def _select_packets(
     if not packets:
         return packets, None
     first = packets[0]
-    if not first.is_keyframe:
-        return packets, f"its first packet (pts {first.pts * tb:.6g}s) is not a keyframe"
-    if positions != list(range(positions[0], positions[-1] + 1)):
-        return packets, "packets of other episodes are interleaved with its packets (B-frames across the cut)"
-    if first.pts != min(p.pts for p in packets):
-        return packets, "frames shown before its keyframe depend on the previous segment (open GOP)"
-    return packets, None
+    reason = _copy_obstacle(
+        first.is_keyframe,
+        first.pts * tb,
+        positions == list(range(positions[0], positions[-1] + 1)),
+        first.pts == min(p.pts for p in packets),
+    )
+    return packets, reason
+
+
+def _copy_obstacle(keyframe: bool, first_s: float, contiguous: bool, first_shown: bool) -> str | None:
+    """Why a segment's packets cannot be copied as they are (None if they can): the same rule for the
+    PyAV and the native path. ``first_s``: the first packet's pts in seconds."""
+    if not keyframe:
+        return f"its first packet (pts {first_s:.6g}s) is not a keyframe"
+    if not contiguous:
+        return "packets of other episodes are interleaved with its packets (B-frames across the cut)"
+    if not first_shown:
+        return "frames shown before its keyframe depend on the previous segment (open GOP)"
+    return None
 
 
 def _select_samples(track: mp4.Track, lo: float, hi: float) -> tuple[int, int, str | None]:
@@ -270,13 +282,14 @@ def _select_samples(track: mp4.Track, lo: float, hi: float) -> tuple[int, int, s
     if not len(positions):
         return 0, 0, None
     first, last = int(positions[0]), int(positions[-1])
-    if not track.keyframe[first]:
-        return first, first + len(positions), f"its first packet (pts {t[first]:.6g}s) is not a keyframe"
-    if last - first + 1 != len(positions):
-        return first, first + len(positions), "packets of other episodes are interleaved with its packets"
-    if track.pts[first] != track.pts[first : last + 1].min():
-        return first, last + 1, "frames shown before its keyframe depend on the previous segment (open GOP)"
-    return first, last + 1, None
+    contiguous = last - first + 1 == len(positions)
+    reason = _copy_obstacle(
+        bool(track.keyframe[first]),
+        float(t[first]),
+        contiguous,
+        contiguous and track.pts[first] == track.pts[first : last + 1].min(),
+    )
+    return first, first + len(positions), reason
 
 
 def _mux_copy(template: av.stream.Stream, packets: list[av.Packet]) -> bytes:
