@@ -260,7 +260,7 @@ def _scan_packets(container: Any, stream: Any) -> tuple[list[tuple[int, int, boo
     The demuxer's index (mp4: the sample table, no I/O) holds decode times; they are presentation times
     only for codecs without frame reordering (AV1, VP9), so other codecs are demuxed once.
     """
-    entries = stream.index_entries
+    entries = getattr(stream, "index_entries", ())  # PyAV < 16 has no index_entries: demux instead
     if len(entries) and not stream.codec_context.codec.reorder:
         rows = [(e.timestamp, e.timestamp, e.is_keyframe, e.is_discard) for e in entries]
         if not any(r[3] for r in rows):
