@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404")
+FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _HUB = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.*)$")
 
@@ -37,6 +37,7 @@ class Fault:
     retry_after: str = "1"
     stall_s: float = 1.0
     at: int | None = None  # "corrupt": the byte of the body to flip (default: the middle one)
+    # "trickle": send the body 64 bytes at a time, ``stall_s`` apart (a slow but live download)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
@@ -220,6 +221,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("ETag", f'"{len(data)}"')
         self.end_headers()
+        if kind == "trickle":
+            try:
+                for i in range(0, len(body), 64):
+                    self.wfile.write(bytes(body[i : i + 64]))
+                    self.wfile.flush()
+                    time.sleep(fault.stall_s)  # type: ignore[union-attr]
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            return
         if kind == "drop":  # promise the whole body, send half, hang up
             self._write(bytes(body[: len(body) // 2]))
             self.close_connection = True

@@ -397,6 +397,26 @@ def test_failing_episode_raises_named_error(
     assert _episode_files(tmp_path) == []
 
 
+def test_permanent_failure_behind_slow_downloads_surfaces_at_once(
+    converted: Path, tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 404 on episode 2 while episodes 0 and 1 still trickle in: the consumer, waiting on episode 0,
+    raises the 404 naming episode 2, its shard and URL, instead of waiting out its deadline (a hang then
+    shows as "episode 0: not downloaded after 3s") and blaming the healthy episode 0."""
+    monkeypatch.setenv("LEROWDS_WAIT_TIMEOUT", "3")
+    spans = _spans(converted)
+    shard, offset, size = spans[2]
+    with LoopbackServer(converted) as srv:
+        srv.add(Fault("404", shard, start=offset, times=-1))
+        for name in {s for s, _, _ in spans}:  # every other episode takes ~10 s or more
+            srv.add(Fault("trickle", name, times=-1, stall_s=max(0.05, 10 / (spans[0][2] / 64))))
+        ds = LeRobotWebDataset(srv.url, episode_pool_size=3, shuffle=False, cache_dir=tmp_path)
+        pattern = rf"episode 2 \({shard} bytes {offset}-{offset + size - 1}\).*{srv.url}/{shard}.*HTTP 404"
+        with pytest.raises(RemoteError, match=pattern):
+            next(iter(ds))
+        ds._store.close()
+
+
 def test_too_small_cache_is_an_error_not_a_hang(converted: Path, tmp_path: Path, fast: None) -> None:
     largest = max(size for _, _, size in _spans(converted))
     with LoopbackServer(converted) as srv:

@@ -386,18 +386,21 @@ class HttpClient:
         counters: Counters,
         cancel: threading.Event | None,
     ) -> bool:
-        """Read up to ``want`` bytes into ``write`` at ``got``; True if the body was read to its end."""
-        buf = bytearray(min(self.options.chunk_bytes, want))
-        view = memoryview(buf)
+        """Read up to ``want`` bytes into ``write`` at ``got``; True if the body was read to its end.
+
+        One socket read per step (``read1``, not ``readinto``, which blocks until its buffer is full), so
+        that a cancel is seen while a slow body trickles in, not only when a whole chunk arrived.
+        """
         left = want
         while left > 0:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("download cancelled")
-            n = resp.readinto(view[: min(len(buf), left)])
+            data = resp.read1(min(self.options.chunk_bytes, left))
+            n = len(data)
             if not n:
                 return False
             try:
-                write(got, view[:n])
+                write(got, memoryview(data))
             except OSError as e:
                 raise SinkError(f"cannot store downloaded bytes: {e}") from e
             got += n

@@ -130,6 +130,7 @@ class Prefetcher:
         self._waiting = -1  # the position the consumer is blocked on, or -1
         self._inflight: dict[int, Reservation] = {}
         self._cancel = threading.Event()
+        self._failure: BaseException | None = None  # the first episode that failed for good
         self._jobs: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._free = threading.Semaphore(options.threads)
         self._threads: list[threading.Thread] = []
@@ -178,6 +179,8 @@ class Prefetcher:
             if slot.error is not None:
                 raise slot.error
             pin, slot.pin = slot.pin, None
+            if pin is None and self._failure is not None:  # cancelled because a later episode failed
+                raise self._failure
         return pin  # None when cancelled
 
     def pinned_bytes(self) -> int:
@@ -282,11 +285,15 @@ class Prefetcher:
         self._cache.unpin(pin)
 
     def _fail(self, pos: int, error: BaseException) -> None:
-        """Episode ``pos`` failed: the consumer raises ``error`` there; nothing after it is fetched."""
+        """Episode ``pos`` failed for good: every download is cancelled, and the consumer raises ``error``
+        at once, also while it waits for an earlier episode whose download the failure cancelled (it
+        would otherwise wait for a slot nobody signals, then blame that healthy episode)."""
         self._cancel.set()
         with self._cond:
+            if self._failure is None:
+                self._failure = error
             self._slots[pos].error = error
-            for slot in self._slots[pos:]:
+            for slot in self._slots:
                 slot.event.set()
             self._cond.notify_all()
 
