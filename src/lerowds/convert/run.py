@@ -19,6 +19,7 @@ from typing import Any
 from tqdm import tqdm
 
 from lerowds.convert.finalize import finalize, record_matches
+from lerowds.convert.identity import source_changes, source_id
 from lerowds.convert.plan import (
     DEFAULT_SHARD_SIZE,
     PlannedShard,
@@ -139,7 +140,7 @@ def _convert(options: ConvertOptions) -> ConvertResult:
     plan = build_plan(source, selected, options)
     rerun = claim_output(output, plan)
     mine = task_shards(plan.shards, options.num_tasks, options.task_index)
-    reused = _reusable(output, plan, mine) if rerun else set()
+    reused = _reusable(output, plan, mine, source) if rerun else set()
     todo = [s for s in mine if s.shard not in reused]
     log.info(
         "%s -> %s: %d episodes, %d shards (%d for this task: %d to convert, %d done already)",
@@ -200,12 +201,20 @@ def _finalize_only(output: Path, options: ConvertOptions) -> ConvertResult:
     return ConvertResult(output, len(plan.shards), (), (), True)
 
 
-def _reusable(output: Path, plan: ConversionPlan, shards: Sequence[PlannedShard]) -> set[int]:
-    """Shards whose done-record matches this plan and whose tar still has the recorded size and sha256."""
+def _reusable(
+    output: Path, plan: ConversionPlan, shards: Sequence[PlannedShard], source: SourceDataset
+) -> set[int]:
+    """Shards whose done-record matches this plan, whose source files are unchanged since they were built,
+    and whose tar still has the recorded size and sha256."""
     ok = set()
     for planned in shards:
         record = read_done(output, planned.shard)
         if record is None or not record_matches(output, record, planned, plan.fingerprint):
+            continue
+        episodes = [source.episode(e) for e in planned.episodes]
+        changed = source_changes(record.sources, source_id(source.root, episodes))
+        if changed:
+            log.warning("%s: converting it again: %s", output / record.name, "; ".join(changed))
             continue
         if sha256_file(output / record.name) == record.sha256:
             ok.add(planned.shard)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lerowds.convert.episode import DataFiles, build_episode
+from lerowds.convert.identity import source_changes, source_id
 from lerowds.convert.plan import PlannedShard
 from lerowds.convert.remux import VideoFiles
 from lerowds.convert.source import SourceEpisode
@@ -77,6 +78,7 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
     remove_partials(job.output, job.shard.shard)
     data_files = DataFiles()
     records = []
+    sources = source_id(job.root, job.episodes)  # before reading them: a change meanwhile shows on a rerun
     try:
         with ShardWriter(path) as writer, closing(VideoFiles()) as videos:
             for episode in job.episodes:
@@ -102,8 +104,14 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
                 if progress is not None:
                     progress(1, episode.length, built.nbytes)
                 _maybe_pause()
+            changed = source_changes(sources, source_id(job.root, job.episodes))
+            if changed:
+                raise ConversionError(
+                    f"shard {job.shard.shard}: its source changed while it was being converted: "
+                    f"{'; '.join(changed)}; rerun the same command once the source is no longer written to"
+                )
             size, sha256 = writer.commit()
-        record = DoneRecord(job.shard.shard, size, sha256, job.plan, tuple(records))
+        record = DoneRecord(job.shard.shard, size, sha256, job.plan, tuple(records), sources)
         write_done(job.output, record)
     except OSError as e:
         if e.errno == errno.ENOSPC:

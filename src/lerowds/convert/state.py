@@ -194,13 +194,15 @@ class EpisodeRecord:
 
 @dataclass(frozen=True, slots=True)
 class DoneRecord:
-    """A finished shard: its size and sha256, and its episodes, for the plan with fingerprint ``plan``."""
+    """A finished shard: its size and sha256, and its episodes, for the plan with fingerprint ``plan``;
+    ``sources``: what it was built from (``identity.source_id``), None in records of older versions."""
 
     shard: int
     size: int
     sha256: str
     plan: str
     episodes: tuple[EpisodeRecord, ...]
+    sources: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.shard < 0 or self.size <= 0 or len(self.sha256) != 64:
@@ -222,6 +224,7 @@ class DoneRecord:
             "sha256": self.sha256,
             "plan": self.plan,
             "episodes": [e.to_json() for e in self.episodes],
+            "sources": self.sources,
         }
         return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
@@ -234,6 +237,7 @@ class DoneRecord:
             str(d["sha256"]),
             str(d["plan"]),
             tuple(EpisodeRecord.from_json(e) for e in d["episodes"]),
+            d.get("sources"),
         )
 
 
