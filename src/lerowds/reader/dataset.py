@@ -66,6 +66,9 @@ class LeRobotWebDataset(IterableDataset):
             applies the same random augmentations (see ``sample_seed``).
         stats: keep cheap per-stage counters (fetch, decode, decoder cache, pool, samples/s), summed over
             DataLoader workers by ``ds.stats()``; ``stats_log_every_s`` also logs them periodically.
+        verify_crc: check each episode's bytes against the CRC-32 in ``episodes.parquet`` when a process
+            first admits it (a corrupt shard is a ``FormatError`` naming episode and shard); ``False`` skips
+            it for local shards you have verified (remote downloads are always checked).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class LeRobotWebDataset(IterableDataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         stats: bool = False,
         stats_log_every_s: float | None = None,
+        verify_crc: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
@@ -100,7 +104,9 @@ class LeRobotWebDataset(IterableDataset):
         if remainder not in ("drop", "repeat"):
             raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
         self.source = os.fspath(source)
-        self._store: EpisodeStore = open_store(source, cache_dir=cache_dir, cache_limit=cache_limit)
+        self._store: EpisodeStore = open_store(
+            source, cache_dir=cache_dir, cache_limit=cache_limit, verify_crc=verify_crc
+        )
         index, table = self._store.index, self._store.table
         self.meta = DatasetMeta.from_index(index)
         self.episode_pool_size = episode_pool_size

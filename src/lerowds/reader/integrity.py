@@ -2,6 +2,7 @@
 
 Without a per-episode checksum in the index, a flipped byte inside a video member cannot be seen; where the
 episode table has a ``crc32`` column (CRC-32 of the whole span, see docs/REMOTE.md), it is checked too.
+``check_crc32`` alone is what the local reader checks when it admits an episode.
 Every failure is a ``ValueError`` naming what is wrong, so the downloader fetches the span again.
 """
 
@@ -109,11 +110,21 @@ def verify_span(fd: int, span: Span, crc: int | None = None) -> None:
                 f"{span.describe()}: parquet member has {rows} rows, the index says {span.length}"
             )
     if span.crc32 is not None and crc is None:
-        value, pos = 0, 0
-        while pos < span.size:
-            block = os.pread(fd, min(1 << 20, span.size - pos), pos)
-            if not block:
-                break
-            value, pos = zlib.crc32(block, value), pos + len(block)
-        if value != span.crc32:
-            raise ValueError(f"{span.describe()}: CRC-32 {value:08x}, the index says {span.crc32:08x}")
+        check_crc32(fd, span, 0)
+
+
+def check_crc32(fd: int, span: Span, offset: int) -> None:
+    """Raise ``ValueError`` unless the span's ``span.size`` bytes at ``offset`` of file ``fd`` (the shard:
+    ``span.offset``; a cached download: 0) have the CRC-32 the episode table stores (a short file fails)."""
+    if span.crc32 is None:
+        return
+    value, pos = 0, 0
+    while pos < span.size:
+        block = os.pread(fd, min(1 << 20, span.size - pos), offset + pos)
+        if not block:
+            break
+        value, pos = zlib.crc32(block, value), pos + len(block)
+    if pos != span.size:
+        raise ValueError(f"{span.describe()}: only {pos} of its {span.size} bytes are there (truncated)")
+    if value != span.crc32:
+        raise ValueError(f"{span.describe()}: CRC-32 {value:08x}, the index says {span.crc32:08x}")

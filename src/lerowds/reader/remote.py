@@ -352,6 +352,7 @@ def open_remote_store(
     cache_dir: str | os.PathLike[str] | None = None,
     cache_limit: int | str | None = None,
     options: RemoteOptions | None = None,
+    verify_crc: bool = True,
 ) -> EpisodeStore:
     """Open a converted dataset at ``url`` (http(s)://, hf://datasets/ORG/NAME[@REV][/subdir], fsspec URL).
 
@@ -362,7 +363,7 @@ def open_remote_store(
     if url.startswith("hf://") and offline():
         root = local_snapshot(HubPath.parse(url))
         logger.info("%s: HF_HUB_OFFLINE is set: reading the local Hub cache %s", url, root)
-        return LocalStore(root)
+        return LocalStore(root, verify_crc=verify_crc)
     counters = Counters()
     source, index_bytes, name = _source_of(url, options, counters)
     index = DatasetIndex.from_bytes(index_bytes, source.url(INDEX_FILE))

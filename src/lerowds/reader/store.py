@@ -15,6 +15,7 @@ from lerowds.format import (
     video_columns,
 )
 from lerowds.reader.decode import ClipRange
+from lerowds.reader.integrity import check_crc32, span_of
 
 if TYPE_CHECKING:
     from lerowds.reader.remote import RemoteOptions
@@ -48,12 +49,20 @@ class EpisodeStore(Protocol):
 
 
 class LocalStore:
-    """A converted dataset on local disk; members are read with one pread at their offset."""
+    """A converted dataset on local disk; members are read with one pread at their offset.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    With ``verify_crc`` (the default) each episode's bytes are checked against the CRC-32 that
+    ``episodes.parquet`` stores, once per process, when its parquet member is first read (its admission to
+    the pool): a flipped bit on disk is a ``FormatError`` naming the episode and shard, not silently wrong
+    values or pixels. Costs one read of the episode's bytes (from the page cache, usually) and their CRC-32.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, verify_crc: bool = True) -> None:
         self.root = Path(root)
         self.index, self.table = read_local_index(self.root)
+        self.verify_crc = verify_crc
         self._fds: dict[str, int] = {}
+        self._checked: set[int] = set()  # rows whose CRC-32 this process has checked
 
     def _shard_path(self, row: int) -> str:
         shard = int(self.table["shard"][row])
@@ -71,8 +80,21 @@ class LocalStore:
             self._fds[path] = fd
         return fd
 
+    def _check_crc(self, row: int, path: str) -> None:
+        span = span_of(self.table, tuple(s.name for s in self.index.shards), self.index.video_keys, row)
+        try:
+            check_crc32(self._fd(path), span, span.offset)
+        except ValueError as e:
+            raise FormatError(
+                f"{path}: {e}: the shard is corrupt on disk; run `lerowds verify {self.root}`, then "
+                "convert or download that shard again"
+            ) from None
+        self._checked.add(row)
+
     def parquet_bytes(self, row: int) -> bytes:
         path = self._shard_path(row)
+        if self.verify_crc and row not in self._checked:
+            self._check_crc(row, path)
         offset, size = int(self.table["parquet_offset"][row]), int(self.table["parquet_size"][row])
         data = os.pread(self._fd(path), size, offset)
         if len(data) != size:
@@ -111,15 +133,19 @@ def open_store(
     cache_dir: str | os.PathLike[str] | None = None,
     cache_limit: int | str | None = None,
     remote: RemoteOptions | None = None,
+    verify_crc: bool = True,
 ) -> EpisodeStore:
     """Open a converted dataset: a local directory, or a remote URL (http(s)://, hf://datasets/ORG/NAME,
-    another fsspec URL) streamed through a bounded local cache (see ``lerowds.reader.remote``)."""
+    another fsspec URL) streamed through a bounded local cache (see ``lerowds.reader.remote``, which checks
+    every download). ``verify_crc``: check each local episode's CRC-32 when it is first read."""
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
         from lerowds.reader.remote import open_remote_store
 
-        return open_remote_store(text, cache_dir=cache_dir, cache_limit=cache_limit, options=remote)
+        return open_remote_store(
+            text, cache_dir=cache_dir, cache_limit=cache_limit, options=remote, verify_crc=verify_crc
+        )
     text = text.removeprefix("file://")
     if not Path(text).is_dir():
         raise FormatError(f"source {text!r} is not a directory holding a converted lerowds dataset")
-    return LocalStore(text)
+    return LocalStore(text, verify_crc=verify_crc)
