@@ -427,6 +427,54 @@ def _rusage() -> tuple[float, float]:
     return me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime
 
 
+# ------------------------------------------------------------------------------------------ CRC check cost
+def compare_crc(make: Any, batch_size: int, num_workers: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Whole epochs (first batch included: an episode is checked when it is admitted) read with
+    ``verify_crc`` on and off, alternating the order each round; medians of samples/s and CPU ms/sample
+    (this process and its workers, which exit and are reaped after each epoch)."""
+    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for r in range(rounds):
+        for flag in (True, False) if r % 2 == 0 else (False, True):
+            loader = DataLoader(make(flag), batch_size=batch_size, num_workers=num_workers)
+            (u0, s0), t0, n = _rusage(), time.perf_counter(), 0
+            for batch in loader:
+                n += len(batch["index"])
+            wall, (u1, s1) = time.perf_counter() - t0, _rusage()
+            runs[flag].append((n / wall, 1e3 * (u1 + s1 - u0 - s0) / n))
+            logger.info("verify_crc=%s: %.0f samples/s, %.2f CPU ms/sample", flag, *runs[flag][-1])
+    store = LocalStore(make(True).source)  # the check alone, page cache warm: all episodes' bytes
+    rows = range(len(store.table))
+    t0 = time.perf_counter()
+    for row in rows:
+        store._check_crc(row, store._shard_path(row))
+    check_s = time.perf_counter() - t0
+    nbytes = int(np.sum(store.table["size"]))
+    frames = int(np.sum(store.table["length"]))
+    out = {
+        str(flag).lower(): {
+            "samples_s": float(np.median([x[0] for x in v])),
+            "cpu_ms_per_sample": float(np.median([x[1] for x in v])),
+        }
+        for flag, v in runs.items()
+    }
+    out["check_alone"] = {"mb_s": nbytes / check_s / 1e6, "ms_per_frame": 1e3 * check_s / frames}
+    on, off = out["true"], out["false"]
+    logger.info(
+        "verify_crc on vs off, medians of %d rounds: %.0f vs %.0f samples/s (%.1f %%), %.3f vs %.3f CPU ms/sample "
+        "(+%.3f); the check alone: %.0f MB/s, %.4f ms per frame of the dataset",
+        rounds,
+        on["samples_s"],
+        off["samples_s"],
+        100 * (on["samples_s"] / off["samples_s"] - 1),
+        on["cpu_ms_per_sample"],
+        off["cpu_ms_per_sample"],
+        on["cpu_ms_per_sample"] - off["cpu_ms_per_sample"],
+        out["check_alone"]["mb_s"],
+        out["check_alone"]["ms_per_frame"],
+    )
+    return out
+
+
 # ------------------------------------------------------------------------------------------ main
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -449,6 +497,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--in-process", type=int, default=3000, help="samples of the no-DataLoader breakdown (0: skip)"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--compare-crc",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only compare whole epochs with verify_crc on and off, ROUNDS times each, alternating",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("SVT_LOG", "1")
@@ -459,13 +514,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     fps = args.fps
     delta = {camera_key(s): [o / fps for o in args.window] for s in args.sizes}
     delta["action"] = [i / fps for i in range(args.action_chunk)]
-    ds = LeRobotWebDataset(
-        root,
-        delta_timestamps=delta,
-        episode_pool_size=args.pool,
-        return_uint8=args.uint8,
-        decoder=args.decoder,
-    )
+
+    def make(verify_crc: bool = True) -> LeRobotWebDataset:
+        return LeRobotWebDataset(
+            root,
+            delta_timestamps=delta,
+            episode_pool_size=args.pool,
+            return_uint8=args.uint8,
+            decoder=args.decoder,
+            verify_crc=verify_crc,
+        )
+
+    if args.compare_crc:
+        result = compare_crc(make, args.batch_size, args.num_workers, args.compare_crc)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return
+    ds = make()
     logger.info(
         "dataset: %d episodes x %d frames, cameras %s, window %s, action chunk %d; batch %d, %d workers, pool %d%s",
         args.episodes,

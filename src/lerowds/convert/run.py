@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import multiprocessing
+import os
 import queue
 import shutil
 import sys
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from lerowds.convert.finalize import finalize, record_matches
 from lerowds.convert.identity import source_changes, source_id
+from lerowds.convert.lifetime import die_with_parent
 from lerowds.convert.plan import (
     DEFAULT_SHARD_SIZE,
     PlannedShard,
@@ -282,8 +284,9 @@ class _Progress:
 _worker_queue: Any = None
 
 
-def _init_worker(q: Any) -> None:
+def _init_worker(q: Any, parent_pid: int) -> None:
     global _worker_queue
+    die_with_parent(parent_pid)
     _worker_queue = q
 
 
@@ -332,7 +335,9 @@ def _run_pool(
             except queue.Empty:
                 return
 
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(updates,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(updates, os.getpid())
+    ) as pool:
         pending: set[Future[int]] = {pool.submit(_convert_in_worker, job) for job in jobs}
         try:
             while pending:
