@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 import psutil
-from convert_helpers import SMALL_REPO
+import pytest
+from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert, tree_bytes
 
 from lerowds.convert.shard import PAUSE_ENV
+from lerowds.errors import ConversionError
 
 
 def _cli(*args: str) -> list[str]:
@@ -63,3 +65,53 @@ def test_sigkill_of_the_parent_leaves_no_worker_behind(small_root: Path, tmp_pat
                 p.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_a_second_conversion_into_the_same_output_is_refused_naming_the_first(
+    small_root: Path, small_out: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, PAUSE_ENV: "2"}  # the first run stops mid-shard and holds the output
+    first = subprocess.Popen(
+        _convert_args(small_root, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for("the first run mid-shard", lambda: any((out / "shards").glob(".shard-*.partial")), first)
+        with pytest.raises(ConversionError, match=rf"another conversion is running \(pid {first.pid}\)"):
+            run_convert(small_root, SMALL_REPO, out, shard_size=SMALL_SHARD_SIZE)
+        assert any((out / "shards").glob(".shard-*.partial"))  # the refused run deleted nothing
+        second = subprocess.run(
+            _convert_args(small_root, out), capture_output=True, text=True, timeout=120, check=False
+        )
+        assert second.returncode == 2 and f"another conversion is running (pid {first.pid})" in second.stderr
+    finally:
+        first.kill()
+        first.wait(30)
+    run_convert(small_root, SMALL_REPO, out, shard_size=SMALL_SHARD_SIZE)  # the lock died with its holder
+    assert tree_bytes(out) == tree_bytes(small_out)
+
+
+def test_tasks_run_side_by_side_but_not_beside_a_whole_run(
+    small_root: Path, small_out: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, PAUSE_ENV: "1"}
+    task0 = subprocess.Popen(
+        _convert_args(small_root, out, "--num-tasks", "2", "--task-index", "0"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for("task 0 mid-shard", lambda: any((out / "shards").glob(".shard-*.partial")), task0)
+        kw = {"shard_size": SMALL_SHARD_SIZE}
+        with pytest.raises(ConversionError, match=rf"another conversion is running \(pid {task0.pid}\)"):
+            run_convert(small_root, SMALL_REPO, out, num_tasks=2, task_index=0, **kw)  # type: ignore[arg-type]
+        with pytest.raises(ConversionError, match=rf"another conversion is running \(pid {task0.pid}\)"):
+            run_convert(small_root, SMALL_REPO, out, **kw)  # type: ignore[arg-type]
+        assert run_convert(small_root, SMALL_REPO, out, num_tasks=2, task_index=1, **kw).converted  # type: ignore[arg-type]
+    finally:
+        task0.kill()
+        task0.wait(30)
+    run_convert(small_root, SMALL_REPO, out, shard_size=SMALL_SHARD_SIZE)
+    assert tree_bytes(out) == tree_bytes(small_out)

@@ -7,11 +7,13 @@ import os
 import shutil
 from pathlib import Path
 
-from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert
+import pytest
+from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert, tree_bytes
 
 from lerowds.convert.source import load_local
 from lerowds.convert.state import load_plan
 from lerowds.convert.verify import verify
+from lerowds.errors import ConversionError
 
 
 def _dataset_bytes(out: Path) -> dict[str, bytes]:
@@ -88,3 +90,32 @@ def test_another_source_with_the_same_file_sizes_is_not_mistaken_for_this_one(
     fresh = tmp_path / "fresh"
     run_convert(b, SMALL_REPO, fresh, shard_size=SMALL_SHARD_SIZE)
     assert _dataset_bytes(out) == _dataset_bytes(fresh)
+
+
+def test_a_run_killed_before_writing_its_plan_is_resumable(
+    small_root: Path, small_out: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    (empty / ".lerowds").mkdir(parents=True)  # killed right after creating it
+    run_convert(small_root, SMALL_REPO, empty, shard_size=SMALL_SHARD_SIZE)
+    assert tree_bytes(empty) == tree_bytes(small_out)
+
+    partial = tmp_path / "partial"  # killed while writing plan.json: its temp file, an empty done/
+    (partial / ".lerowds/done").mkdir(parents=True)
+    (partial / ".lerowds/.plan.json.k1ll3d.tmp").write_bytes(b'{"format": "ler')
+    (partial / ".lerowds/lock").write_text("12345\n")
+    run_convert(small_root, SMALL_REPO, partial, shard_size=SMALL_SHARD_SIZE)
+    assert tree_bytes(partial) == tree_bytes(small_out)
+
+    foreign = tmp_path / "foreign"  # anything else in it is still not ours to take
+    (foreign / ".lerowds").mkdir(parents=True)
+    (foreign / ".lerowds/notes.txt").write_text("mine")
+    with pytest.raises(ConversionError, match="exists and is not an empty directory"):
+        run_convert(small_root, SMALL_REPO, foreign, shard_size=SMALL_SHARD_SIZE)
+    assert sorted(p.name for p in foreign.rglob("*")) == [".lerowds", "notes.txt"]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "thesis.tex").write_text("mine")
+    with pytest.raises(ConversionError, match="exists and is not an empty directory"):
+        run_convert(small_root, SMALL_REPO, other, shard_size=SMALL_SHARD_SIZE)
+    assert [p.name for p in other.iterdir()] == ["thesis.tex"]  # no .lerowds/ left in someone's directory

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from lerowds.convert.finalize import finalize, record_matches
 from lerowds.convert.identity import source_changes, source_id
 from lerowds.convert.lifetime import die_with_parent
+from lerowds.convert.lock import output_lock
 from lerowds.convert.plan import (
     DEFAULT_SHARD_SIZE,
     PlannedShard,
@@ -32,7 +33,7 @@ from lerowds.convert.plan import (
 )
 from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard
 from lerowds.convert.source import SourceDataset, open_source
-from lerowds.convert.state import ConversionPlan, claim_output, load_plan, read_done
+from lerowds.convert.state import ConversionPlan, check_output, claim_output, load_plan, read_done
 from lerowds.errors import ConfigError, ConversionError, LerowdsError
 from lerowds.format import EPISODES_FILE, INDEX_FILE, sha256_file
 
@@ -140,6 +141,18 @@ def _convert(options: ConvertOptions) -> ConvertResult:
         select=lambda s: parse_episodes(options.episodes, [e.episode_index for e in s.episodes]),
     )
     plan = build_plan(source, selected, options)
+    check_output(output, plan)  # before the lock creates .lerowds/ in a directory that is not ours
+    with output_lock(output, options.num_tasks, options.task_index):
+        return _convert_locked(output, options, source, selected, plan)
+
+
+def _convert_locked(
+    output: Path,
+    options: ConvertOptions,
+    source: SourceDataset,
+    selected: Sequence[int],
+    plan: ConversionPlan,
+) -> ConvertResult:
     rerun = claim_output(output, plan)
     mine = task_shards(plan.shards, options.num_tasks, options.task_index)
     reused = _reusable(output, plan, mine, source) if rerun else set()
@@ -199,7 +212,8 @@ def _finalize_only(output: Path, options: ConvertOptions) -> ConvertResult:
             f"--finalize: {output} holds a conversion with other arguments ({'; '.join(diffs)}); "
             "pass the arguments the conversion tasks were run with"
         )
-    finalize(output)
+    with output_lock(output):
+        finalize(output)
     return ConvertResult(output, len(plan.shards), (), (), True)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lerowds.convert.lock import LOCK_NAME
 from lerowds.convert.plan import PlannedShard, plan_from_json
 from lerowds.errors import ConversionError, FormatError
 from lerowds.format import (
@@ -120,8 +121,9 @@ def load_plan(output: Path) -> ConversionPlan:
     return ConversionPlan.from_bytes(path.read_bytes(), str(path))
 
 
-def claim_output(output: Path, plan: ConversionPlan) -> bool:
-    """Make ``output`` hold ``plan``; return True when it already did (a rerun), False for a fresh start.
+def check_output(output: Path, plan: ConversionPlan) -> bool:
+    """Whether ``output`` already holds ``plan`` (a rerun: True) or can take it (False: it is absent, empty,
+    or holds only what a run killed before writing its plan left); writes nothing.
 
     A directory holding another conversion, a finished dataset, or anything else is a ConversionError naming
     both datasets or what differs.
@@ -147,11 +149,45 @@ def claim_output(output: Path, plan: ConversionPlan) -> bool:
             f"{output} holds a finished lerowds dataset of {other!r} without resume state; it cannot take "
             f"a conversion of {plan.repo_id!r}: {advice}"
         )
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if output.exists() and _leftovers(output) is None:
         raise ConversionError(
             f"{output} exists and is not an empty directory nor a lerowds conversion of {plan.repo_id!r}: {advice}"
         )
-    atomic_write_bytes(path, plan.to_bytes())
+    return False
+
+
+def _leftovers(output: Path) -> list[Path] | None:
+    """The files of a run killed before it wrote its plan (``.lerowds/`` with lock files, an empty
+    ``done/``, temp files of ``plan.json``): deletable ones listed, [] for an empty directory; None when
+    ``output`` holds anything else."""
+    if not output.is_dir() or any(p.name != STATE_DIR for p in output.iterdir()):
+        return None
+    state = output / STATE_DIR
+    if not state.exists():
+        return []
+    if not state.is_dir():
+        return None
+    found = []
+    for p in state.iterdir():
+        if p.name.startswith(LOCK_NAME) and p.is_file():
+            continue
+        if p.name == "done" and p.is_dir() and not any(p.iterdir()):
+            continue
+        if not (p.name.startswith(".plan.json.") and p.name.endswith(".tmp") and p.is_file()):
+            return None
+        found.append(p)
+    return found
+
+
+def claim_output(output: Path, plan: ConversionPlan) -> bool:
+    """Make ``output`` hold ``plan``; return True when it already did (a rerun), False for a fresh start
+    (which also clears what a run of it killed before writing its plan left). Raises as ``check_output``."""
+    if check_output(output, plan):
+        return True
+    for stale in _leftovers(output) or []:
+        log.info("removing %s, left by a conversion stopped before it wrote its plan", stale)
+        stale.unlink(missing_ok=True)
+    atomic_write_bytes(plan_path(output), plan.to_bytes())
     return False
 
 
