@@ -33,6 +33,7 @@ from lerowds.convert.plan import (
 )
 from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard
 from lerowds.convert.source import SourceDataset, open_source
+from lerowds.convert.space import bytes_needed
 from lerowds.convert.state import ConversionPlan, check_output, claim_output, load_plan, read_done
 from lerowds.errors import ConfigError, ConversionError, LerowdsError
 from lerowds.format import EPISODES_FILE, INDEX_FILE, sha256_file
@@ -170,7 +171,7 @@ def _convert_locked(
     if todo:
         for name in (INDEX_FILE, EPISODES_FILE):  # a partial output must never look complete
             (output / name).unlink(missing_ok=True)
-        _check_disk_space(output, todo)
+        _check_disk_space(output, todo, source)
         jobs = [
             ShardJob(
                 output=output,
@@ -241,13 +242,14 @@ def _reusable(
     return ok
 
 
-def _check_disk_space(output: Path, todo: Sequence[PlannedShard]) -> None:
-    need = int(sum(s.estimated_bytes for s in todo) * DISK_MARGIN)
+def _check_disk_space(output: Path, todo: Sequence[PlannedShard], source: SourceDataset) -> None:
+    need = int(bytes_needed(source, todo) * DISK_MARGIN)
     free = free_bytes(output)
     if free < need:
         raise ConversionError(
-            f"not enough disk space in {output}: the {len(todo)} shard(s) to write need about {need / 1e6:.1f} MB, "
-            f"{free / 1e6:.1f} MB are free; free some space or pick another --output"
+            f"not enough disk space in {output}: the {len(todo)} shard(s) to write need about {need / 1e6:.1f} MB "
+            f"(tar headers and padding included), {free / 1e6:.1f} MB are free; free some space or pick another "
+            "--output"
         )
 
 

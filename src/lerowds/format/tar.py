@@ -163,11 +163,19 @@ class ShardWriter:
         return self._offset, self._sha256.hexdigest()
 
     def abort(self) -> None:
-        if not self._done:
+        """Drop the temp file. Closing flushes the write buffer, which fails again on a full disk: that
+        error is dropped with the bytes, and the temp file is removed whatever happens."""
+        if self._done:
+            return
+        self._done = True
+        try:
             self._hasher.shutdown()
-            self._file.close()
+            try:
+                self._file.close()  # closes the descriptor even when the flush fails
+            except OSError:
+                pass
+        finally:
             self._tmp.unlink(missing_ok=True)
-            self._done = True
 
     def __enter__(self) -> Self:
         return self
