@@ -81,6 +81,6 @@ def test_free_space_check_counts_headers_and_padding(tmpfs: Path, small_root: Pa
     assert estimate * run_module.DISK_MARGIN < written
     _fill(tmpfs, (int(estimate * run_module.DISK_MARGIN) + written) // 2 + 16 * 1024)
     out = tmpfs / "out"
-    with pytest.raises(ConversionError, match=r"not enough disk space .*tar headers and padding included"):
+    with pytest.raises(ConversionError, match=r"not enough disk space .*tar headers and padding counted"):
         run_convert(small_root, SMALL_REPO, out, shard_size=SMALL_SHARD_SIZE)
     assert not (out / "shards").exists()

@@ -247,8 +247,8 @@ def _check_disk_space(output: Path, todo: Sequence[PlannedShard], source: Source
     free = free_bytes(output)
     if free < need:
         raise ConversionError(
-            f"not enough disk space in {output}: the {len(todo)} shard(s) to write need about {need / 1e6:.1f} MB "
-            f"(tar headers and padding included), {free / 1e6:.1f} MB are free; free some space or pick another "
+            f"not enough disk space in {output}: the {len(todo)} shard(s) to write need about {need / 1e6:.1f} MB, "
+            f"{free / 1e6:.1f} MB are free (tar headers and padding counted); free some space or pick another "
             "--output"
         )
 
