@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
+from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lerowds.convert.contract import row_problems, schema_problems, stream_facts, stream_problems, track_facts
 from lerowds.convert.remux import VideoFiles, cut_clip
 from lerowds.convert.source import SourceEpisode
 from lerowds.errors import ConversionError, SourceError
@@ -124,6 +128,30 @@ def episode_task_map(
     return tuple(all_tasks[i] for i in used), tuple(used)
 
 
+def check_video(
+    videos: VideoFiles | None, path: Path, fps: int, feature: Mapping[str, Any] | None, label: str
+) -> None:
+    """A SourceError unless the video stream of ``path`` has the declared fps and frame size (once a file)."""
+    if videos is None:
+        with closing(VideoFiles(capacity=1)) as own:
+            return check_video(own, path, fps, feature, label)
+    if str(path) in videos.checked:
+        return None
+    track = videos.track(path)
+    if track is not None:
+        facts = track_facts(track.timescale, track.durations, track.stsd)
+    else:
+        facts = stream_facts(videos.get(path).streams.video[0])
+    problems = stream_problems(*facts, fps, feature)
+    if problems:
+        raise SourceError(
+            f"{label}: {path}: {'; '.join(problems)} (the video contradicts meta/info.json; fix the dataset "
+            "or its info.json)"
+        )
+    videos.checked.add(str(path))
+    return None
+
+
 def build_episode(
     root: Path,
     episode: SourceEpisode,
@@ -133,12 +161,21 @@ def build_episode(
     data_files: DataFiles | None = None,
     video_files: VideoFiles | None = None,
     all_tasks: tuple[str, ...] = (),
+    features: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> EpisodeMembers:
-    """Read an episode's rows and cut its clips; check row and frame counts against its metadata."""
+    """Read an episode's rows and cut its clips; check row and frame counts against its metadata, and
+    (given ``features``, info.json's) columns, dtypes, shapes and video streams against the declaration."""
     key = episode_key(episode.episode_index)
     path = root / episode.data_path
     pf = (data_files or DataFiles()).get(path)
     rows = read_episode_rows(pf, path, episode.episode_index)
+    if features is not None:
+        problems = schema_problems(rows.schema, features) or row_problems(rows, features)
+        if problems:
+            raise SourceError(
+                f"episode {episode.episode_index}: {path}: {'; '.join(problems)} (the data contradicts "
+                "meta/info.json; fix the dataset or its info.json)"
+            )
     if rows.num_rows != episode.length:
         raise ConversionError(
             f"episode {episode.episode_index}: {path} holds {rows.num_rows} rows of it but the episode "
@@ -147,6 +184,9 @@ def build_episode(
     videos: dict[str, dict[str, object]] = {}
     clips: list[tuple[str, bytes | FileSlices]] = []
     for video_key, ref in episode.videos:
+        if features is not None:
+            label = f"episode {episode.episode_index}, camera {video_key!r}"
+            check_video(video_files, root / ref.path, fps, features.get(video_key), label)
         clip = cut_clip(
             root / ref.path,
             ref.from_timestamp,

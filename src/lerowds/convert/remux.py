@@ -104,6 +104,7 @@ class VideoFiles:
         self._tracks: OrderedDict[str, mp4.Track | None] = OrderedDict()
         self._capacity = capacity
         self._native = native
+        self.checked: set[str] = set()  # files whose stream was checked against meta/info.json
 
     def track(self, path: str | Path) -> mp4.Track | None:
         """The file's native sample table, or None when it must go through PyAV (layout or codec)."""

@@ -182,6 +182,7 @@ def _convert_locked(
                 reencode=options.reencode,
                 plan=plan.fingerprint,
                 tasks=source.tasks,
+                features=source.features,
             )
             for s in todo
         ]

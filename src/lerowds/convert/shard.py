@@ -10,10 +10,11 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lerowds.convert.episode import DataFiles, build_episode
 from lerowds.convert.identity import source_changes, source_id
@@ -46,6 +47,7 @@ class ShardJob:
     reencode: bool
     plan: str  # the plan's fingerprint, recorded in the done-record
     tasks: tuple[str, ...] = ()  # the dataset's task strings by task_index
+    features: Mapping[str, Any] | None = None  # meta/info.json's, checked against the data and videos
 
     def __post_init__(self) -> None:
         if tuple(e.episode_index for e in self.episodes) != self.shard.episodes:
@@ -90,6 +92,7 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
                     data_files=data_files,
                     video_files=videos,
                     all_tasks=job.tasks,
+                    features=job.features,
                 )
                 location = writer.add_episode(built.members)
                 records.append(

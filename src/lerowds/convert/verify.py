@@ -12,6 +12,7 @@ import av
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lerowds.convert.contract import clip_problems, row_problems, schema_problems
 from lerowds.convert.remux import count_frames
 from lerowds.errors import FormatError, VerifyError
 from lerowds.format import (
@@ -140,6 +141,7 @@ def _check_episode(root: Path, index: DatasetIndex, table: EpisodeTable, row: in
         (parquet_member(key), "parquet_offset", "parquet_size"),
     ]
     members += [(video_member(key, k), *video_columns(k)) for k in index.video_keys]
+    features = dict(zip((m[0] for m in members[2:]), index.video_keys))  # clip member -> video key
     problems = []
     for name, off_col, size_col in members:
         offset, size = int(table[off_col][row]), int(table[size_col][row])
@@ -153,13 +155,15 @@ def _check_episode(root: Path, index: DatasetIndex, table: EpisodeTable, row: in
         if len(name) < 100 and stored != name:
             problems.append(f"{where}: member at offset {offset} is {stored!r}, expected {name!r}")
             continue
-        problem = _check_member(name, data, e, length)
+        problem = _check_member(name, data, e, length, index, features.get(name))
         if problem:
             problems.append(f"{where}: {name}: {problem}")
     return problems
 
 
-def _check_member(name: str, data: bytes, episode: int, length: int) -> str | None:
+def _check_member(
+    name: str, data: bytes, episode: int, length: int, index: DatasetIndex, video_key: str | None
+) -> str | None:
     try:
         if name.endswith(".json"):
             meta = json.loads(data)
@@ -175,10 +179,19 @@ def _check_member(name: str, data: bytes, episode: int, length: int) -> str | No
                 episode
             }:
                 return "holds rows of other episodes"
+            features = index.features
+            contradictions = schema_problems(table.schema, features, INDEX_FILE) or row_problems(
+                table, features, INDEX_FILE
+            )
+            if contradictions:
+                return "; ".join(contradictions)
         else:
             packets, decoded = count_frames(data)
             if packets != length or decoded != length:
                 return f"{packets} packets / {decoded} decoded frames, the episode's length is {length}"
+            contradictions = clip_problems(data, index.fps, index.features.get(video_key or ""), INDEX_FILE)
+            if contradictions:
+                return "; ".join(contradictions)
     except (ValueError, pa.ArrowException, av.FFmpegError, OSError) as e:
         return f"unreadable ({e})"
     return None
