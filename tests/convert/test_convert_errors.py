@@ -62,8 +62,16 @@ def test_v21_dataset_says_so_and_how_to_upgrade(src: Path, tmp_path: Path) -> No
     (src / "meta/info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
     with pytest.raises(
         SourceError, match=r"v2\.1 dataset.*python -m lerobot\.datasets\.v30\.convert_dataset_v21_to_v30"
-    ):
+    ) as raised:
         run_convert(src, SMALL_REPO, tmp_path / "out")
+    for layout in (  # the v2.1 layout it describes, and the v3.0 one lerowds reads
+        "data/chunk-XXX/episode_XXXXXX.parquet",
+        "videos/chunk-XXX/<video_key>/episode_XXXXXX.mp4",
+        "meta/episodes.jsonl",
+        "data/chunk-XXX/file-XXX.parquet",
+        "--repo-id=lerowds/fixture_small",
+    ):
+        assert layout in str(raised.value)
     (src / "meta/info.json").write_text(json.dumps(info))
     (src / "meta/episodes.jsonl").write_text('{"episode_index": 0}\n')  # a v2 layout, whatever info.json says
     with pytest.raises(SourceError, match="v2.x layout"):

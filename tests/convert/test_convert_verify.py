@@ -84,3 +84,30 @@ def test_info_shows_totals_features_cameras_shards(out: Path, capsys: pytest.Cap
         assert needle in text, needle
     assert main(["info", str(out)]) == 0
     assert capsys.readouterr().out == text
+
+
+@pytest.mark.parametrize("dropped", [1, 4])  # from the middle (later ones shift) or the end
+def test_a_shard_dropped_from_the_index_fails_plain_verify_and_the_reader(
+    out: Path, capsys: pytest.CaptureFixture[str], dropped: int
+) -> None:
+    import json
+
+    from lerowds.errors import FormatError
+    from lerowds.format import INDEX_FILE
+
+    index = json.loads((out / INDEX_FILE).read_text())
+    name = index["shards"][dropped]["name"]
+    del index["shards"][dropped]
+    (out / INDEX_FILE).write_text(json.dumps(index))
+    report = verify(out)  # plain: no episode is read
+    assert not report.ok
+    assert any("index.json" in p and "episodes.parquet" in p for p in report.problems), report.problems
+    assert main(["verify", str(out)]) == 1
+    assert "FAILED" in capsys.readouterr().err
+    with pytest.raises(FormatError, match=r"episodes\.parquet: .*index\.json.*re-convert or re-download"):
+        read_local_index(out)
+    from lerowds import LeRobotWebDataset
+
+    with pytest.raises(FormatError, match="disagree|lists episodes"):
+        list(LeRobotWebDataset(out, shuffle=False))
+    assert name not in (out / INDEX_FILE).read_text()

@@ -185,9 +185,13 @@ def load_info(root: Path, repo_id: str) -> dict[str, Any]:
         raise SourceError(f"{root / INFO_FILE}: expected a JSON object, got {type(info).__name__}")
     version = str(info.get("codebase_version", "?"))
     if version.startswith(("v1.", "v2.")) or (root / V2_EPISODES_FILE).is_file():
+        said = f"a LeRobot {version} dataset" if not version.startswith("v3.") else f"marked {version} but"
         raise SourceError(
-            f"{root}: {repo_id} is a LeRobot {version} dataset (v2.x layout, "
-            f"{V2_EPISODES_FILE}); lerowds reads v3.0 only: {UPGRADE_HINT.format(repo_id=repo_id)}"
+            f"{root}: {repo_id} is {said} in the v2.x layout ({INFO_FILE} with codebase_version v2.x, one file "
+            "per episode: data/chunk-XXX/episode_XXXXXX.parquet, videos/chunk-XXX/<video_key>/episode_XXXXXX.mp4, "
+            f"and {V2_EPISODES_FILE}); lerowds reads the v3.0 layout only (many episodes per "
+            "data/chunk-XXX/file-XXX.parquet and videos/<video_key>/chunk-XXX/file-XXX.mp4, "
+            f"meta/episodes/chunk-XXX/file-XXX.parquet): {UPGRADE_HINT.format(repo_id=repo_id)}"
         )
     if not version.startswith("v3."):
         raise SourceError(f"{root / INFO_FILE}: codebase_version {version!r} is not a LeRobot v3 dataset")

@@ -26,6 +26,7 @@ from lerowds.format import (
     parquet_member,
     read_range,
     sha256_file,
+    shard_problems,
     video_columns,
     video_member,
 )
@@ -123,6 +124,7 @@ def _check_table(root: Path, index: DatasetIndex, problems: list[str]) -> Episod
         return None
     if len(table) != index.total_episodes:
         problems.append(f"{EPISODES_FILE}: {len(table)} episodes, the index says {index.total_episodes}")
+    problems += shard_problems(index, table)
     return table
 
 

@@ -11,7 +11,13 @@ atomic I/O), ``tar`` (shard writing, member locations), ``table`` (episode table
 (dataset index, loading a dataset); import from ``lerowds.format``.
 """
 
-from lerowds.format.index import DatasetIndex, ShardRecord, check_episode_table, read_local_index
+from lerowds.format.index import (
+    DatasetIndex,
+    ShardRecord,
+    check_episode_table,
+    read_local_index,
+    shard_problems,
+)
 from lerowds.format.names import (
     EPISODES_FILE,
     FORMAT_NAME,
@@ -74,6 +80,7 @@ __all__ = [
     "read_range",
     "sha256_file",
     "shard_name",
+    "shard_problems",
     "video_columns",
     "video_member",
 ]

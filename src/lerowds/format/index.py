@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lerowds.errors import FormatError
 from lerowds.format.names import EPISODES_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, SHARDS_DIR
 from lerowds.format.table import EpisodeTable
@@ -161,4 +163,42 @@ def check_episode_table(index: DatasetIndex, table_bytes: bytes, where: str) -> 
     """Parse ``episodes.parquet`` after checking it against the sha256 that ``index.json`` lists for it."""
     if hashlib.sha256(table_bytes).hexdigest() != index.episodes_sha256:
         raise FormatError(f"{where}: checksum does not match {INDEX_FILE}; re-convert the dataset")
-    return EpisodeTable.from_parquet_bytes(table_bytes, where)
+    table = EpisodeTable.from_parquet_bytes(table_bytes, where)
+    problems = shard_problems(index, table)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise FormatError(f"{where}: {problems[0]}{more}; re-convert or re-download the dataset")
+    return table
+
+
+def shard_problems(index: DatasetIndex, table: EpisodeTable) -> list[str]:
+    """Where the episode table and the index's shard list disagree (e.g. a shard dropped from index.json):
+    every row's shard must be listed, holding exactly the episodes the index lists for it."""
+    shard = np.asarray(table["shard"], dtype=np.int64)
+    episodes = np.asarray(table["episode_index"], dtype=np.int64)
+    n = len(index.shards)
+    outside = np.flatnonzero((shard < 0) | (shard >= n))
+    if outside.size:
+        row = int(outside[0])
+        problem = (
+            f"episode {int(episodes[row])} lies in shard number {int(shard[row])}, but {INDEX_FILE} lists "
+            f"{n} shards ({outside.size} such episodes): {INDEX_FILE} and {EPISODES_FILE} disagree"
+        )
+        return [problem]
+    order = np.lexsort((episodes, shard))
+    ends = np.cumsum(np.bincount(shard, minlength=n))
+    problems = []
+    for i, record in enumerate(index.shards):
+        have = episodes[order[(ends[i - 1] if i else 0) : ends[i]]]
+        listed = np.sort(np.asarray(record.episodes, dtype=np.int64))
+        if not np.array_equal(have, listed):
+            problems.append(
+                f"{record.name}: {INDEX_FILE} lists episodes {_few(listed)} in it, {EPISODES_FILE} "
+                f"{_few(have)}"
+            )
+    return problems
+
+
+def _few(values: np.ndarray) -> str:
+    shown = ", ".join(str(int(v)) for v in values[:6])
+    return f"[{shown}{', ...' if len(values) > 6 else ''}] ({len(values)})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import operator
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -150,7 +151,7 @@ class LeRobotWebDataset(IterableDataset):
     def _select_rows(episodes: Sequence[int] | None, all_ids: np.ndarray) -> np.ndarray:
         if episodes is None:
             return np.arange(len(all_ids), dtype=np.int64)
-        wanted = np.asarray(list(episodes), dtype=np.int64)
+        wanted = np.asarray([_episode_index(e, episodes) for e in episodes], dtype=np.int64)
         if wanted.size == 0:
             raise ConfigError("episodes=[] selects nothing; pass None for all episodes")
         if len(np.unique(wanted)) != len(wanted):
@@ -234,6 +235,10 @@ class LeRobotWebDataset(IterableDataset):
         """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches."""
         resume = ResumeState.from_dict(state)
         resume.check_config(self.config(resume.config.get("num_workers")))
+        saved, c = resume.config.get("num_workers"), self._consumer()
+        if saved is not None:  # the saved epoch's batches: past their end is an error here, not in a worker
+            counts = self._worker_counts(Consumer(c.rank, c.world_size, 0, max(int(saved), 1)))
+            plan_for_worker(resume, counts, 0)
         self._resume = resume
         self._clock.set(resume.epoch)
 
@@ -350,3 +355,15 @@ class LeRobotWebDataset(IterableDataset):
     def sample_seed(self, epoch: int, index: int) -> int:
         """The seed the transforms of sample ``index`` run under in ``epoch``."""
         return sample_seed(self.seed, epoch, index)
+
+
+def _episode_index(value: Any, episodes: Any) -> int:
+    """An ``episodes=`` item as an int; a float (1.5), bool (True) or string is an error, not episode 1."""
+    try:
+        if isinstance(value, (bool, np.bool_, str, bytes)):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise ConfigError(
+            f"episodes= must list integer episode indices, got {value!r} (in {episodes!r})"
+        ) from None

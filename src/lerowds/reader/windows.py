@@ -56,7 +56,7 @@ def validate_delta_timestamps(
             )
         if isinstance(deltas, (str, bytes)) or not isinstance(deltas, Iterable):
             raise ConfigError(f"delta_timestamps[{key!r}] must be a list of seconds, got {deltas!r}")
-        values = [float(d) for d in deltas]
+        values = _seconds(key, deltas)
         bad = [d for d in values if abs(d * fps - round(d * fps)) / fps > tolerance_s]
         if bad:
             raise ConfigError(
@@ -65,6 +65,27 @@ def validate_delta_timestamps(
             )
         offsets[key] = tuple(round(d * fps) for d in values)
     return DeltaWindows(offsets)
+
+
+def _seconds(key: str, deltas: Iterable[object]) -> list[float]:
+    """The deltas as finite floats; anything else (None, NaN, inf, a string, a bool) names the key."""
+    items = list(deltas)
+    values = []
+    for d in items:
+        try:
+            if isinstance(d, (bool, str, bytes)):
+                raise TypeError
+            value = float(d)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"delta_timestamps[{key!r}] must hold numbers of seconds, got {d!r} (in {items!r})"
+            ) from None
+        if not np.isfinite(value):
+            raise ConfigError(
+                f"delta_timestamps[{key!r}] must hold finite seconds, got {value} (in {items!r})"
+            )
+        values.append(value)
+    return values
 
 
 def window_positions(frame: int, length: int, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
