@@ -132,3 +132,35 @@ def test_verify_deep_finds_an_index_contradicting_the_episodes(
     assert not report.ok and len(report.problems) == 3  # one per episode
     assert all(p.startswith(f"episode {e} (shards/") for e, p in enumerate(report.problems))
     assert all(__import__("re").search(pattern, p) for p in report.problems), report.problems
+
+
+def test_declared_shapes_against_nested_and_variable_lists() -> None:
+    import pyarrow as pa
+
+    from lerowds.convert.contract import row_problems, schema_problems
+
+    schema = pa.schema(
+        [
+            ("grid", pa.list_(pa.list_(pa.float32(), 3), 2)),
+            ("joints", pa.list_(pa.float32())),
+            ("t", pa.float32()),
+        ]
+    )
+    ok = {
+        "grid": {"dtype": "float32", "shape": [2, 3]},
+        "joints": {"dtype": "float32", "shape": [2]},
+        "t": {"dtype": "float32", "shape": [1]},
+    }
+    assert schema_problems(schema, ok) == []
+    assert schema_problems(schema, {**ok, "grid": {"dtype": "float32", "shape": [3, 3]}})[0].startswith(
+        "column 'grid'"
+    )
+    table = pa.table(
+        {
+            "grid": pa.array([[[0.0] * 3] * 2] * 3, schema.field("grid").type),
+            "joints": [[1.0, 2.0], [1.0], [1.0, 2.0]],
+        },
+    )
+    assert row_problems(table, ok) == [
+        "column 'joints': row 1 holds 1 values, but meta/info.json declares dtype 'float32', shape [2] (1 such rows)"
+    ]

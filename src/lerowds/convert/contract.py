@@ -52,9 +52,13 @@ def _size(ft: Mapping[str, Any]) -> int | None:
 def _unwrap(t: pa.DataType) -> tuple[pa.DataType, list[int | None]]:
     """The leaf type of (nested) list types, and each level's fixed size (None: variable)."""
     dims: list[int | None] = []
+    if isinstance(t, pa.ExtensionType):  # e.g. datasets' Array2D, where its extension is registered
+        t = t.storage_type
     while pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         dims.append(t.list_size if pa.types.is_fixed_size_list(t) else None)
         t = t.value_type
+        if isinstance(t, pa.ExtensionType):
+            t = t.storage_type
     return t, dims
 
 
