@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Mapping
@@ -186,7 +187,14 @@ def shard_problems(index: DatasetIndex, table: EpisodeTable) -> list[str]:
         )
         return [problem]
     order = np.lexsort((episodes, shard))
-    ends = np.cumsum(np.bincount(shard, minlength=n))
+    counts = np.bincount(shard, minlength=n)
+    lens = np.fromiter((len(r.episodes) for r in index.shards), dtype=np.int64, count=n)
+    if np.array_equal(counts, lens):  # the common case, vectorized: compare all shards at once
+        flat = np.fromiter(itertools.chain.from_iterable(r.episodes for r in index.shards), np.int64, int(lens.sum()))
+        seg = np.repeat(np.arange(n), lens)
+        if np.array_equal(flat[np.lexsort((flat, seg))], episodes[order]):
+            return []
+    ends = np.cumsum(counts)
     problems = []
     for i, record in enumerate(index.shards):
         have = episodes[order[(ends[i - 1] if i else 0) : ends[i]]]
