@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from lerowds.errors import ConfigError, RemoteError
 from lerowds.reader.cache import Busy, EpisodeCache, Pin, Reservation
@@ -310,5 +311,8 @@ class Prefetcher:
             for s in self._slots:
                 s.pin, s.cancelled = None, True
                 s.event.set()
+            stuck = list(self._inflight.values())
         for pin in pins:
             self._cache.unpin(pin)
+        for res in stuck:  # a download still winding down (a loaded machine, a blocked read): its partial
+            Path(res.path).unlink(missing_ok=True)  # file goes now; the thread closes its descriptor
