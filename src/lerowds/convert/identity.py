@@ -31,16 +31,19 @@ def shard_files(episodes: Sequence[SourceEpisode]) -> list[str]:
     return sorted(files)
 
 
-def file_ids(root: Path, rels: Sequence[str]) -> dict[str, FileId]:
-    """The identity of each file ``rels`` under ``root``; a missing file is a SourceError naming it."""
-    ids = {}
+def file_ids(root: Path, rels: Sequence[str], seen: dict[str, FileId] | None = None) -> dict[str, FileId]:
+    """The identity of each file ``rels`` under ``root`` (``seen``: a cache over calls, one ``stat`` per file
+    and run); a missing file is a SourceError naming it."""
+    seen = {} if seen is None else seen
     for rel in rels:
+        if rel in seen:
+            continue
         try:
             st = os.stat(root / rel)
         except FileNotFoundError:
             raise SourceError(f"{root / rel}: missing") from None
-        ids[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    return ids
+        seen[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return {rel: seen[rel] for rel in rels}
 
 
 def episodes_digest(episodes: Sequence[SourceEpisode]) -> str:
@@ -49,9 +52,11 @@ def episodes_digest(episodes: Sequence[SourceEpisode]) -> str:
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
-def source_id(root: Path, episodes: Sequence[SourceEpisode]) -> dict[str, Any]:
+def source_id(
+    root: Path, episodes: Sequence[SourceEpisode], seen: dict[str, FileId] | None = None
+) -> dict[str, Any]:
     """What a shard of ``episodes`` is built from, as its done-record stores it."""
-    return {"episodes": episodes_digest(episodes), "files": file_ids(root, shard_files(episodes))}
+    return {"episodes": episodes_digest(episodes), "files": file_ids(root, shard_files(episodes), seen)}
 
 
 def source_changes(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:

@@ -225,12 +225,13 @@ def _reusable(
     """Shards whose done-record matches this plan, whose source files are unchanged since they were built,
     and whose tar still has the recorded size and sha256."""
     ok = set()
+    seen: dict[str, tuple[int, int, int]] = {}  # one stat per source file
     for planned in shards:
         record = read_done(output, planned.shard)
         if record is None or not record_matches(output, record, planned, plan.fingerprint):
             continue
         episodes = [source.episode(e) for e in planned.episodes]
-        changed = source_changes(record.sources, source_id(source.root, episodes))
+        changed = source_changes(record.sources, source_id(source.root, episodes, seen))
         if changed:
             log.warning("%s: converting it again: %s", output / record.name, "; ".join(changed))
             continue
