@@ -38,7 +38,7 @@ from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.mix_order import SourceDraws, interleave, normalized_weights, source_positions
 from lerowds.reader.order import _check_int, consumer_sample_count, rank_frame_count
 from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, plan_for_worker
+from lerowds.reader.state import ResumeState, elastic_epoch, plan_for_worker
 
 logger = logging.getLogger(__name__)
 
@@ -200,12 +200,18 @@ class MixedDataset(IterableDataset):
 
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
+        epoch = self.epoch if epoch is None else epoch
+        legs = () if self._resume is None else self._resume.legs_for_save(
+            epoch=epoch, world_size=self._consumer().world_size, num_workers=num_workers,
+            batch_size=batch_size, drop_last=drop_last, batches_consumed=batches_consumed,
+        )
         state = ResumeState(
-            epoch=self.epoch if epoch is None else epoch,
+            epoch=epoch,
             batches_consumed=batches_consumed,
             batch_size=batch_size,
             drop_last=drop_last,
             config=self.config(num_workers),
+            legs=legs,
         )
         return state.to_dict()
 
@@ -216,6 +222,8 @@ class MixedDataset(IterableDataset):
         resume.check_config(current)
         saved, now = _flat(resume.config), _flat(current)
         for key in list(now) + [k for k in saved if k not in now]:
+            if key in ("world_size", "num_workers"):
+                continue  # the mix epoch continues elastically on another topology
             if saved.get(key) is not None and now.get(key) is not None and saved[key] != now[key]:
                 raise ResumeMismatchError(
                     f"resume state was saved with {key}={saved[key]!r} but this mix has {key}={now[key]!r}"
@@ -234,6 +242,25 @@ class MixedDataset(IterableDataset):
         epoch = self._clock.begin(None if info is None else info.seed - info.id)
         role, skip = consumer.worker, 0
         if self._resume is not None and self._resume.epoch == epoch:
+            elastic = elastic_epoch(
+                self._resume,
+                world_size=consumer.world_size,
+                num_workers=consumer.num_workers,
+                first_counts=lambda world, k: self._worker_counts(Consumer(0, world, 0, k)),
+                remainder="drop",
+            )
+            if elastic is not None:
+                if consumer.worker == 0:
+                    logger.info("mix epoch %d resumed on %d rank(s) x %d worker(s): %s", epoch,
+                                consumer.world_size, consumer.num_workers, elastic.describe())
+                if elastic.complete:
+                    return self._mix_stream(self._clock.advance_past(epoch), consumer)
+                first = elastic.legs[0].topology
+
+                def open_first(rank: int, worker: int, skip: int) -> Iterator[dict[str, Any]]:
+                    return self._mix_stream(epoch, Consumer(rank, first.world_size, worker, first.streams), skip)
+
+                return elastic.stream(consumer.rank, consumer.worker, open_first)
             step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
             if step.epoch_complete:
                 epoch = self._clock.advance_past(epoch)
