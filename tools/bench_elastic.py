@@ -49,19 +49,28 @@ class Epoch:
 
     def counts(self, world: int, workers: int) -> list[int]:
         return [
-            consumer_sample_count(self.total, world_size=world, num_workers=workers, worker=w,
-                                  remainder=self.remainder)
+            consumer_sample_count(
+                self.total, world_size=world, num_workers=workers, worker=w, remainder=self.remainder
+            )
             for w in range(workers)
         ]
 
     def replay(self, topo: Topology, rank: int, worker: int, skip: int) -> float:
         """Seconds to rebuild consumer ``(rank, worker)``'s pool order and skip its first ``skip`` emits."""
         t = time.perf_counter()
-        plan = rank_plan(self.lengths, seed=self.seed, epoch=0, shuffle=True, world_size=topo.world_size,
-                         rank=rank, remainder=self.remainder)
+        plan = rank_plan(
+            self.lengths,
+            seed=self.seed,
+            epoch=0,
+            shuffle=True,
+            world_size=topo.world_size,
+            rank=rank,
+            remainder=self.remainder,
+        )
         segs = worker_segments(plan.segments, num_workers=topo.streams, worker=worker)
-        order = PoolOrder(segs, pool_size=self.pool, seed=self.seed, epoch=0, rank=rank, worker=worker,
-                          shuffle=True)
+        order = PoolOrder(
+            segs, pool_size=self.pool, seed=self.seed, epoch=0, rank=rank, worker=worker, shuffle=True
+        )
         order.skip(skip)
         return time.perf_counter() - t
 
@@ -71,18 +80,26 @@ def bench(epoch: Epoch, old: Topology, consumed: float, new: Topology, sample: i
     total_batches = sum(worker_batch_counts(counts, batch_size=old.batch_size))
     n = int(consumed * total_batches)
     t = time.perf_counter()
-    elastic = ElasticEpoch(epoch.counts, [Leg(old, n)], world_size=new.world_size,
-                           num_workers=new.num_workers, remainder="drop")
+    elastic = ElasticEpoch(
+        epoch.counts, [Leg(old, n)], world_size=new.world_size, num_workers=new.num_workers, remainder="drop"
+    )
     slices = {(r, w): elastic.current.slices(r, w) for r in range(new.world_size) for w in range(new.streams)}
     plan_s = time.perf_counter() - t
     picks = sorted(slices)[:: max(1, len(slices) // sample)][:sample]
     replays = []
     for key in picks:
         times = [epoch.replay(old, s.rank, s.worker, s.start) for s in slices[key]]
-        replays.append({"consumer": key, "old_streams": len(times), "first_s": times[0], "replay_s": sum(times)})
-        logger.info("  new consumer %s: %d old stream(s); replay before its first sample %.2f s, all %.2f s "
-                    "(each old stream is replayed when the consumer reaches it)", key, len(times), times[0],
-                    sum(times))
+        replays.append(
+            {"consumer": key, "old_streams": len(times), "first_s": times[0], "replay_s": sum(times)}
+        )
+        logger.info(
+            "  new consumer %s: %d old stream(s); replay before its first sample %.2f s, all %.2f s "
+            "(each old stream is replayed when the consumer reaches it)",
+            key,
+            len(times),
+            times[0],
+            sum(times),
+        )
     return {
         "new": name(new),
         "batches_consumed": n,
@@ -110,19 +127,33 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     lengths = np.random.default_rng(0).integers(args.min_length, args.max_length + 1, args.episodes)
     epoch = Epoch(lengths, seed=0, pool=args.pool)
-    logger.info("%d episodes, %d frames; saved under %s after %.0f%% of the epoch", args.episodes,
-                epoch.total, name(args.old), 100 * args.consumed)
+    logger.info(
+        "%d episodes, %d frames; saved under %s after %.0f%% of the epoch",
+        args.episodes,
+        epoch.total,
+        name(args.old),
+        100 * args.consumed,
+    )
     counts = epoch.counts(*args.old.split)
     n = int(args.consumed * sum(worker_batch_counts(counts, batch_size=args.old.batch_size)))
     reference = epoch.replay(args.old, 0, 0, n // args.old.streams * args.old.batch_size)
     logger.info("plain resume of one old consumer (same topology): %.2f s", reference)
-    result: dict[str, object] = {"frames": epoch.total, "old": name(args.old), "plain_resume_s": reference,
-                                 "runs": []}
+    result: dict[str, object] = {
+        "frames": epoch.total,
+        "old": name(args.old),
+        "plain_resume_s": reference,
+        "runs": [],
+    }
     for new in args.new:
         logger.info("resumed under %s:", name(new))
         run = bench(epoch, args.old, args.consumed, new, args.sample)
-        logger.info("  plan (every consumer's slices) %.4f s; %d samples left, %d per rank, %d dropped",
-                    run["plan_s"], run["remaining"], run["per_rank"], run["dropped"])
+        logger.info(
+            "  plan (every consumer's slices) %.4f s; %d samples left, %d per rank, %d dropped",
+            run["plan_s"],
+            run["remaining"],
+            run["per_rank"],
+            run["dropped"],
+        )
         result["runs"].append(run)  # type: ignore[union-attr]
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))

@@ -127,10 +127,11 @@ def test_a_mix_resumes_on_another_topology(tabular_converted) -> None:
     """Mix samples are drawn (a source may come round again): the multiset of the mix epoch is covered."""
 
     def make(rank: int, world: int):
-        a = LeRobotWebDataset(tabular_converted, episodes=range(0, 6), **KW)
+        a = LeRobotWebDataset(tabular_converted, episodes=range(6), **KW)
         b = LeRobotWebDataset(tabular_converted, episodes=range(6, 13), **KW)
-        return mix({"a": a, "b": b}, {"a": 0.6, "b": 0.4}, seed=3, samples_per_epoch=200, rank=rank,
-                   world_size=world)
+        return mix(
+            {"a": a, "b": b}, {"a": 0.6, "b": 0.4}, seed=3, samples_per_epoch=200, rank=rank, world_size=world
+        )
 
     def keys(runs) -> Counter:
         return Counter((s["source"], int(s["index"])) for r in runs for s in r)
@@ -157,8 +158,16 @@ def _free_port() -> int:
 def _torchrun(nproc: int, *args: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
-           f"--master_port={_free_port()}", str(SCRIPT), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc}",
+        "--nnodes=1",
+        f"--master_port={_free_port()}",
+        str(SCRIPT),
+        *args,
+    ]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 

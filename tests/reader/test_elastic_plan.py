@@ -9,6 +9,7 @@ every rank, and chain again after a second cut.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -28,11 +29,14 @@ def fresh_streams(lengths, *, seed, epoch, pool, world, workers, remainder) -> d
     """Every consumer's emits in a fresh epoch (what LeRobotWebDataset yields), from order.py's public API."""
     out = {}
     for rank in range(world):
-        plan = rank_plan(lengths, seed=seed, epoch=epoch, shuffle=True, world_size=world, rank=rank,
-                         remainder=remainder)
+        plan = rank_plan(
+            lengths, seed=seed, epoch=epoch, shuffle=True, world_size=world, rank=rank, remainder=remainder
+        )
         for w in range(max(workers, 1)):
             segs = worker_segments(plan.segments, num_workers=max(workers, 1), worker=w)
-            events = pool_order(segs, pool_size=pool, seed=seed, epoch=epoch, rank=rank, worker=w, shuffle=True)
+            events = pool_order(
+                segs, pool_size=pool, seed=seed, epoch=epoch, rank=rank, worker=w, shuffle=True
+            )
             out[rank, w] = [(e.episode, e.frame) for e in events if isinstance(e, Emit)]
     return out
 
@@ -42,8 +46,9 @@ def run_batches(streams: dict[tuple[int, int], list], topo: Topology, batches: i
     taken, counts = [], {}
     for rank in range(topo.world_size):
         mine = [streams[rank, w] for w in range(topo.streams)]
-        order = dataloader_batch_order([len(s) for s in mine], batch_size=topo.batch_size,
-                                       drop_last=topo.drop_last)
+        order = dataloader_batch_order(
+            [len(s) for s in mine], batch_size=topo.batch_size, drop_last=topo.drop_last
+        )
         for w in range(topo.streams):
             counts[rank, w] = 0
         for w, j in order[:batches]:
@@ -81,13 +86,22 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
     first = topos[0]
     if first.world_size > total:
         return  # refused by rank_plan (tested elsewhere)
-    streams = fresh_streams(lengths, seed=seed, epoch=epoch, pool=pool, world=first.world_size,
-                            workers=first.num_workers, remainder=remainder)
+    streams = fresh_streams(
+        lengths,
+        seed=seed,
+        epoch=epoch,
+        pool=pool,
+        world=first.world_size,
+        workers=first.num_workers,
+        remainder=remainder,
+    )
     whole_epoch = Counter(s for stream in streams.values() for s in stream)
 
     def first_counts(world: int, workers: int) -> list[int]:
-        return [consumer_sample_count(total, world_size=world, num_workers=workers, worker=w,
-                                      remainder=remainder) for w in range(workers)]
+        return [
+            consumer_sample_count(total, world_size=world, num_workers=workers, worker=w, remainder=remainder)
+            for w in range(workers)
+        ]
 
     fresh = streams
 
@@ -98,34 +112,54 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
     seen: Counter = Counter()  # everything the trainer consumed so far, over all legs
     expected_extra: Counter = Counter()  # + repeated, - dropped, by the remainder rule
     ended = False
-    for i, (topo, nxt) in enumerate(zip(topos, topos[1:])):
+    for i, (topo, nxt) in enumerate(itertools.pairwise(topos)):
         per_rank = sum(len(streams[0, w]) for w in range(topo.streams))
-        assert all(sum(len(streams[r, w]) for w in range(topo.streams)) == per_rank
-                   for r in range(topo.world_size))  # equal samples per rank in every leg
+        assert all(
+            sum(len(streams[r, w]) for w in range(topo.streams)) == per_rank for r in range(topo.world_size)
+        )  # equal samples per rank in every leg
         counts = [len(streams[0, w]) for w in range(topo.streams)]
         total_batches = sum(worker_batch_counts(counts, batch_size=topo.batch_size, drop_last=topo.drop_last))
-        assert all(sum(worker_batch_counts([len(streams[r, w]) for w in range(topo.streams)],
-                                           batch_size=topo.batch_size, drop_last=topo.drop_last)) == total_batches
-                   for r in range(topo.world_size))  # equal batches per rank: no DDP hang
+        assert all(
+            sum(
+                worker_batch_counts(
+                    [len(streams[r, w]) for w in range(topo.streams)],
+                    batch_size=topo.batch_size,
+                    drop_last=topo.drop_last,
+                )
+            )
+            == total_batches
+            for r in range(topo.world_size)
+        )  # equal batches per rank: no DDP hang
         n = int(cuts[i % len(cuts)] * total_batches)
         taken, took = run_batches(streams, topo, n)
         seen += Counter(taken)
         legs.append(Leg(topo, n))
-        elastic = ElasticEpoch(first_counts, legs, world_size=nxt.world_size, num_workers=nxt.num_workers,
-                               remainder=remainder)
+        elastic = ElasticEpoch(
+            first_counts, legs, world_size=nxt.world_size, num_workers=nxt.num_workers, remainder=remainder
+        )
         # the canonical order of what is left: rank-major, then worker, each stream's rest in its order
-        rest = [s for r in range(topo.world_size) for w in range(topo.streams) for s in streams[r, w][took[r, w]:]]
+        rest = [
+            s
+            for r in range(topo.world_size)
+            for w in range(topo.streams)
+            for s in streams[r, w][took[r, w] :]
+        ]
         if n == total_batches:  # the leg finished the epoch (drop_last tails included): nothing continues
             assert elastic.complete
             expected_extra.subtract(Counter(rest))
             ended = True
             break
         assert elastic.current.remaining == len(rest)
-        new = {(r, w): list(elastic.stream(r, w, open_first))
-               for r in range(nxt.world_size) for w in range(nxt.streams)}
+        new = {
+            (r, w): list(elastic.stream(r, w, open_first))
+            for r in range(nxt.world_size)
+            for w in range(nxt.streams)
+        }
         if (nxt.world_size, nxt.streams) == topo.split:  # continued streams: each the rest of one old stream
             assert sorted(map(tuple, new.values())) == sorted(
-                tuple(streams[r, w][took[r, w]:]) for r in range(topo.world_size) for w in range(topo.streams)
+                tuple(streams[r, w][took[r, w] :])
+                for r in range(topo.world_size)
+                for w in range(topo.streams)
             )
         else:  # the cut: rank shares, then worker shares, of the canonical sequence
             each = len(rest) // nxt.world_size if remainder == "drop" else -(-len(rest) // nxt.world_size)
@@ -133,13 +167,15 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
                 lo, hi = share(each, nxt.streams, w)
                 assert got == cycled(rest, r * each + lo, r * each + hi), (r, w)
             excess = nxt.world_size * each - len(rest)
-            dropped = rest[len(rest) + min(excess, 0):] if excess < 0 else []
+            dropped = rest[len(rest) + min(excess, 0) :] if excess < 0 else []
             assert elastic.current.dropped == len(dropped) and elastic.current.repeated == max(excess, 0)
             expected_extra.update(Counter(cycled(rest, 0, max(excess, 0))))
             expected_extra.subtract(Counter(dropped))
         assert list(elastic.current.counts) == [len(new[0, w]) for w in range(nxt.streams)]
-        assert all([len(new[r, w]) for w in range(nxt.streams)] == list(elastic.current.counts)
-                   for r in range(nxt.world_size))
+        assert all(
+            [len(new[r, w]) for w in range(nxt.streams)] == list(elastic.current.counts)
+            for r in range(nxt.world_size)
+        )
         streams = new
     if not ended:
         rest = [s for stream in streams.values() for s in stream]
@@ -150,19 +186,30 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
 
 
 def test_legs_round_trip_through_the_state_dict() -> None:
-    state = ResumeState(epoch=2, batches_consumed=30, batch_size=5, config={"world_size": 3, "num_workers": 0},
-                        legs=(Leg(Topology(2, 4, 8, True), 12), Leg(Topology(4, 2, 3), 7)))
+    state = ResumeState(
+        epoch=2,
+        batches_consumed=30,
+        batch_size=5,
+        config={"world_size": 3, "num_workers": 0},
+        legs=(Leg(Topology(2, 4, 8, True), 12), Leg(Topology(4, 2, 3), 7)),
+    )
     back = ResumeState.from_dict(state.to_dict())
     assert back == state
     assert back.all_legs()[-1] == Leg(Topology(3, 0, 5, False), 11)
-    saved = back.legs_for_save(epoch=2, world_size=1, num_workers=1, batch_size=5, drop_last=False,
-                               batches_consumed=40)
+    saved = back.legs_for_save(
+        epoch=2, world_size=1, num_workers=1, batch_size=5, drop_last=False, batches_consumed=40
+    )
     assert saved == back.all_legs()  # another topology: the loaded counters close a leg
-    same = back.legs_for_save(epoch=2, world_size=3, num_workers=1, batch_size=5, drop_last=False,
-                              batches_consumed=40)
+    same = back.legs_for_save(
+        epoch=2, world_size=3, num_workers=1, batch_size=5, drop_last=False, batches_consumed=40
+    )
     assert same == back.legs  # 0 and 1 workers are the same stream: the same leg goes on
-    assert back.legs_for_save(epoch=3, world_size=1, num_workers=1, batch_size=5, drop_last=False,
-                              batches_consumed=4) == ()
+    assert (
+        back.legs_for_save(
+            epoch=3, world_size=1, num_workers=1, batch_size=5, drop_last=False, batches_consumed=4
+        )
+        == ()
+    )
 
 
 def test_a_leg_that_consumed_more_than_it_had_is_refused() -> None:
@@ -189,7 +236,8 @@ def test_a_slice_is_closed_as_soon_as_it_ends() -> None:
             next(it)
         return it
 
-    elastic = ElasticEpoch(lambda w, k: [20] * k, [Leg(Topology(2, 2, 4), 3)], world_size=1, num_workers=1,
-                           remainder="drop")
+    elastic = ElasticEpoch(
+        lambda w, k: [20] * k, [Leg(Topology(2, 2, 4), 3)], world_size=1, num_workers=1, remainder="drop"
+    )
     it = elastic.stream(0, 0, open_first)
     assert list(it) and closed == [(0, 0), (0, 1), (1, 0), (1, 1)]

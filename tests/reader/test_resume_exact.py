@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from loader_helpers import assert_same_batches, epochs, indices, loader, loader_error
+from loader_helpers import assert_same_batches, epochs, indices, loader
 
 from lerowds import LeRobotWebDataset
 from lerowds.errors import ResumeMismatchError
@@ -312,7 +312,9 @@ def test_state_of_another_episode_selection_is_refused(tabular_converted) -> Non
 def test_other_worker_count_continues_the_epoch_elastically(tabular_converted, saved, actual) -> None:
     """Another num_workers is an elastic resume (test_elastic.py): the rest of the epoch comes once."""
     kw = {"episode_pool_size": 2, "seed": 4}
-    first = indices(list(loader(LeRobotWebDataset(tabular_converted, **kw), batch_size=4, num_workers=saved))[:3])
+    first = indices(
+        list(loader(LeRobotWebDataset(tabular_converted, **kw), batch_size=4, num_workers=saved))[:3]
+    )
     state = LeRobotWebDataset(tabular_converted, **kw).state_dict(
         batches_consumed=3, batch_size=4, epoch=0, num_workers=saved
     )

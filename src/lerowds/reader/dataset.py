@@ -217,9 +217,17 @@ class LeRobotWebDataset(IterableDataset):
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
         epoch = self.epoch if epoch is None else epoch
-        legs = () if self._resume is None else self._resume.legs_for_save(
-            epoch=epoch, world_size=self._consumer().world_size, num_workers=num_workers,
-            batch_size=batch_size, drop_last=drop_last, batches_consumed=batches_consumed,
+        legs = (
+            ()
+            if self._resume is None
+            else self._resume.legs_for_save(
+                epoch=epoch,
+                world_size=self._consumer().world_size,
+                num_workers=num_workers,
+                batch_size=batch_size,
+                drop_last=drop_last,
+                batches_consumed=batches_consumed,
+            )
         )
         state = ResumeState(
             epoch=epoch,
@@ -323,8 +331,13 @@ class LeRobotWebDataset(IterableDataset):
             remainder=self.remainder,
         )
         if elastic is not None and consumer.worker == 0:
-            logger.info("epoch %d resumed on %d rank(s) x %d worker(s): %s", resume.epoch,
-                        consumer.world_size, consumer.num_workers, elastic.describe())
+            logger.info(
+                "epoch %d resumed on %d rank(s) x %d worker(s): %s",
+                resume.epoch,
+                consumer.world_size,
+                consumer.num_workers,
+                elastic.describe(),
+            )
         return elastic
 
     def _consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:

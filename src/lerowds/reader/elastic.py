@@ -213,7 +213,9 @@ def transition(
 
     def cut(rank: int, worker: int) -> tuple[Slice, ...]:
         if not 0 <= rank < world_size or not 0 <= worker < streams:
-            raise ConfigError(f"consumer ({rank}, {worker}) is outside {world_size} ranks x {streams} workers")
+            raise ConfigError(
+                f"consumer ({rank}, {worker}) is outside {world_size} ranks x {streams} workers"
+            )
         a, b = share(each, streams, worker)
         lo, hi = rank * each + a, rank * each + b
         out: list[Slice] = []
@@ -247,8 +249,11 @@ class ElasticEpoch:
         self.transitions: list[Transition] = []
         nexts = [leg.topology.split for leg in legs[1:]] + [(world_size, max(num_workers, 1))]
         for i, (ended, (w, k)) in enumerate(zip(legs, nexts)):
-            total = sum(worker_batch_counts(counts, batch_size=ended.topology.batch_size,
-                                            drop_last=ended.topology.drop_last))
+            total = sum(
+                worker_batch_counts(
+                    counts, batch_size=ended.topology.batch_size, drop_last=ended.topology.drop_last
+                )
+            )
             if ended.batches_consumed > total:
                 raise ResumeMismatchError(
                     f"resume state: leg {i} ({ended.topology}) consumed {ended.batches_consumed} batches but "
@@ -270,7 +275,9 @@ class ElasticEpoch:
         """Nothing is left for this run: start the next epoch."""
         return sum(self.current.counts) == 0
 
-    def stream(self, rank: int, worker: int, open_first: Callable[[int, int, int], Iterator[T]]) -> Iterator[T]:
+    def stream(
+        self, rank: int, worker: int, open_first: Callable[[int, int, int], Iterator[T]]
+    ) -> Iterator[T]:
         """Consumer ``(rank, worker)``'s samples in this run; ``open_first(rank, worker, skip)`` opens leg 0's
         stream ``(rank, worker)`` after its first ``skip`` samples."""
         return self._chain(self.current.slices(rank, worker), 0, open_first)
@@ -280,7 +287,9 @@ class ElasticEpoch:
             return open_first(rank, worker, skip)
         return self._chain(self.transitions[leg - 1].slices(rank, worker), skip, open_first)
 
-    def _chain(self, slices: Sequence[Slice], skip: int, open_first: Callable[..., Iterator[T]]) -> Iterator[T]:
+    def _chain(
+        self, slices: Sequence[Slice], skip: int, open_first: Callable[..., Iterator[T]]
+    ) -> Iterator[T]:
         for s in slices:
             size = s.stop - s.start
             if skip >= size:

@@ -201,9 +201,17 @@ class MixedDataset(IterableDataset):
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
         epoch = self.epoch if epoch is None else epoch
-        legs = () if self._resume is None else self._resume.legs_for_save(
-            epoch=epoch, world_size=self._consumer().world_size, num_workers=num_workers,
-            batch_size=batch_size, drop_last=drop_last, batches_consumed=batches_consumed,
+        legs = (
+            ()
+            if self._resume is None
+            else self._resume.legs_for_save(
+                epoch=epoch,
+                world_size=self._consumer().world_size,
+                num_workers=num_workers,
+                batch_size=batch_size,
+                drop_last=drop_last,
+                batches_consumed=batches_consumed,
+            )
         )
         state = ResumeState(
             epoch=epoch,
@@ -251,14 +259,21 @@ class MixedDataset(IterableDataset):
             )
             if elastic is not None:
                 if consumer.worker == 0:
-                    logger.info("mix epoch %d resumed on %d rank(s) x %d worker(s): %s", epoch,
-                                consumer.world_size, consumer.num_workers, elastic.describe())
+                    logger.info(
+                        "mix epoch %d resumed on %d rank(s) x %d worker(s): %s",
+                        epoch,
+                        consumer.world_size,
+                        consumer.num_workers,
+                        elastic.describe(),
+                    )
                 if elastic.complete:
                     return self._mix_stream(self._clock.advance_past(epoch), consumer)
                 first = elastic.legs[0].topology
 
                 def open_first(rank: int, worker: int, skip: int) -> Iterator[dict[str, Any]]:
-                    return self._mix_stream(epoch, Consumer(rank, first.world_size, worker, first.streams), skip)
+                    return self._mix_stream(
+                        epoch, Consumer(rank, first.world_size, worker, first.streams), skip
+                    )
 
                 return elastic.stream(consumer.rank, consumer.worker, open_first)
             step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)

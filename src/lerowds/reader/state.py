@@ -98,7 +98,13 @@ class ResumeState:
         return self.legs + (Leg(now, self.batches_consumed - earlier),)
 
     def legs_for_save(
-        self, *, epoch: int, world_size: int, num_workers: int | None, batch_size: int, drop_last: bool,
+        self,
+        *,
+        epoch: int,
+        world_size: int,
+        num_workers: int | None,
+        batch_size: int,
+        drop_last: bool,
         batches_consumed: int,
     ) -> tuple[Leg, ...]:
         """The earlier legs a state saved now (after this state was loaded) records."""
@@ -177,4 +183,6 @@ def elastic_epoch(
         return None
     if len(legs) == 1 and legs[0].topology.split == (world_size, max(num_workers, 1)):
         return None
-    return ElasticEpoch(first_counts, legs, world_size=world_size, num_workers=num_workers, remainder=remainder)
+    return ElasticEpoch(
+        first_counts, legs, world_size=world_size, num_workers=num_workers, remainder=remainder
+    )
