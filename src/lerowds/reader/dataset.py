@@ -22,7 +22,6 @@ from lerowds.errors import ConfigError
 from lerowds.format import parse_size
 from lerowds.reader.augment import sample_seed
 from lerowds.reader.consumer import ConsumerConfig, consume
-from lerowds.reader.elastic import ElasticEpoch
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.order import (
@@ -35,7 +34,7 @@ from lerowds.reader.order import (
 )
 from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, elastic_epoch, plan_for_worker
+from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
 from lerowds.reader.stats import StatsBoard
 from lerowds.reader.store import EpisodeStore, open_store
 from lerowds.reader.windows import validate_delta_timestamps
@@ -298,17 +297,16 @@ class LeRobotWebDataset(IterableDataset):
         epoch = self._clock.begin(None if info is None else info.seed - info.id)
         role, skip = consumer.worker, 0
         if self._resume is not None and self._resume.epoch == epoch:
-            elastic = self._elastic(self._resume, consumer)
-            if elastic is not None and elastic.complete:
-                return self._consumer_stream(self._clock.advance_past(epoch), consumer)
+            elastic = resume_elastically(
+                self._resume,
+                consumer,
+                first_counts=lambda world, k: self._worker_counts(Consumer(0, world, 0, k)),
+                remainder=self.remainder,
+                open_stream=self._consumer_stream,
+                advance=self._clock.advance_past,
+            )
             if elastic is not None:
-                first = elastic.legs[0].topology
-
-                def open_first(rank: int, worker: int, skip: int) -> Iterator[dict[str, Any]]:
-                    c = Consumer(rank, first.world_size, worker, first.streams)
-                    return self._consumer_stream(epoch, c, skip)
-
-                return elastic.stream(consumer.rank, consumer.worker, open_first)
+                return elastic
             step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
             if step.epoch_complete:
                 epoch = self._clock.advance_past(epoch)
@@ -316,29 +314,6 @@ class LeRobotWebDataset(IterableDataset):
                 role, skip = step.role, step.skip
         me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
         return self._consumer_stream(epoch, me, skip)
-
-    def _elastic(self, resume: ResumeState, consumer: Consumer) -> ElasticEpoch | None:
-        """The elastic continuation of the resumed epoch for this topology (None: the plain exact resume)."""
-
-        def first_counts(world_size: int, num_workers: int) -> list[int]:
-            return self._worker_counts(Consumer(0, world_size, 0, num_workers))
-
-        elastic = elastic_epoch(
-            resume,
-            world_size=consumer.world_size,
-            num_workers=consumer.num_workers,
-            first_counts=first_counts,
-            remainder=self.remainder,
-        )
-        if elastic is not None and consumer.worker == 0:
-            logger.info(
-                "epoch %d resumed on %d rank(s) x %d worker(s): %s",
-                resume.epoch,
-                consumer.world_size,
-                consumer.num_workers,
-                elastic.describe(),
-            )
-        return elastic
 
     def _consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:
         """The samples consumer ``consumer`` yields in ``epoch`` after its first ``skip`` (a pure replay)."""

@@ -282,7 +282,9 @@ class ElasticEpoch:
         stream ``(rank, worker)`` after its first ``skip`` samples."""
         return self._chain(self.current.slices(rank, worker), 0, open_first)
 
-    def _open(self, leg: int, rank: int, worker: int, skip: int, open_first: Callable[..., Iterator[T]]):
+    def _open(
+        self, leg: int, rank: int, worker: int, skip: int, open_first: Callable[..., Iterator[T]]
+    ) -> Iterator[T]:
         if leg == 0:
             return open_first(rank, worker, skip)
         return self._chain(self.transitions[leg - 1].slices(rank, worker), skip, open_first)

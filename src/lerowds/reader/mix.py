@@ -38,7 +38,7 @@ from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.mix_order import SourceDraws, interleave, normalized_weights, source_positions
 from lerowds.reader.order import _check_int, consumer_sample_count, rank_frame_count
 from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, elastic_epoch, plan_for_worker
+from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
 
 logger = logging.getLogger(__name__)
 
@@ -250,32 +250,16 @@ class MixedDataset(IterableDataset):
         epoch = self._clock.begin(None if info is None else info.seed - info.id)
         role, skip = consumer.worker, 0
         if self._resume is not None and self._resume.epoch == epoch:
-            elastic = elastic_epoch(
+            elastic = resume_elastically(
                 self._resume,
-                world_size=consumer.world_size,
-                num_workers=consumer.num_workers,
+                consumer,
                 first_counts=lambda world, k: self._worker_counts(Consumer(0, world, 0, k)),
                 remainder="drop",
+                open_stream=self._mix_stream,
+                advance=self._clock.advance_past,
             )
             if elastic is not None:
-                if consumer.worker == 0:
-                    logger.info(
-                        "mix epoch %d resumed on %d rank(s) x %d worker(s): %s",
-                        epoch,
-                        consumer.world_size,
-                        consumer.num_workers,
-                        elastic.describe(),
-                    )
-                if elastic.complete:
-                    return self._mix_stream(self._clock.advance_past(epoch), consumer)
-                first = elastic.legs[0].topology
-
-                def open_first(rank: int, worker: int, skip: int) -> Iterator[dict[str, Any]]:
-                    return self._mix_stream(
-                        epoch, Consumer(rank, first.world_size, worker, first.streams), skip
-                    )
-
-                return elastic.stream(consumer.rank, consumer.worker, open_first)
+                return elastic
             step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
             if step.epoch_complete:
                 epoch = self._clock.advance_past(epoch)

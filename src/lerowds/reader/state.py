@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.elastic import ElasticEpoch, Leg, Remainder, Topology
 from lerowds.reader.resume import resume_plan
+from lerowds.reader.split import Consumer
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Fields that change which frames a consumer owns or their order: a resume across a change is inexact.
 # world_size and num_workers may change: the epoch continues elastically (elastic.py).
@@ -186,3 +191,44 @@ def elastic_epoch(
     return ElasticEpoch(
         first_counts, legs, world_size=world_size, num_workers=num_workers, remainder=remainder
     )
+
+
+def resume_elastically(
+    state: ResumeState,
+    consumer: Consumer,
+    *,
+    first_counts: Callable[[int, int], Sequence[int]],
+    remainder: Remainder,
+    open_stream: Callable[[int, Consumer, int], Iterator[T]],
+    advance: Callable[[int], int],
+) -> Iterator[T] | None:
+    """``consumer``'s samples for the rest of ``state``'s epoch when it resumes elastically, else None.
+
+    ``open_stream(epoch, consumer, skip)`` opens a consumer's stream of a fresh epoch after ``skip`` samples;
+    ``advance(epoch)`` moves the epoch clock past a finished epoch and returns the next one.
+    """
+    elastic = elastic_epoch(
+        state,
+        world_size=consumer.world_size,
+        num_workers=consumer.num_workers,
+        first_counts=first_counts,
+        remainder=remainder,
+    )
+    if elastic is None:
+        return None
+    if consumer.worker == 0:
+        logger.info(
+            "epoch %d resumed on %d rank(s) x %d worker(s): %s",
+            state.epoch,
+            consumer.world_size,
+            consumer.num_workers,
+            elastic.describe(),
+        )
+    if elastic.complete:
+        return open_stream(advance(state.epoch), consumer, 0)
+    first = elastic.legs[0].topology
+
+    def open_first(rank: int, worker: int, skip: int) -> Iterator[T]:
+        return open_stream(state.epoch, Consumer(rank, first.world_size, worker, first.streams), skip)
+
+    return elastic.stream(consumer.rank, consumer.worker, open_first)
