@@ -190,3 +190,21 @@ def test_two_processes_resumed_as_three(tabular_converted, tmp_path) -> None:
         fresh = LeRobotWebDataset(tabular_converted, rank=r["rank"], world_size=3, **KW)
         fresh.set_epoch(1)
         assert r["epoch1"] == indices(list(loader(fresh, batch_size=5, num_workers=1)))
+
+
+def test_plain_counters_then_another_batch_size_record_a_leg(tabular_converted) -> None:
+    """A state of bare counters resumes on the same setup; saved again after a batch size change, it records
+    the earlier batches as a leg of that setup, so a further (elastic) resume still covers the epoch once."""
+
+    def make(rank: int, world: int) -> LeRobotWebDataset:
+        return LeRobotWebDataset(tabular_converted, rank=rank, world_size=world, **KW)
+
+    leg0, _ = _run(make, 1, 2, 4, 5)
+    leg1, saver = _run(make, 1, 2, 6, 3, {"epoch": 0, "batches_consumed": 5, "batch_size": 4})
+    state = saver.state_dict(batches_consumed=8, batch_size=6, epoch=0, num_workers=2)
+    assert state["elastic"] == [
+        {"world_size": 1, "num_workers": 2, "batch_size": 4, "drop_last": False, "batches_consumed": 5}
+    ]
+    leg2, _ = _run(make, 2, 0, 5, None, state)
+    seen = Counter(int(s["index"]) for leg in (leg0, leg1, leg2) for r in leg for s in r)
+    assert max(seen.values()) == 1 and sum(seen.values()) == 150 - (150 - 20 - 18) % 2

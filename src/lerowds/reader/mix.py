@@ -16,7 +16,8 @@ Semantics (also in ``docs/MIX.md``; the pure order math is in ``mix_order.py``):
   mix epoch starts every source at pass 0; a pass cut off by the epoch's end is not continued.
 * **Resume** after ``k`` samples of a consumer's stream: draw ``k`` sources, count ``c_s`` per source, and
   start source ``s`` at pass ``c_s // n_s`` after ``c_s % n_s`` samples (``n_s``: the consumer's frames per
-  pass of ``s``): integers only, no I/O.
+  pass of ``s``): integers only, no I/O. On another world size or worker count the mix epoch continues
+  elastically (``elastic.py``: the old consumers' remaining draws, cut over the new ones).
 * Every sample carries ``"source": name``. Sources must agree on fps, feature names and shapes, camera
   keys, ``delta_timestamps`` windows and ``return_uint8``.
 """

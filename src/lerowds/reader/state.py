@@ -116,13 +116,17 @@ class ResumeState:
         if epoch != self.epoch:
             return ()
         legs = self.all_legs()
-        if legs is None:
-            if self.config.get("world_size") not in (None, world_size) or self.batch_size != batch_size:
+        if legs is None:  # resumed as the same topology (the only way without a recorded one)
+            if (batch_size, drop_last) == (self.batch_size, self.drop_last):
+                return ()
+            if num_workers is None:
                 raise ConfigError(
-                    "this run resumed a state saved without num_workers= under another world size or batch "
-                    "size; it cannot record where the epoch stands"
+                    f"pass num_workers= to state_dict: this run resumed a state saved with batch_size="
+                    f"{self.batch_size} and now saves batch_size={batch_size}; the earlier batches are "
+                    "recorded with the DataLoader's worker count"
                 )
-            return ()
+            before = Topology(world_size, num_workers, self.batch_size, self.drop_last)
+            return (Leg(before, self.batches_consumed),)
         if num_workers is None:
             raise ConfigError(
                 "pass num_workers= (the DataLoader's) to state_dict: this run resumed an epoch saved with "
