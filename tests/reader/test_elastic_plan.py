@@ -80,8 +80,13 @@ topologies = st.builds(
     seed=st.integers(0, 2**32),
     epoch=st.integers(0, 3),
     remainder=st.sampled_from(["drop", "repeat"]),
+    again=st.booleans(),
 )
-def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed, epoch, remainder) -> None:
+def test_every_leg_continues_the_epoch_exactly(
+    lengths, topos, cuts, pool, seed, epoch, remainder, again
+) -> None:
+    if again and len(topos) == 3:
+        topos[2] = topos[1]  # resumed on the same setup: the leg goes on (plain exact resume within it)
     total = sum(lengths)
     first = topos[0]
     if first.world_size > total:
@@ -108,10 +113,12 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
     def open_first(rank: int, worker: int, skip: int):
         return iter(fresh[rank, worker][skip:])
 
-    legs: list[Leg] = []
+    state: ResumeState | None = None  # what the trainer saves at each cut (the legs are kept by the state)
+    batches = 0  # the trainer's counter: every batch of the epoch, across resumes
     seen: Counter = Counter()  # everything the trainer consumed so far, over all legs
     expected_extra: Counter = Counter()  # + repeated, - dropped, by the remainder rule
     ended = False
+    base_of = {key: key for key in streams}  # stream -> the stream of the leg's first setup it continues
     for i, (topo, nxt) in enumerate(itertools.pairwise(topos)):
         per_rank = sum(len(streams[0, w]) for w in range(topo.streams))
         assert all(
@@ -133,17 +140,27 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
         n = int(cuts[i % len(cuts)] * total_batches)
         taken, took = run_batches(streams, topo, n)
         seen += Counter(taken)
-        legs.append(Leg(topo, n))
+        batches += n
+        where = {"world_size": topo.world_size, "num_workers": topo.num_workers}
+        kept = (
+            ()
+            if state is None
+            else state.legs_for_save(
+                epoch=epoch,
+                batch_size=topo.batch_size,
+                drop_last=topo.drop_last,
+                batches_consumed=batches,
+                **where,
+            )
+        )
+        state = ResumeState(epoch, batches, topo.batch_size, topo.drop_last, config=where, legs=kept)
+        legs = state.all_legs()
         elastic = ElasticEpoch(
             first_counts, legs, world_size=nxt.world_size, num_workers=nxt.num_workers, remainder=remainder
         )
-        # the canonical order of what is left: rank-major, then worker, each stream's rest in its order
-        rest = [
-            s
-            for r in range(topo.world_size)
-            for w in range(topo.streams)
-            for s in streams[r, w][took[r, w] :]
-        ]
+        # the canonical order of what is left: rank-major, then worker (of the leg's first setup, which a
+        # resume on the same setup continues), each stream's rest in its order
+        rest = [s for key in sorted(streams, key=base_of.__getitem__) for s in streams[key][took[key] :]]
         if n == total_batches:  # the leg finished the epoch (drop_last tails included): nothing continues
             assert elastic.complete
             expected_extra.subtract(Counter(rest))
@@ -156,11 +173,15 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
             for w in range(nxt.streams)
         }
         if (nxt.world_size, nxt.streams) == topo.split:  # continued streams: each the rest of one old stream
-            assert sorted(map(tuple, new.values())) == sorted(
-                tuple(streams[r, w][took[r, w] :])
-                for r in range(topo.world_size)
-                for w in range(topo.streams)
-            )
+            olds = {key: streams[key][took[key] :] for key in streams}
+            assert sorted(map(tuple, new.values())) == sorted(map(tuple, olds.values()))
+            if nxt.key == topo.key:  # the same leg goes on: keep the order of its first streams
+                base_of = {
+                    (r, p): min(base_of[r, w] for w in range(topo.streams) if olds[r, w] == got)
+                    for (r, p), got in new.items()
+                }
+            else:
+                base_of = {key: key for key in new}
         else:  # the cut: rank shares, then worker shares, of the canonical sequence
             each = len(rest) // nxt.world_size if remainder == "drop" else -(-len(rest) // nxt.world_size)
             for (r, w), got in new.items():
@@ -171,6 +192,7 @@ def test_every_leg_continues_the_epoch_exactly(lengths, topos, cuts, pool, seed,
             assert elastic.current.dropped == len(dropped) and elastic.current.repeated == max(excess, 0)
             expected_extra.update(Counter(cycled(rest, 0, max(excess, 0))))
             expected_extra.subtract(Counter(dropped))
+            base_of = {key: key for key in new}
         assert list(elastic.current.counts) == [len(new[0, w]) for w in range(nxt.streams)]
         assert all(
             [len(new[r, w]) for w in range(nxt.streams)] == list(elastic.current.counts)
