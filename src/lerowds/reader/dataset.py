@@ -35,7 +35,7 @@ from lerowds.reader.order import (
 )
 from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, plan_for_worker
+from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
 from lerowds.reader.stats import StatsBoard
 from lerowds.reader.store import EpisodeStore, open_store
 from lerowds.reader.windows import validate_delta_timestamps
@@ -222,17 +222,32 @@ class LeRobotWebDataset(IterableDataset):
 
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
+        epoch = self.epoch if epoch is None else epoch
+        legs = (
+            ()
+            if self._resume is None
+            else self._resume.legs_for_save(
+                epoch=epoch,
+                world_size=self._consumer().world_size,
+                num_workers=num_workers,
+                batch_size=batch_size,
+                drop_last=drop_last,
+                batches_consumed=batches_consumed,
+            )
+        )
         state = ResumeState(
-            epoch=self.epoch if epoch is None else epoch,
+            epoch=epoch,
             batches_consumed=batches_consumed,
             batch_size=batch_size,
             drop_last=drop_last,
             config=self.config(num_workers),
+            legs=legs,
         )
         return state.to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches."""
+        """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches,
+        elastically when the world size or worker count differs (see ``elastic.py``)."""
         resume = ResumeState.from_dict(state)
         resume.check_config(self.config(resume.config.get("num_workers")))
         saved, c = resume.config.get("num_workers"), self._consumer()
@@ -293,6 +308,16 @@ class LeRobotWebDataset(IterableDataset):
         epoch = self._clock.begin(None if info is None else info.seed - info.id)
         role, skip = consumer.worker, 0
         if self._resume is not None and self._resume.epoch == epoch:
+            elastic = resume_elastically(
+                self._resume,
+                consumer,
+                first_counts=lambda world, k: self._worker_counts(Consumer(0, world, 0, k)),
+                remainder=self.remainder,
+                open_stream=self._consumer_stream,
+                advance=self._clock.advance_past,
+            )
+            if elastic is not None:
+                return elastic
             step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
             if step.epoch_complete:
                 epoch = self._clock.advance_past(epoch)

@@ -16,7 +16,8 @@ Semantics (also in ``docs/MIX.md``; the pure order math is in ``mix_order.py``):
   mix epoch starts every source at pass 0; a pass cut off by the epoch's end is not continued.
 * **Resume** after ``k`` samples of a consumer's stream: draw ``k`` sources, count ``c_s`` per source, and
   start source ``s`` at pass ``c_s // n_s`` after ``c_s % n_s`` samples (``n_s``: the consumer's frames per
-  pass of ``s``): integers only, no I/O.
+  pass of ``s``): integers only, no I/O. On another world size or worker count the mix epoch continues
+  elastically (``elastic.py``: the old consumers' remaining draws, cut over the new ones).
 * Every sample carries ``"source": name``. Sources must agree on fps, feature names and shapes, camera
   keys, ``delta_timestamps`` windows and ``return_uint8``.
 """
@@ -38,7 +39,7 @@ from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.mix_order import SourceDraws, interleave, normalized_weights, source_positions
 from lerowds.reader.order import _check_int, consumer_sample_count, rank_frame_count
 from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, plan_for_worker
+from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
 
 logger = logging.getLogger(__name__)
 
@@ -200,12 +201,26 @@ class MixedDataset(IterableDataset):
 
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
+        epoch = self.epoch if epoch is None else epoch
+        legs = (
+            ()
+            if self._resume is None
+            else self._resume.legs_for_save(
+                epoch=epoch,
+                world_size=self._consumer().world_size,
+                num_workers=num_workers,
+                batch_size=batch_size,
+                drop_last=drop_last,
+                batches_consumed=batches_consumed,
+            )
+        )
         state = ResumeState(
-            epoch=self.epoch if epoch is None else epoch,
+            epoch=epoch,
             batches_consumed=batches_consumed,
             batch_size=batch_size,
             drop_last=drop_last,
             config=self.config(num_workers),
+            legs=legs,
         )
         return state.to_dict()
 
@@ -216,6 +231,8 @@ class MixedDataset(IterableDataset):
         resume.check_config(current)
         saved, now = _flat(resume.config), _flat(current)
         for key in list(now) + [k for k in saved if k not in now]:
+            if key in ("world_size", "num_workers"):
+                continue  # the mix epoch continues elastically on another topology
             if saved.get(key) is not None and now.get(key) is not None and saved[key] != now[key]:
                 raise ResumeMismatchError(
                     f"resume state was saved with {key}={saved[key]!r} but this mix has {key}={now[key]!r}"
@@ -234,6 +251,16 @@ class MixedDataset(IterableDataset):
         epoch = self._clock.begin(None if info is None else info.seed - info.id)
         role, skip = consumer.worker, 0
         if self._resume is not None and self._resume.epoch == epoch:
+            elastic = resume_elastically(
+                self._resume,
+                consumer,
+                first_counts=lambda world, k: self._worker_counts(Consumer(0, world, 0, k)),
+                remainder="drop",
+                open_stream=self._mix_stream,
+                advance=self._clock.advance_past,
+            )
+            if elastic is not None:
+                return elastic
             step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
             if step.epoch_complete:
                 epoch = self._clock.advance_past(epoch)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from lerowds.errors import ResumeMismatchError
+from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.reader.elastic import ElasticEpoch, Leg, Remainder, Topology
 from lerowds.reader.resume import resume_plan
+from lerowds.reader.split import Consumer
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Fields that change which frames a consumer owns or their order: a resume across a change is inexact.
+# world_size and num_workers may change: the epoch continues elastically (elastic.py).
 MUST_MATCH = (
     "seed",
-    "world_size",
-    "num_workers",
     "episode_pool_size",
     "pool_byte_budget",
     "shuffle",
@@ -33,6 +38,7 @@ class ResumeState:
     batch_size: int
     drop_last: bool = False
     config: Mapping[str, Any] = field(default_factory=dict)
+    legs: tuple[Leg, ...] = ()  # earlier legs of this epoch under other topologies (elastic resume)
 
     def __post_init__(self) -> None:
         for name in ("epoch", "batches_consumed"):
@@ -51,7 +57,7 @@ class ResumeState:
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,
             "config": dict(self.config),
-        }
+        } | ({"elastic": [leg.to_dict() for leg in self.legs]} if self.legs else {})
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> ResumeState:
@@ -67,6 +73,7 @@ class ResumeState:
             batch_size=int(state["batch_size"]),
             drop_last=bool(state.get("drop_last", False)),
             config=dict(state.get("config") or {}),
+            legs=tuple(Leg.from_dict(d) for d in state.get("elastic") or ()),
         )
 
     def check_config(self, current: Mapping[str, Any]) -> None:
@@ -75,18 +82,65 @@ class ResumeState:
             if name not in self.config or name not in current:
                 continue  # not recorded on one side (e.g. a trainer's plain counters)
             saved, now = self.config[name], current[name]
-            if name == "num_workers" and (saved is None or now is None):
-                continue  # known only inside DataLoader workers; checked there
             if saved != now:
-                hint = (
-                    " (elastic resume to another world size or worker count is not supported: finish the "
-                    "epoch with the old setup, or start the next epoch with the new one)"
-                    if name in ("world_size", "num_workers")
-                    else ""
-                )
                 raise ResumeMismatchError(
-                    f"resume state was saved with {name}={saved!r} but this run has {name}={now!r}{hint}"
+                    f"resume state was saved with {name}={saved!r} but this run has {name}={now!r}"
                 )
+
+    def all_legs(self) -> tuple[Leg, ...] | None:
+        """Every leg of the epoch, the last one ending at ``batches_consumed``; None when the state does not
+        record its world size and worker count (then only a resume on the same topology is possible)."""
+        world, workers = self.config.get("world_size"), self.config.get("num_workers")
+        if world is None or workers is None:
+            return None
+        earlier = sum(leg.batches_consumed for leg in self.legs)
+        if self.batches_consumed < earlier:
+            raise ResumeMismatchError(
+                f"resume state: batches_consumed={self.batches_consumed} is less than the {earlier} batches of "
+                "its earlier legs; batches_consumed counts every batch of the epoch, across resumes"
+            )
+        now = Topology(int(world), int(workers), self.batch_size, self.drop_last)
+        return self.legs + (Leg(now, self.batches_consumed - earlier),)
+
+    def legs_for_save(
+        self,
+        *,
+        epoch: int,
+        world_size: int,
+        num_workers: int | None,
+        batch_size: int,
+        drop_last: bool,
+        batches_consumed: int,
+    ) -> tuple[Leg, ...]:
+        """The earlier legs a state saved now (after this state was loaded) records."""
+        if epoch != self.epoch:
+            return ()
+        legs = self.all_legs()
+        if legs is None:  # resumed as the same topology (the only way without a recorded one)
+            if (batch_size, drop_last) == (self.batch_size, self.drop_last):
+                return ()
+            if num_workers is None:
+                raise ConfigError(
+                    f"pass num_workers= to state_dict: this run resumed a state saved with batch_size="
+                    f"{self.batch_size} and now saves batch_size={batch_size}; the earlier batches are "
+                    "recorded with the DataLoader's worker count"
+                )
+            before = Topology(world_size, num_workers, self.batch_size, self.drop_last)
+            return (Leg(before, self.batches_consumed),)
+        if num_workers is None:
+            raise ConfigError(
+                "pass num_workers= (the DataLoader's) to state_dict: this run resumed an epoch saved with "
+                f"num_workers={self.config.get('num_workers')!r}, and an elastic resume needs both"
+            )
+        now = Topology(world_size, num_workers, batch_size, drop_last)
+        if now.key == legs[-1].topology.key:
+            return self.legs  # the same leg goes on
+        if batches_consumed < self.batches_consumed:
+            raise ConfigError(
+                f"batches_consumed={batches_consumed} but this run resumed at {self.batches_consumed}: "
+                "batches_consumed counts every batch of the epoch, across resumes"
+            )
+        return legs
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +169,70 @@ def plan_for_worker(state: ResumeState, worker_counts: Sequence[int], worker: in
     )
     role, skip = plan.for_worker(worker)
     return WorkerStep(role, skip, plan.epoch_complete)
+
+
+def elastic_epoch(
+    state: ResumeState,
+    *,
+    world_size: int,
+    num_workers: int,
+    first_counts: Callable[[int, int], Sequence[int]],
+    remainder: Remainder,
+) -> ElasticEpoch | None:
+    """The elastic continuation of ``state``'s epoch on ``world_size`` x ``num_workers``; None when the plain
+    exact resume applies (one leg, saved on this world size and worker count, or no topology recorded)."""
+    legs = state.all_legs()
+    if legs is None:
+        saved = state.config.get("world_size")
+        if saved is not None and saved != world_size:
+            raise ResumeMismatchError(
+                f"resume state was saved with world_size={saved!r} but this run has world_size={world_size}; "
+                "an elastic resume also needs the saved num_workers: pass num_workers= to state_dict"
+            )
+        return None
+    if len(legs) == 1 and legs[0].topology.split == (world_size, max(num_workers, 1)):
+        return None
+    return ElasticEpoch(
+        first_counts, legs, world_size=world_size, num_workers=num_workers, remainder=remainder
+    )
+
+
+def resume_elastically(
+    state: ResumeState,
+    consumer: Consumer,
+    *,
+    first_counts: Callable[[int, int], Sequence[int]],
+    remainder: Remainder,
+    open_stream: Callable[[int, Consumer, int], Iterator[T]],
+    advance: Callable[[int], int],
+) -> Iterator[T] | None:
+    """``consumer``'s samples for the rest of ``state``'s epoch when it resumes elastically, else None.
+
+    ``open_stream(epoch, consumer, skip)`` opens a consumer's stream of a fresh epoch after ``skip`` samples;
+    ``advance(epoch)`` moves the epoch clock past a finished epoch and returns the next one.
+    """
+    elastic = elastic_epoch(
+        state,
+        world_size=consumer.world_size,
+        num_workers=consumer.num_workers,
+        first_counts=first_counts,
+        remainder=remainder,
+    )
+    if elastic is None:
+        return None
+    if consumer.worker == 0:
+        logger.info(
+            "epoch %d resumed on %d rank(s) x %d worker(s): %s",
+            state.epoch,
+            consumer.world_size,
+            consumer.num_workers,
+            elastic.describe(),
+        )
+    if elastic.complete:
+        return open_stream(advance(state.epoch), consumer, 0)
+    first = elastic.legs[0].topology
+
+    def open_first(rank: int, worker: int, skip: int) -> Iterator[T]:
+        return open_stream(state.epoch, Consumer(rank, first.world_size, worker, first.streams), skip)
+
+    return elastic.stream(consumer.rank, consumer.worker, open_first)
