@@ -238,7 +238,7 @@ def test_a_leg_that_consumed_more_than_it_had_is_refused() -> None:
     def counts(world: int, workers: int) -> list[int]:
         return [10] * workers
 
-    with pytest.raises(ResumeMismatchError, match="consumed 11 batches but it had 10"):
+    with pytest.raises(ResumeMismatchError, match=r"batches_consumed=11 but this epoch has 10 batches in leg"):
         ElasticEpoch(counts, [Leg(Topology(2, 2, 2), 11)], world_size=3, num_workers=1, remainder="drop")
 
 

@@ -35,6 +35,7 @@ from lerowds.reader.order import (
 )
 from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
+from lerowds.reader.elastic import ElasticEpoch
 from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
 from lerowds.reader.stats import StatsBoard
 from lerowds.reader.store import EpisodeStore, open_store
@@ -250,10 +251,10 @@ class LeRobotWebDataset(IterableDataset):
         elastically when the world size or worker count differs (see ``elastic.py``)."""
         resume = ResumeState.from_dict(state)
         resume.check_config(self.config(resume.config.get("num_workers")))
-        saved, c = resume.config.get("num_workers"), self._consumer()
-        if saved is not None:  # the saved epoch's batches: past their end is an error here, not in a worker
-            counts = self._worker_counts(Consumer(c.rank, c.world_size, 0, max(int(saved), 1)))
-            plan_for_worker(resume, counts, 0)
+        legs = resume.all_legs()
+        if legs is not None:  # counters past their legs' batches are an error here, not in a worker
+            world, workers = legs[-1].topology.split
+            ElasticEpoch(self._first_counts, legs, world_size=world, num_workers=workers, remainder=self.remainder)
         self._resume = resume
         self._clock.set(resume.epoch)
 
@@ -290,6 +291,10 @@ class LeRobotWebDataset(IterableDataset):
             )
         return segs
 
+    def _first_counts(self, world_size: int, num_workers: int) -> list[int]:
+        """Samples each of ``num_workers`` workers yields in a fresh epoch on ``world_size`` ranks."""
+        return self._worker_counts(Consumer(0, world_size, 0, num_workers))
+
     def _worker_counts(self, consumer: Consumer) -> list[int]:
         return [
             consumer_sample_count(
@@ -311,7 +316,7 @@ class LeRobotWebDataset(IterableDataset):
             elastic = resume_elastically(
                 self._resume,
                 consumer,
-                first_counts=lambda world, k: self._worker_counts(Consumer(0, world, 0, k)),
+                first_counts=self._first_counts,
                 remainder=self.remainder,
                 open_stream=self._consumer_stream,
                 advance=self._clock.advance_past,

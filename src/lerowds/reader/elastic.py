@@ -256,8 +256,8 @@ class ElasticEpoch:
             )
             if ended.batches_consumed > total:
                 raise ResumeMismatchError(
-                    f"resume state: leg {i} ({ended.topology}) consumed {ended.batches_consumed} batches but "
-                    f"it had {total}"
+                    f"resume state: batches_consumed={ended.batches_consumed} but this epoch has {total} batches "
+                    f"in leg {i} ({ended.topology})"
                 )
             if i + 1 < len(legs) and ended.batches_consumed == total:
                 raise ResumeMismatchError(f"resume state: leg {i} finished the epoch but more legs follow")
