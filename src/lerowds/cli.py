@@ -97,8 +97,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _executor_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("datatrove (pip install 'lerowds[datatrove]'; see docs/DATATROVE.md)")
-    g.add_argument("--executor", choices=("local", "slurm"), help="run the tasks and the finalize with datatrove")
-    g.add_argument("--tasks", type=int, help="datatrove tasks; task I converts the shards with shard %% N == I")
+    g.add_argument(
+        "--executor", choices=("local", "slurm"), help="run the tasks and the finalize with datatrove"
+    )
+    g.add_argument(
+        "--tasks", type=int, help="datatrove tasks; task I converts the shards with shard %% N == I"
+    )
     g.add_argument("--parallel-tasks", type=int, help="at most this many tasks at once (default all)")
     g.add_argument("--logs-dir", type=Path, help="datatrove logs (default OUT/.lerowds/datatrove/tasks-N)")
     g.add_argument("--job-name", default="lerowds_convert", help="Slurm job name (default lerowds_convert)")
@@ -108,12 +112,25 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mem-per-cpu", help="Slurm memory per CPU, e.g. 1950M (default datatrove's 2G)")
     g.add_argument("--qos", help="Slurm QOS (default the cluster's)")
     g.add_argument(
-        "--sbatch", action="append", default=[], metavar="KEY=VALUE", help="more #SBATCH options, e.g. account=X"
+        "--sbatch",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="more #SBATCH options, e.g. account=X",
     )
     g.add_argument("--slurm-dry-run", action="store_true", help="write the sbatch scripts, submit nothing")
 
 
-_EXECUTOR_ONLY = ("tasks", "parallel_tasks", "logs_dir", "partition", "time", "cpus_per_task", "mem_per_cpu", "qos")
+_EXECUTOR_ONLY = (
+    "tasks",
+    "parallel_tasks",
+    "logs_dir",
+    "partition",
+    "time",
+    "cpus_per_task",
+    "mem_per_cpu",
+    "qos",
+)
 
 
 def _refuse_executor_options(args: argparse.Namespace) -> None:
@@ -133,7 +150,9 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
     if args.tasks is None:
         raise ConfigError("--executor needs --tasks N")
     if args.num_tasks != 1 or args.task_index != 0 or args.finalize:
-        raise ConfigError("--executor splits and finalizes by itself: drop --num-tasks, --task-index, --finalize")
+        raise ConfigError(
+            "--executor splits and finalizes by itself: drop --num-tasks, --task-index, --finalize"
+        )
     try:
         from lerowds.convert.datatrove import ExecutorOptions, run_with_datatrove
     except ImportError as e:
@@ -172,9 +191,13 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
     result = run_with_datatrove(options, run)
     out = sys.stdout.write
     if result.submissions:
-        out(f"{result.output}: dry run, nothing submitted; {result.num_shards} shards, {result.tasks} tasks\n")
+        out(
+            f"{result.output}: dry run, nothing submitted; {result.num_shards} shards, {result.tasks} tasks\n"
+        )
         for sub in result.submissions:
-            out(f"{sub.job_id}: sbatch {' '.join(sub.args)} {result.logs_dir / 'dry_run' / sub.job_id}.slurm\n")
+            out(
+                f"{sub.job_id}: sbatch {' '.join(sub.args)} {result.logs_dir / 'dry_run' / sub.job_id}.slurm\n"
+            )
     elif result.job_ids:
         out(
             f"{result.output}: submitted Slurm job {result.job_ids[0]} ({result.tasks} tasks) and finalize job "
@@ -182,8 +205,10 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
         )
     else:
         state = "finished" if result.finalized else "not finalized"
-        out(f"{result.output}: {state} ({result.num_shards} shards by {result.tasks} datatrove tasks; "
-            f"logs in {result.logs_dir})\n")
+        out(
+            f"{result.output}: {state} ({result.num_shards} shards by {result.tasks} datatrove tasks; "
+            f"logs in {result.logs_dir})\n"
+        )
     return EXIT_OK
 
 

@@ -78,7 +78,7 @@ def test_a_failed_task_makes_finalize_name_the_missing_shards_and_tasks(
     small_root: Path, small_out: Path, tmp_path: Path
 ) -> None:
     src = copy_dataset(small_root, tmp_path / "src")
-    broken = sorted((src / "data").glob("*/*.parquet"))[-1]  # the last episodes' rows: a late shard fails
+    broken = max((src / "data").glob("*/*.parquet"))  # the last episodes' rows: a late shard fails
     good = broken.read_bytes()
     broken.write_bytes(bytes(len(good)))  # same size: the plan does not change, the rows cannot be read
     out = tmp_path / "out"
@@ -126,9 +126,10 @@ printf '%s\\n' "$@" > "$FAKE_SLURM/job-$n.args"
 echo "Submitted batch job $n"
 """
 FAKE_SRUN = """#!/bin/sh
-# runs the command after srun's options, on this machine
+# runs the command after srun's options on this machine (datatrove's console script, with the test's Python)
 while [ "$#" -gt 0 ] && [ "$1" != launch_pickled_pipeline ]; do shift; done
-exec "$@"
+[ "$#" -eq 2 ] || { echo "fake srun: unexpected command: $*" >&2; exit 9; }
+exec "$FAKE_PYTHON" -m datatrove.tools.launch_pickled_pipeline "$2"
 """
 FAKE_SCONTROL = """#!/bin/sh
 echo localhost
@@ -142,9 +143,8 @@ def _fake_slurm(tmp_path: Path) -> tuple[dict[str, str], Path]:
     for name, text in (("sbatch", FAKE_SBATCH), ("srun", FAKE_SRUN), ("scontrol", FAKE_SCONTROL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    # datatrove's console scripts (launch_pickled_pipeline, merge_stats) sit next to this interpreter
-    path = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    return {**os.environ, "PATH": path, "FAKE_SLURM": str(jobs)}, jobs
+    path = os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "FAKE_SLURM": str(jobs), "FAKE_PYTHON": sys.executable}, jobs
 
 
 def _sbatch_lines(script: str) -> dict[str, str]:
@@ -168,7 +168,12 @@ def test_slurm_submission_is_an_array_then_a_finalize_after_it_and_runs_as_slurm
     tasks_script = (jobs / "job-100.sh").read_text()
     sb = _sbatch_lines(tasks_script)
     assert sb["array"] == "0-1%1" and sb["job-name"] == "lerowds_convert"
-    assert (sb["partition"], sb["time"], sb["mem-per-cpu"], sb["account"]) == ("cpu", "01:30:00", "1950M", "robots")
+    assert (sb["partition"], sb["time"], sb["mem-per-cpu"], sb["account"]) == (
+        "cpu",
+        "01:30:00",
+        "1950M",
+        "robots",
+    )
     assert sb["cpus-per-task"] == "1"  # --workers 1 per task
     assert f"launch_pickled_pipeline {logs / 'convert' / 'executor.pik'}" in tasks_script
     assert "--dependency" not in " ".join((jobs / "job-100.args").read_text().split())
@@ -185,7 +190,9 @@ def test_slurm_submission_is_an_array_then_a_finalize_after_it_and_runs_as_slurm
     def slurm_run(script: Path, task: int) -> None:
         job_env = {**env, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_JOB_ID": script.stem, "RUN_OFFSET": "0",
                    "SLURM_NODELIST": "localhost"}  # fmt: skip
-        ran = subprocess.run(["bash", str(script)], env=job_env, capture_output=True, text=True, timeout=300)
+        ran = subprocess.run(
+            ["bash", str(script)], check=False, env=job_env, capture_output=True, text=True, timeout=300
+        )
         assert ran.returncode == 0, ran.stderr[-3000:]
 
     for task in (1, 0):  # any order
@@ -228,7 +235,10 @@ def test_slurm_dry_run_writes_the_scripts_and_submits_nothing(
         (["--executor", "slurm", "--tasks", "2"], "--executor slurm needs --partition"),
         (["--executor", "local"], "--executor needs --tasks N"),
         (["--tasks", "2"], "--tasks need --executor local|slurm"),
-        (["--executor", "local", "--tasks", "2", "--partition", "p"], "--partition only apply to --executor slurm"),
+        (
+            ["--executor", "local", "--tasks", "2", "--partition", "p"],
+            "--partition only apply to --executor slurm",
+        ),
         (["--executor", "local", "--tasks", "2", "--num-tasks", "2"], "drop --num-tasks"),
         (["--executor", "local", "--tasks", "0"], "--tasks must be >= 1, got 0"),
         (["--executor", "slurm", "--tasks", "2", "--partition", "p", "--sbatch", "x"], "expected KEY=VALUE"),

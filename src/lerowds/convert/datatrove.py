@@ -37,7 +37,9 @@ from lerowds.format import INDEX_FILE, atomic_write_bytes
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm")
-DEFAULT_TIME = "08:00:00"  # Slurm time limit of a task when --time is not given (lerobot's port scripts use it)
+DEFAULT_TIME = (
+    "08:00:00"  # Slurm time limit of a task when --time is not given (lerobot's port scripts use it)
+)
 SHOWN = 10  # tasks named in an error before "..."
 
 
@@ -215,7 +217,11 @@ class ExecutorOptions:
             raise ConfigError(f"{', '.join(given)} only apply to --executor slurm, not local")
 
     def logs_root(self, output: Path) -> Path:
-        return self.logs_dir if self.logs_dir is not None else output / STATE_DIR / "datatrove" / f"tasks-{self.tasks}"
+        return (
+            self.logs_dir
+            if self.logs_dir is not None
+            else output / STATE_DIR / "datatrove" / f"tasks-{self.tasks}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +257,9 @@ def prepare_output(options: ConvertOptions) -> ConversionPlan:
     return plan
 
 
-def build_executors(options: ConvertOptions, run: ExecutorOptions) -> tuple[PipelineExecutor, PipelineExecutor]:
+def build_executors(
+    options: ConvertOptions, run: ExecutorOptions
+) -> tuple[PipelineExecutor, PipelineExecutor]:
     """The tasks executor (``run.tasks`` tasks of ``ConvertShards``) and the finalize executor that depends on it.
 
     Run the second one: datatrove runs (local) or submits (Slurm) its dependency first. On Slurm the finalize job
