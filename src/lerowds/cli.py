@@ -199,10 +199,14 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
                 f"{sub.job_id}: sbatch {' '.join(sub.args)} {result.logs_dir / 'dry_run' / sub.job_id}.slurm\n"
             )
     elif result.job_ids:
-        out(
-            f"{result.output}: submitted Slurm job {result.job_ids[0]} ({result.tasks} tasks) and finalize job "
-            f"{result.job_ids[1]} after it; logs in {result.logs_dir}\n"
-        )
+        tasks_job, final_job = result.job_ids
+        if not final_job:
+            what = "nothing submitted: datatrove recorded every task and the finalize as completed"
+        elif not tasks_job:
+            what = f"every task completed already; submitted finalize job {final_job}"
+        else:
+            what = f"submitted Slurm job {tasks_job} ({result.tasks} tasks) and finalize job {final_job} after it"
+        out(f"{result.output}: {what}; logs in {result.logs_dir}\n")
     else:
         state = "finished" if result.finalized else "not finalized"
         out(

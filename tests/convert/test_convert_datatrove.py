@@ -201,6 +201,11 @@ def test_slurm_submission_is_an_array_then_a_finalize_after_it_and_runs_as_slurm
     slurm_run(jobs / "job-102.sh", 0)
     assert _dataset_bytes(out) == tree_bytes(small_out)
 
+    again = subprocess.run(_cli(*args), env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert "nothing submitted: datatrove recorded every task and the finalize as completed" in again.stdout
+    assert len(list(jobs.glob("*.sh"))) == 4
+
 
 def test_slurm_dry_run_writes_the_scripts_and_submits_nothing(
     small_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -242,7 +242,9 @@ class ExecutorRun:
     num_shards: int
     tasks: int
     finalized: bool
-    job_ids: tuple[str, ...] = ()
+    job_ids: tuple[
+        str, ...
+    ] = ()  # Slurm: (tasks job, finalize job); "" where datatrove had nothing left to run
     submissions: tuple[Submission, ...] = ()
 
 
@@ -328,7 +330,7 @@ def run_with_datatrove(options: ConvertOptions, run: ExecutorOptions) -> Executo
     final.run()
     if run.kind == "local":
         return ExecutorRun(output, logs, len(plan.shards), run.tasks, (output / INDEX_FILE).is_file())
-    ids = tuple(str(e.job_id) for e in (tasks, final))
+    ids = tuple("" if str(e.job_id) == "-1" else str(e.job_id) for e in (tasks, final))  # -1: all completed
     return ExecutorRun(output, logs, len(plan.shards), run.tasks, False, job_ids=ids)
 
 
