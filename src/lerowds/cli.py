@@ -195,9 +195,8 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
             f"{result.output}: dry run, nothing submitted; {result.num_shards} shards, {result.tasks} tasks\n"
         )
         for sub in result.submissions:
-            out(
-                f"{sub.job_id}: sbatch {' '.join(sub.args)} {result.logs_dir / 'dry_run' / sub.job_id}.slurm\n"
-            )
+            script = result.logs_dir / "dry_run" / f"{sub.job_id}.slurm"
+            out(f"{sub.job_id}: {' '.join(['sbatch', *sub.args, str(script)])}\n")
     elif result.job_ids:
         tasks_job, final_job = result.job_ids
         if not final_job:

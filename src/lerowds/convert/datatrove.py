@@ -23,7 +23,7 @@ try:
     from datatrove.executor.slurm import SlurmPipelineExecutor
     from datatrove.pipeline.base import PipelineStep
     from loguru import logger as _loguru
-except ImportError as e:  # pragma: no cover - exercised by the test of the missing extra
+except ImportError as e:  # tests/convert/test_convert_datatrove.py::test_missing_extra_names_it
     raise ImportError(
         f"lerowds.convert.datatrove needs datatrove ({e}); install the extra: pip install 'lerowds[datatrove]'"
     ) from e
@@ -37,9 +37,8 @@ from lerowds.format import INDEX_FILE, atomic_write_bytes
 log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm")
-DEFAULT_TIME = (
-    "08:00:00"  # Slurm time limit of a task when --time is not given (lerobot's port scripts use it)
-)
+# Slurm time limit of a task when --time is not given (what lerobot's port scripts ask for)
+DEFAULT_TIME = "08:00:00"
 SHOWN = 10  # tasks named in an error before "..."
 
 
@@ -308,8 +307,15 @@ def build_executors(
 
 
 def run_with_datatrove(options: ConvertOptions, run: ExecutorOptions) -> ExecutorRun:
-    """Plan and claim the output, then run (local) or submit (Slurm) the tasks and the finalize after them."""
-    output = Path(options.output)
+    """Plan and claim the output, then run (local) or submit (Slurm) the tasks and the finalize after them.
+
+    Paths are made absolute first: a Slurm job need not start in the directory it was submitted from.
+    """
+    root = None if options.root is None else Path(options.root).resolve()
+    options = replace(options, output=Path(options.output).resolve(), root=root)
+    if run.logs_dir is not None:
+        run = replace(run, logs_dir=Path(run.logs_dir).resolve())
+    output = options.output
     plan = prepare_output(options)
     if run.tasks > len(plan.shards):
         log.warning(
