@@ -199,9 +199,7 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
             out(f"{sub.job_id}: {' '.join(['sbatch', *sub.args, str(script)])}\n")
     elif result.job_ids:
         tasks_job, final_job = result.job_ids
-        if not final_job:
-            what = "nothing submitted: datatrove recorded every task and the finalize as completed"
-        elif not tasks_job:
+        if not tasks_job:
             what = f"every task completed already; submitted finalize job {final_job}"
         else:
             what = f"submitted Slurm job {tasks_job} ({result.tasks} tasks) and finalize job {final_job} after it"

@@ -73,6 +73,18 @@ def test_local_executor_tasks_then_finalize_equal_a_single_run(
     assert again.finalized
     assert _dataset_bytes(out) == tree_bytes(small_out)
 
+    (out / "shards" / "shard-000001.tar").unlink()  # damage: datatrove still counts task 1 as completed
+    one_at_a_time = ExecutorOptions(kind="local", tasks=3, parallel_tasks=1)
+    with pytest.raises(
+        ConversionError, match=r"1 of \d+ shards are not done: task 1 of 3 \(shard 1\)"
+    ) as err:
+        run_with_datatrove(_options(small_root, out), one_at_a_time)
+    marker = logs / "convert" / "completions" / "00001"
+    assert f"datatrove marked it completed: delete {marker} so that it runs again" in str(err.value)
+    marker.unlink()
+    assert run_with_datatrove(_options(small_root, out), one_at_a_time).finalized
+    assert _dataset_bytes(out) == tree_bytes(small_out)
+
 
 def test_a_failed_task_makes_finalize_name_the_missing_shards_and_tasks(
     small_root: Path, small_out: Path, tmp_path: Path
@@ -203,8 +215,11 @@ def test_slurm_submission_is_an_array_then_a_finalize_after_it_and_runs_as_slurm
 
     again = subprocess.run(_cli(*args), env=env, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stderr
-    assert "nothing submitted: datatrove recorded every task and the finalize as completed" in again.stdout
-    assert len(list(jobs.glob("*.sh"))) == 4
+    assert (
+        "every task completed already; submitted finalize job 104" in again.stdout
+    )  # it rechecks the shards
+    assert "--dependency" not in (jobs / "job-104.args").read_text()
+    assert len(list(jobs.glob("*.sh"))) == 6  # the finalize and its stats merge
 
 
 def test_slurm_dry_run_writes_the_scripts_and_submits_nothing(

@@ -264,7 +264,9 @@ def build_executors(
     """The tasks executor (``run.tasks`` tasks of ``ConvertShards``) and the finalize executor that depends on it.
 
     Run the second one: datatrove runs (local) or submits (Slurm) its dependency first. On Slurm the finalize job
-    starts after the array even when a task failed (``afterany``), so that it names the failed tasks.
+    starts after the array even when a task failed (``afterany``), so that it names the failed tasks. The finalize
+    runs on every rerun (it is cheap): it checks the shards themselves, which datatrove's completion markers of
+    the tasks do not.
     """
     logs = run.logs_root(Path(options.output))
     convert_logs, finalize_logs = str(logs / "convert"), str(logs / "finalize")
@@ -273,7 +275,9 @@ def build_executors(
     workers = min(run.parallel_tasks, run.tasks) if run.parallel_tasks is not None else -1
     if run.kind == "local":
         tasks = LocalPipelineExecutor([step], tasks=run.tasks, workers=workers, logging_dir=convert_logs)
-        final = LocalPipelineExecutor([last], tasks=1, workers=1, logging_dir=finalize_logs, depends=tasks)
+        final = LocalPipelineExecutor(
+            [last], tasks=1, workers=1, logging_dir=finalize_logs, depends=tasks, skip_completed=False
+        )
         return tasks, final
     common: dict[str, Any] = {
         "time": run.time or DEFAULT_TIME,
@@ -301,6 +305,7 @@ def build_executors(
         logging_dir=finalize_logs,
         depends=tasks,
         run_on_dependency_fail=True,
+        skip_completed=False,
         **common,
     )
     return tasks, final
