@@ -101,14 +101,21 @@ def _executor_arguments(p: argparse.ArgumentParser) -> None:
         "--executor", choices=("local", "slurm"), help="run the tasks and the finalize with datatrove"
     )
     g.add_argument(
-        "--tasks", type=int, help="datatrove tasks; task I converts the shards with shard %% N == I"
+        "--tasks",
+        type=int,
+        metavar="N",
+        help="datatrove tasks; task I converts the shards with shard %% N == I",
     )
-    g.add_argument("--parallel-tasks", type=int, help="at most this many tasks at once (default all)")
-    g.add_argument("--logs-dir", type=Path, help="datatrove logs (default OUT/.lerowds/datatrove/tasks-N)")
+    g.add_argument(
+        "--parallel-tasks", type=int, metavar="P", help="at most this many tasks at once (default all)"
+    )
+    g.add_argument(
+        "--logs-dir", type=Path, metavar="DIR", help="datatrove logs (default OUT/.lerowds/datatrove/tasks-N)"
+    )
     g.add_argument("--job-name", default="lerowds_convert", help="Slurm job name (default lerowds_convert)")
     g.add_argument("--partition", help="Slurm partition (required with --executor slurm)")
     g.add_argument("--time", help="Slurm time limit of a task (default 08:00:00)")
-    g.add_argument("--cpus-per-task", type=int, help="Slurm CPUs per task (default --workers)")
+    g.add_argument("--cpus-per-task", type=int, metavar="C", help="Slurm CPUs per task (default --workers)")
     g.add_argument("--mem-per-cpu", help="Slurm memory per CPU, e.g. 1950M (default datatrove's 2G)")
     g.add_argument("--qos", help="Slurm QOS (default the cluster's)")
     g.add_argument(
