@@ -116,6 +116,17 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def open_and_plan(options: ConvertOptions) -> tuple[SourceDataset, tuple[int, ...], ConversionPlan]:
+    """Open the source, select its episodes and plan the shards (what every task of a conversion computes)."""
+    source, selected = open_source(
+        options.repo_id,
+        root=options.root,
+        revision=options.revision,
+        select=lambda s: parse_episodes(options.episodes, [e.episode_index for e in s.episodes]),
+    )
+    return source, selected, build_plan(source, selected, options)
+
+
 def convert(options: ConvertOptions) -> ConvertResult:
     """Convert (this task's share of) a LeRobot v3 dataset; finalize when it is a single-task run."""
     try:
@@ -135,13 +146,7 @@ def _convert(options: ConvertOptions) -> ConvertResult:
     output = Path(options.output)
     if options.finalize_only:
         return _finalize_only(output, options)
-    source, selected = open_source(
-        options.repo_id,
-        root=options.root,
-        revision=options.revision,
-        select=lambda s: parse_episodes(options.episodes, [e.episode_index for e in s.episodes]),
-    )
-    plan = build_plan(source, selected, options)
+    source, selected, plan = open_and_plan(options)
     check_output(output, plan)  # before the lock creates .lerowds/ in a directory that is not ours
     with output_lock(output, options.num_tasks, options.task_index):
         return _convert_locked(output, options, source, selected, plan)
