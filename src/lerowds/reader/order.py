@@ -54,6 +54,7 @@ __all__ = [
     "pool_order",
     "rank_frame_count",
     "rank_plan",
+    "rank_plans",
     "worker_segments",
 ]
 
@@ -148,6 +149,31 @@ def rank_plan(
     ``episode_ids[i]`` (default ``i``) is the dataset episode index of the episode of ``lengths[i]``.
     "drop" leaves out the sequence's last ``N % W`` frames, "repeat" wraps around to its start.
     """
+    _check_int("rank", rank)
+    return rank_plans(
+        lengths,
+        episode_ids,
+        seed=seed,
+        epoch=epoch,
+        shuffle=shuffle,
+        world_size=world_size,
+        ranks=[rank],
+        remainder=remainder,
+    )[0]
+
+
+def rank_plans(
+    lengths: Sequence[int],
+    episode_ids: Sequence[int] | None = None,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool,
+    world_size: int,
+    ranks: Sequence[int] | None = None,
+    remainder: Remainder = "drop",
+) -> list[RankPlan]:
+    """``rank_plan`` of each of ``ranks`` (default: all), sharing one episode permutation."""
     lens = np.asarray(lengths, dtype=np.int64).reshape(-1)
     ids = np.arange(lens.size, dtype=np.int64) if episode_ids is None else np.asarray(episode_ids, np.int64)
     if ids.shape != lens.shape:
@@ -158,21 +184,26 @@ def rank_plan(
         )
     if ids.size and (ids.min() < 0 or not _distinct(ids)):
         raise ConfigError(f"episode ids must be distinct and >= 0, got {ids.tolist()[:20]}...")
-    _check_int("rank", rank)
     total = int(lens.sum())
     per_rank = rank_frame_count(total, world_size=world_size, remainder=remainder)
-    if rank >= world_size:
-        raise ConfigError(f"rank must be in [0, {world_size}), got {rank}")
+    ranks = range(world_size) if ranks is None else ranks
+    for rank in ranks:
+        _check_int("rank", rank)
+        if rank >= world_size:
+            raise ConfigError(f"rank must be in [0, {world_size}), got {rank}")
     order = episode_order(lens.size, seed=seed, epoch=epoch, shuffle=shuffle)
     o_ids, o_lens = ids[order], lens[order]
     ends = np.cumsum(o_lens)
     begins, zero = ends - o_lens, np.zeros_like(o_lens)
-    lo, hi = rank * per_rank, (rank + 1) * per_rank
-    head = cut(o_ids, zero, begins, ends, lo, min(hi, total))  # then the wrapped part ("repeat"), < total
-    wrap = cut(o_ids, zero, begins, ends, max(lo, total) - total, hi - total)
-    segments = head if not len(wrap) else _concat(head, wrap)
     excess = world_size * per_rank - total
-    return RankPlan(segments, per_rank, total, dropped=max(-excess, 0), repeated=max(excess, 0))
+    plans = []
+    for rank in ranks:
+        lo, hi = rank * per_rank, (rank + 1) * per_rank
+        head = cut(o_ids, zero, begins, ends, lo, min(hi, total))  # then the wrapped part ("repeat"), < total
+        wrap = cut(o_ids, zero, begins, ends, max(lo, total) - total, hi - total)
+        segments = head if not len(wrap) else _concat(head, wrap)
+        plans.append(RankPlan(segments, per_rank, total, dropped=max(-excess, 0), repeated=max(excess, 0)))
+    return plans
 
 
 def _distinct(ids: np.ndarray) -> bool:

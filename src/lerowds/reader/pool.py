@@ -9,7 +9,8 @@ unit, and a segment leaves when the window moves past it:
 * admission time ``a_j = 0`` for the first window (``j <= h``, ``h`` = the last ``j`` with ``lo_j = 0``),
   else ``a_j = j``;
 * eviction time ``b_i = e(i)``, the first ``j`` with ``lo_j > i``; segments of the last window leave one
-  per unit after it: ``b_i = m + i - lo_{m-1}``.
+  per unit after it: ``b_i = m + i - lo_{m-1}``. When the first window is also the last (the whole share
+  fits in the pool) every segment lives ``[0, m)``: the order is then a uniform shuffle of the share.
 
 Frame ``f`` of segment ``i`` (the ``c``-th frame of the consumer's list, counting from 0) gets the key
 ``(a_i << 32) + (b_i - a_i) * (r >> 32)`` with ``r = mix64(base + (c + 1) * 0x9E3779B97F4A7C15 mod 2**64)``,
@@ -78,6 +79,34 @@ def pool_windows(
     return np.minimum(lo, j)
 
 
+def window_bounds(
+    num_segments: int,
+    *,
+    pool_size: int,
+    sizes: np.ndarray | None = None,
+    byte_budget: int | None = None,
+    shuffle: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)``: every pool the consumer ever holds lies inside one window ``[lo[j], hi[j]]``."""
+    j = np.arange(num_segments, dtype=np.int64)
+    if shuffle:
+        return pool_windows(num_segments, pool_size=pool_size, sizes=sizes, byte_budget=byte_budget), j
+    return j, _ordered_fill(j, num_segments, pool_size, sizes, byte_budget) - 1
+
+
+def _ordered_fill(
+    c: np.ndarray, m: int, pool_size: int, sizes: np.ndarray | None, byte_budget: int | None
+) -> np.ndarray:
+    """Without shuffle, the pool while segment ``c`` drains is ``[c, g)``: filled in list order up to
+    ``pool_size`` segments and the budget (at least one segment)."""
+    g = np.minimum(c + pool_size, m)
+    if byte_budget is not None:
+        held = np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))])
+        fits = np.searchsorted(held, held[c] + byte_budget, side="right") - 1
+        g = np.minimum(g, np.maximum(c + 1, fits))
+    return g
+
+
 def lifetimes(lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Admission and eviction times ``(a, b)`` of each segment from the windows ``lo`` (both ascending)."""
     m = lo.size
@@ -85,6 +114,8 @@ def lifetimes(lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return lo.copy(), lo.copy()
     j = np.arange(m, dtype=np.int64)
     h = int(np.searchsorted(lo, 0, side="right")) - 1
+    if h == m - 1:  # the whole share in the first window: one lifetime for all, a uniform shuffle
+        return np.zeros(m, dtype=np.int64), np.full(m, m, dtype=np.int64)
     admit = np.where(j <= h, 0, j)
     e = np.searchsorted(lo, j, side="right")
     evict = np.where(e < m, e, m + j - lo[-1])
@@ -160,7 +191,6 @@ class PoolOrder:
         self._first = np.concatenate([[0], np.cumsum(self._lengths)])
         self._total = int(self._first[-1])
         self._sizes = np.zeros(m, np.int64) if sizes is None else np.asarray(sizes, dtype=np.int64)
-        self._held_cum = np.concatenate([[0], np.cumsum(self._sizes)])
         self._pool_size, self._budget, self._shuffle = pool_size, byte_budget, bool(shuffle)
         self._base = key_base(seed, epoch, rank, worker)
         self._lo = pool_windows(m, pool_size=pool_size, sizes=self._sizes, byte_budget=byte_budget)
@@ -308,12 +338,8 @@ class PoolOrder:
 
     def _no_shuffle_fill(self, c: int) -> int:
         """Without shuffle: the pool is ``[c, g)`` while segment ``c`` drains; ``g`` = the end of its fill."""
-        m = len(self._segs)
-        g = min(c + self._pool_size, m)
-        if self._budget is not None:
-            fits = int(np.searchsorted(self._held_cum, self._held_cum[c] + self._budget, side="right")) - 1
-            g = min(g, max(c + 1, fits))
-        return g
+        at = np.asarray([c], dtype=np.int64)
+        return int(_ordered_fill(at, len(self._segs), self._pool_size, self._sizes, self._budget)[0])
 
     def skip(self, count: int) -> None:
         """Advance past ``count`` emits (and the pool changes they cause) on integers only."""
