@@ -5,14 +5,50 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lerowds.errors import FormatError
 from lerowds.format.names import EPISODES_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, SHARDS_DIR
-from lerowds.format.table import EpisodeTable
+from lerowds.format.table import EpisodeTable, compact_int
+
+
+class EpisodeIds(Sequence[int]):
+    """A shard's episode indices as one compact read-only array (a tuple of a million Python ints cost
+    ~36 MB in every reader process, which never needs them); compares equal to any sequence of the same ints."""
+
+    __slots__ = ("_ids",)
+
+    def __init__(self, ids: Iterable[int] | np.ndarray) -> None:
+        self._ids = compact_int(np.fromiter(ids, dtype=np.int64) if not isinstance(ids, (list, np.ndarray)) else ids)
+
+    def __len__(self) -> int:
+        return int(self._ids.size)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if isinstance(i, slice):
+            return EpisodeIds(self._ids[i])
+        return int(self._ids[i])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._ids.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EpisodeIds):
+            return bool(np.array_equal(self._ids, other._ids))
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(other) == len(self) and list(other) == self._ids.tolist()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"EpisodeIds({self._ids.tolist()[:8]}{'...' if len(self) > 8 else ''})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +58,7 @@ class ShardRecord:
     name: str
     size: int
     sha256: str
-    episodes: tuple[int, ...]
+    episodes: Sequence[int]  # ``EpisodeIds`` when read from an index
     num_frames: int
 
     def to_json(self) -> dict[str, Any]:
@@ -36,7 +72,7 @@ class ShardRecord:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ShardRecord:
-        return cls(d["name"], int(d["size"]), d["sha256"], tuple(int(e) for e in d["episodes"]), int(d["num_frames"]))
+        return cls(d["name"], int(d["size"]), d["sha256"], EpisodeIds(d["episodes"]), int(d["num_frames"]))
 
 
 @dataclass(frozen=True, slots=True)
