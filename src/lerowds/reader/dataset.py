@@ -20,6 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from lerowds.errors import ConfigError
 from lerowds.format import parse_size
+from lerowds.format.table import compact_int
 from lerowds.reader.augment import sample_seed
 from lerowds.reader.consumer import ConsumerConfig, consume
 from lerowds.reader.epochs import EpochClock
@@ -113,10 +114,10 @@ class LeRobotWebDataset(IterableDataset):
         self.decoder = decoder
         self.remainder: Remainder = remainder
         self._rank, self._world_size = rank, world_size
-        self._rows = self._select_rows(episodes, table["episode_index"])
-        self._lengths = table["length"][self._rows]
-        self._episode_ids = table["episode_index"][self._rows]
-        self._row_of = RowOf(table["episode_index"])
+        self._rows = compact_int(self._select_rows(episodes, table["episode_index"]))
+        every = episodes is None  # the table's own columns, not copies
+        self._lengths = table["length"] if every else table["length"][self._rows]
+        self._episode_ids = table["episode_index"] if every else table["episode_index"][self._rows]
         self.windows = validate_delta_timestamps(
             delta_timestamps, fps=index.fps, features=index.features, tolerance_s=tolerance_s
         )
@@ -140,6 +141,11 @@ class LeRobotWebDataset(IterableDataset):
         self._stats_log_every_s = stats_log_every_s
         self._clock = EpochClock(0)
         self._resume: ResumeState | None = None
+
+    @property
+    def _row_of(self) -> RowOf:
+        """Episode index -> table row (a view of the store's table: nothing per episode is pickled)."""
+        return RowOf(self._store.table["episode_index"])
 
     # ------------------------------------------------------------------------------------------ config
     @staticmethod

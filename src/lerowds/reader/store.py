@@ -48,12 +48,37 @@ class EpisodeStore(Protocol):
 
 
 class LocalStore:
-    """A converted dataset on local disk; members are read with one pread at their offset."""
+    """A converted dataset on local disk; members are read with one pread at their offset.
+
+    Pickled (into spawned DataLoader workers) as its path and table checksum only: the worker reads the
+    index and table again on first use (a million-episode table is ~70 MB) and refuses a changed dataset.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
-        self.index, self.table = read_local_index(self.root)
+        self._index: DatasetIndex | None
+        self._table: EpisodeTable | None
+        self._index, self._table = read_local_index(self.root)
+        self._sha = self._index.episodes_sha256
         self._fds: dict[str, int] = {}
+
+    @property
+    def index(self) -> DatasetIndex:
+        return self._index if self._index is not None else self._reload()[0]
+
+    @property
+    def table(self) -> EpisodeTable:
+        return self._table if self._table is not None else self._reload()[1]
+
+    def _reload(self) -> tuple[DatasetIndex, EpisodeTable]:
+        index, table = read_local_index(self.root)
+        if index.episodes_sha256 != self._sha:
+            raise FormatError(
+                f"{self.root}: the dataset changed on disk after it was opened (episodes.parquet sha256 "
+                f"{index.episodes_sha256[:12]}..., was {self._sha[:12]}...); restart the run on the new dataset"
+            )
+        self._index, self._table = index, table
+        return index, table
 
     def _shard_path(self, row: int) -> str:
         shard = int(self.table["shard"][row])
@@ -100,9 +125,8 @@ class LocalStore:
         self._fds.clear()
 
     def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        state["_fds"] = {}  # file descriptors do not cross process boundaries
-        return state
+        # file descriptors do not cross process boundaries; the index and table are read again there
+        return {"root": self.root, "_sha": self._sha, "_index": None, "_table": None, "_fds": {}}
 
 
 def open_store(
