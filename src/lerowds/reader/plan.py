@@ -175,13 +175,22 @@ def _spans(count: int, batch_size: int) -> list[tuple[int, int]]:
 def _stream(
     segments: SegmentArray, spans: list[tuple[int, int]], *, pool_size: int, **order_kw: Any
 ) -> np.ndarray:
-    """The episodes of a consumer's samples in the sample ranges ``spans``, in emission order."""
+    """The episodes of a consumer's samples in the sample ranges ``spans``, in emission order.
+
+    Each span costs a jump (about two pools' frames of work); when that sums to more than the whole
+    stream, the whole stream is computed once and the spans cut from it."""
+    count = segments.num_frames
+    window = pool_size * count / max(len(segments), 1)
+    if len(spans) > 1 and len(spans) * window > count:
+        order = PoolOrder(segments, pool_size=pool_size, **order_kw)
+        whole = segments.episode[np.concatenate([seg for seg, _ in order.chunks()])]
+        return np.concatenate([whole[a:b] for a, b in spans])
     out = []
     for start, stop in spans:
         order = PoolOrder(segments, pool_size=pool_size, **order_kw)
         order.skip(start)
         need = stop - start
-        for seg, _ in order.chunks():
+        for seg, _ in order.chunks(need):
             out.append(segments.episode[seg[:need]])
             need -= min(need, seg.size)
             if not need:

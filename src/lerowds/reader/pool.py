@@ -205,7 +205,7 @@ class PoolOrder:
         self._chunk: tuple[list[int], list[int], list[int]] = ([], [], [])  # segment, frame, key
         self._pos = 0  # next position in the chunk
         self._next_unit = 0  # where the next chunk starts
-        self._seek(0)
+        self._target: int | None = 0  # a seek not done yet (done when the state is first looked at)
 
     # -------------------------------------------------------------------------------------- properties
     @property
@@ -219,11 +219,13 @@ class PoolOrder:
     @property
     def held_bytes(self) -> int:
         """Bytes of the segments now in the pool (by ``sizes``)."""
+        self._settle()
         return int(sum(int(self._sizes[i]) for i in self._left))
 
     @property
     def pool(self) -> tuple[int, ...]:
         """Indices of the segments in the pool, oldest first."""
+        self._settle()
         return tuple(sorted(self._left))
 
     @property
@@ -233,6 +235,7 @@ class PoolOrder:
 
     def remaining_frames(self, index: int) -> Sequence[int]:
         """Frames of segment ``index`` not yet emitted, ascending."""
+        self._settle()
         seg = self._segs[index]
         if index >= self._admitted:
             return range(seg.start, seg.stop)
@@ -308,7 +311,16 @@ class PoolOrder:
 
     # -------------------------------------------------------------------------------------- seeking
     def _seek(self, k: int) -> None:
-        """Set the state to "``k`` frames emitted" (integer work of about two pools' frames)."""
+        """Set the state to "``k`` frames emitted"; the work is done when the state is next looked at."""
+        self._emitted, self._target = k, k
+
+    def _settle(self) -> None:
+        if self._target is not None:
+            k, self._target = self._target, None
+            self._do_seek(k)
+
+    def _do_seek(self, k: int) -> None:
+        """Compute the state after ``k`` emits (integer work of about two pools' frames)."""
         self._emitted = k
         m = len(self._segs)
         if k >= self._total:
@@ -355,6 +367,7 @@ class PoolOrder:
     # -------------------------------------------------------------------------------------- streaming
     def events(self) -> Iterator[PoolEvent]:
         """``Admit`` for every segment now in the pool, then the emits and pool changes to the end."""
+        self._settle()
         segs = self._segs
         for index in self.pool:
             yield Admit(index, segs[index], self.remaining_frames(index))
@@ -406,14 +419,16 @@ class PoolOrder:
             while self._admitted < fill:
                 yield self._admit_next()
 
-    def chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The rest of the stream as arrays ``(segment index, frame)`` in emission order (no events):
-        for dry runs such as ``lerowds plan``. Consumes the state like ``events()``."""
+    def chunks(self, frames: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The rest of the stream as arrays ``(segment index, frame)`` in emission order (no events), for
+        dry runs such as ``lerowds plan``; ``frames``: about how many the caller wants (sizes the chunks
+        only). Consumes the state like ``events()``."""
+        self._settle()
         if not self._shuffle:
             for index in sorted(self._left):
                 seg = self._segs[index]
-                frames = np.arange(seg.stop - self._left[index], seg.stop, dtype=np.int64)
-                yield np.full(frames.size, index, dtype=np.int64), frames
+                frames_left = np.arange(seg.stop - self._left[index], seg.stop, dtype=np.int64)
+                yield np.full(frames_left.size, index, dtype=np.int64), frames_left
             for index in range(self._admitted, len(self._segs)):
                 seg = self._segs[index]
                 yield np.full(seg.num_frames, index, dtype=np.int64), np.arange(seg.start, seg.stop)
@@ -421,11 +436,15 @@ class PoolOrder:
             return
         seg, frame, _ = self._chunk
         yield np.asarray(seg[self._pos :], dtype=np.int64), np.asarray(frame[self._pos :], dtype=np.int64)
+        span = self._span
+        if frames is not None:
+            span = max(1, int(np.ceil(frames * self._units / max(self._total, 1))))
         t = self._next_unit
         while t < self._units:
-            _, seg_a, frame_a, _ = self._chunk_between(t, min(t + self._span, self._units))
+            _, seg_a, frame_a, _ = self._chunk_between(t, min(t + span, self._units))
             yield seg_a, frame_a
-            t += self._span
+            t += span
+            span = self._span
         self._seek(self._total)
 
 
