@@ -50,7 +50,7 @@ def build(root: Path, n: int) -> None:
     json_size = rng.integers(600, 900, n)
     parquet_size = lengths * 180 + rng.integers(0, 4000, n)
     clip_sizes = [lengths * 2600 + rng.integers(0, 50_000, n) for _ in CAMERAS]
-    pad = lambda x: (x + 511) // 512 * 512  # noqa: E731 - tar data padding
+    pad = lambda x: (x + 511) // 512 * 512
     member_sizes = [json_size, parquet_size, *clip_sizes]
     span = sum(512 + pad(m) for m in member_sizes)
     shard = np.cumsum(span) // SHARD_BYTES
@@ -67,21 +67,32 @@ def build(root: Path, n: int) -> None:
     }
     pos = offset.copy()
     for name, size in zip(["json", "parquet", *CAMERAS], member_sizes):
-        off_col, size_col = (f"{name}_offset", f"{name}_size") if name in ("json", "parquet") else video_columns(name)
+        off_col, size_col = (
+            (f"{name}_offset", f"{name}_size") if name in ("json", "parquet") else video_columns(name)
+        )
         cols[off_col], cols[size_col] = pos + 512, size
         pos = pos + 512 + pad(size)
     cols["crc32"] = rng.integers(0, 1 << 32, n)
     tasks = [(f"task {i % 40}",) for i in range(n)]
     table_bytes = EpisodeTable(cols, tasks).to_parquet_bytes()
     (root / EPISODES_FILE).write_bytes(table_bytes)
-    shards = []
-    for s in range(int(shard[-1]) + 1):
-        rows = np.flatnonzero(shard == s)
-        shards.append(
-            ShardRecord(f"shards/shard-{s:06d}.tar", int(span[rows].sum()), "0" * 64, rows.tolist(), int(lengths[rows].sum()))
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(shard)) + 1, [n]])
+    shards = [
+        ShardRecord(
+            f"shards/shard-{s:06d}.tar",
+            int(span[lo:hi].sum()),
+            "0" * 64,
+            list(range(lo, hi)),
+            int(lengths[lo:hi].sum()),
         )
-    video = {"dtype": "video", "shape": [180, 320, 3], "names": ["height", "width", "channels"],
-             "info": {"video.codec": "av1", "video.pix_fmt": "yuv420p", "video.height": 180, "video.width": 320}}
+        for s, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    ]
+    video = {
+        "dtype": "video",
+        "shape": [180, 320, 3],
+        "names": ["height", "width", "channels"],
+        "info": {"video.codec": "av1", "video.pix_fmt": "yuv420p", "video.height": 180, "video.width": 320},
+    }
     features = {k: video for k in CAMERAS}
     features["action"] = {"dtype": "float32", "shape": [7], "names": None}
     index = DatasetIndex(
@@ -120,7 +131,12 @@ def _first_emit(ds, *, world: int, workers: int, rank: int, worker: int, pool: i
     order = PoolOrder(segments, pool_size=pool, seed=ds.seed, epoch=0, rank=rank, worker=worker, shuffle=True)
     order.skip(skip)
     first = next(e for e in order.events() if isinstance(e, Emit))
-    return {"s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "skip": skip, "frame": first.frame}
+    return {
+        "s": time.perf_counter() - wall,
+        "cpu_s": time.process_time() - cpu,
+        "skip": skip,
+        "frame": first.frame,
+    }
 
 
 def measure(root: str, what: str, args: dict) -> dict:
@@ -129,7 +145,11 @@ def measure(root: str, what: str, args: dict) -> dict:
     before = _rss()
     wall, cpu = time.perf_counter(), time.process_time()
     ds = LeRobotWebDataset(root, episode_pool_size=64, seed=0, rank=0, world_size=1)
-    opened = {"open_s": time.perf_counter() - wall, "open_cpu_s": time.process_time() - cpu, "open_rss_mb": (_rss() - before) / 1e6}
+    opened = {
+        "open_s": time.perf_counter() - wall,
+        "open_cpu_s": time.process_time() - cpu,
+        "open_rss_mb": (_rss() - before) / 1e6,
+    }
     if what == "open":
         data = pickle.dumps(ds)
         opened["pickle_mb"] = len(data) / 1e6
@@ -150,8 +170,10 @@ def measure(root: str, what: str, args: dict) -> dict:
 
 
 def run(root: Path, what: str, **args: object) -> dict:
-    code = f"import json,sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_scale as b; " \
-           f"print(json.dumps(b.measure({str(root)!r}, {what!r}, {args!r})))"
+    code = (
+        f"import json,sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_scale as b; "
+        f"print(json.dumps(b.measure({str(root)!r}, {what!r}, {args!r})))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -193,10 +215,19 @@ def quality(n: int, batch: int) -> list[dict]:
         v2 = np.concatenate([s for s, _ in order.chunks()])
         v1 = legacy_stream(lengths, pool, seed=0)
         q2, q1 = (batch_quality([s], batch_size=batch, pool_size=pool) for s in (v2, v1))
-        rows.append({"pool": pool, "v1_distinct": q1.distinct_episodes, "v2_distinct": q2.distinct_episodes,
-                     "v1_same_pair": q1.collision_rate, "v2_same_pair": q2.collision_rate})
+        rows.append(
+            {
+                "pool": pool,
+                "v1_distinct": q1.distinct_episodes,
+                "v2_distinct": q2.distinct_episodes,
+                "v1_same_pair": q1.collision_rate,
+                "v2_same_pair": q2.collision_rate,
+            }
+        )
     ideal = ideal_shuffle(lengths, batch_size=batch)
-    rows.append({"pool": "ideal", "v2_distinct": ideal.distinct_episodes, "v2_same_pair": ideal.collision_rate})
+    rows.append(
+        {"pool": "ideal", "v2_distinct": ideal.distinct_episodes, "v2_same_pair": ideal.collision_rate}
+    )
     return rows
 
 
@@ -205,7 +236,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, nargs="+", default=[92_000, 1_000_000])
     parser.add_argument("--pools", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--points", type=float, nargs="+", default=[0.0, 0.5, 0.999])
-    parser.add_argument("--quality", action="store_true", help="also compare shuffle quality with order version 1")
+    parser.add_argument(
+        "--quality", action="store_true", help="also compare shuffle quality with order version 1"
+    )
     parser.add_argument("--no-plan", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -215,28 +248,54 @@ def main() -> None:
             t = time.perf_counter()
             build(root, n)
             frames = json.loads((root / INDEX_FILE).read_text())["total_frames"]
-            log.info("== %d episodes, %d frames (built in %.1fs; episodes.parquet %.1f MB)", n, frames,
-                     time.perf_counter() - t, (root / EPISODES_FILE).stat().st_size / 1e6)
+            log.info(
+                "== %d episodes, %d frames (built in %.1fs; episodes.parquet %.1f MB)",
+                n,
+                frames,
+                time.perf_counter() - t,
+                (root / EPISODES_FILE).stat().st_size / 1e6,
+            )
             o = run(root, "open")
-            log.info("open: %.2fs wall, %.2fs CPU, +%.0f MB resident (peak RSS %.0f MB); pickled dataset %.1f MB "
-                     "(unpickled in %.2fs)", o["open_s"], o["open_cpu_s"], o["open_rss_mb"], o["peak_rss_mb"],
-                     o["pickle_mb"], o["unpickle_s"])
+            log.info(
+                "open: %.2fs wall, %.2fs CPU, +%.0f MB resident (peak RSS %.0f MB); pickled dataset %.1f MB "
+                "(unpickled in %.2fs)",
+                o["open_s"],
+                o["open_cpu_s"],
+                o["open_rss_mb"],
+                o["peak_rss_mb"],
+                o["pickle_mb"],
+                o["unpickle_s"],
+            )
             for world, workers in ((1, 1), (1, 8), (8, 8), (64, 8), (512, 8)):
                 e = run(root, "emit", world=world, workers=workers, rank=0, worker=0, pool=64, at=0.0)
-                log.info("epoch start, world %d x %d workers (rank 0 worker 0, pool 64): %.3fs (%.3f CPU-s)",
-                         world, workers, e["s"], e["cpu_s"])
+                log.info(
+                    "epoch start, world %d x %d workers (rank 0 worker 0, pool 64): %.3fs (%.3f CPU-s)",
+                    world,
+                    workers,
+                    e["s"],
+                    e["cpu_s"],
+                )
             for pool in args.pools:
                 for at in args.points:
                     e = run(root, "emit", world=1, workers=1, rank=0, worker=0, pool=pool, at=at)
-                    log.info("resume, 1 rank x 1 worker, pool %d, at %.1f%% (skip %d): first emit after %.3fs "
-                             "(%.3f CPU-s)", pool, at * 100, e["skip"], e["s"], e["cpu_s"])
+                    log.info(
+                        "resume, 1 rank x 1 worker, pool %d, at %.1f%% (skip %d): first emit after %.3fs "
+                        "(%.3f CPU-s)",
+                        pool,
+                        at * 100,
+                        e["skip"],
+                        e["s"],
+                        e["cpu_s"],
+                    )
             if not args.no_plan:
                 p = run(root, "plan", world=64, workers=8)
                 log.info("lerowds plan --world-size 64 --num-workers 8 --batch-size 32: %.1fs", p["plan_s"])
     if args.quality:
         for row in quality(4000, 32):
-            log.info("shuffle quality (4000 episodes, one consumer, batch 32): %s",
-                     {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+            log.info(
+                "shuffle quality (4000 episodes, one consumer, batch 32): %s",
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()},
+            )
 
 
 if __name__ == "__main__":

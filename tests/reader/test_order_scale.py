@@ -119,7 +119,9 @@ def spec_stream(segments, *, pool_size, seed, epoch, rank, worker, sizes=None, b
     evict = [next((j for j in range(m) if lo[j] > i), m + i - lo[-1]) for i in range(m)]
     if h == m - 1:  # the whole share in one window
         evict = [m] * m
-    base = int(np.random.SeedSequence([seed, epoch, rank, worker, 0x4C52504B]).generate_state(1, np.uint64)[0])
+    base = int(
+        np.random.SeedSequence([seed, epoch, rank, worker, 0x4C52504B]).generate_state(1, np.uint64)[0]
+    )
     keyed, c = [], 0
     for i, s in enumerate(segments):
         for f in range(s.start, s.stop):

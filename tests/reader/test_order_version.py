@@ -16,7 +16,9 @@ def test_state_records_the_order_version_and_old_states_are_refused(tabular_conv
     LeRobotWebDataset(tabular_converted, episode_pool_size=4, seed=1).load_state_dict(state)
 
     old = {**state, "config": {k: v for k, v in state["config"].items() if k != "order_version"}}
-    with pytest.raises(OrderVersionError, match="order version 1 but this lerowds samples in order version 2"):
+    with pytest.raises(
+        OrderVersionError, match="order version 1 but this lerowds samples in order version 2"
+    ):
         LeRobotWebDataset(tabular_converted, episode_pool_size=4, seed=1).load_state_dict(old)
     future = {**state, "config": {**state["config"], "order_version": 3}}
     with pytest.raises(ResumeMismatchError, match="version 3"):

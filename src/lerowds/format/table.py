@@ -63,7 +63,7 @@ class EpisodeTable:
     ``tasks`` (a tuple of tuples) is built on demand.
     """
 
-    __slots__ = ("columns", "task_strings", "task_codes", "task_offsets")
+    __slots__ = ("columns", "task_codes", "task_offsets", "task_strings")
 
     def __init__(
         self,

@@ -34,8 +34,8 @@ from lerowds.reader.order import (
     rank_plan,
     worker_segments,
 )
-from lerowds.reader.sample import SampleSpec
 from lerowds.reader.rows import RowOf
+from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
 from lerowds.reader.state import ResumeState, plan_for_worker
 from lerowds.reader.stats import StatsBoard
