@@ -197,3 +197,11 @@ def test_skip_then_events_equals_the_tail_with_the_same_pool(lengths, pool_size,
     assert all(set(state.remaining_frames(i)) == pool[i] for i in pool)
     assert max(state.pool, default=0) - min(state.pool, default=0) < pool_size  # one window
     assert emits(state.events()) == full_emits[k:]
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(0, 5000), seed=st.integers(0, 2**32), epoch=st.integers(0, 9))
+def test_episode_order_is_the_stable_argsort_of_the_documented_keys(n, seed, epoch) -> None:
+    keys = np.random.PCG64(np.random.SeedSequence([seed, epoch, 0x4C524550])).random_raw(n)
+    want = np.argsort(keys, kind="stable")
+    assert episode_order(n, seed=seed, epoch=epoch, shuffle=True).tolist() == want.tolist()

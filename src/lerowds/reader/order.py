@@ -82,7 +82,11 @@ def episode_order(num_episodes: int, *, seed: int, epoch: int, shuffle: bool) ->
     if not shuffle:
         return np.arange(num_episodes, dtype=np.int64)
     keys = _bit_generator(seed, epoch, EPISODE_TAG).random_raw(num_episodes)
-    return np.argsort(keys, kind="stable").astype(np.int64)
+    order = np.argsort(keys)  # NumPy's fast sort; equal keys (~n^2 / 2^65 likely) need the stable one
+    sorted_keys = keys[order]
+    if sorted_keys.size > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+        order = np.argsort(keys, kind="stable")
+    return order.astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True, slots=True)
