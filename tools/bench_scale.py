@@ -163,10 +163,17 @@ def measure(root: str, what: str, args: dict) -> dict:
     if what == "plan":
         from lerowds.reader.plan import plan_dataset
 
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         report = plan_dataset(root, world_size=args["world"], num_workers=args["workers"], batch_size=32)
-        return {"plan_s": time.perf_counter() - t, "distinct": report.shuffle_quality.distinct_episodes}
+        return {
+            "plan_s": time.perf_counter() - t,
+            "plan_cpu_s": time.process_time() - cpu,
+            "distinct": report.shuffle_quality.distinct_episodes,
+        }
     raise ValueError(what)
+
+
+SRC: str | None = None  # --src: measure another lerowds source tree (e.g. /work/main/src) side by side
 
 
 def run(root: Path, what: str, **args: object) -> dict:
@@ -174,7 +181,10 @@ def run(root: Path, what: str, **args: object) -> dict:
         f"import json,sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_scale as b; "
         f"print(json.dumps(b.measure({str(root)!r}, {what!r}, {args!r})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = dict(os.environ)
+    if SRC is not None:
+        env["PYTHONPATH"] = SRC
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -240,7 +250,11 @@ def main() -> None:
         "--quality", action="store_true", help="also compare shuffle quality with order version 1"
     )
     parser.add_argument("--no-plan", action="store_true")
+    parser.add_argument("--src", help="measure the lerowds in this source tree instead (e.g. an older checkout)")
+    parser.add_argument("--worlds", nargs="+", default=["1x1", "1x8", "8x8", "64x8", "512x8"])
     args = parser.parse_args()
+    global SRC
+    SRC = args.src
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for n in args.episodes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -266,7 +280,7 @@ def main() -> None:
                 o["pickle_mb"],
                 o["unpickle_s"],
             )
-            for world, workers in ((1, 1), (1, 8), (8, 8), (64, 8), (512, 8)):
+            for world, workers in (tuple(map(int, w.split("x"))) for w in args.worlds):
                 e = run(root, "emit", world=world, workers=workers, rank=0, worker=0, pool=64, at=0.0)
                 log.info(
                     "epoch start, world %d x %d workers (rank 0 worker 0, pool 64): %.3fs (%.3f CPU-s)",
@@ -289,7 +303,11 @@ def main() -> None:
                     )
             if not args.no_plan:
                 p = run(root, "plan", world=64, workers=8)
-                log.info("lerowds plan --world-size 64 --num-workers 8 --batch-size 32: %.1fs", p["plan_s"])
+                log.info(
+                    "lerowds plan --world-size 64 --num-workers 8 --batch-size 32: %.1fs (%.1f CPU-s)",
+                    p["plan_s"],
+                    p["plan_cpu_s"],
+                )
     if args.quality:
         for row in quality(4000, 32):
             log.info(
