@@ -35,5 +35,9 @@ class ResumeMismatchError(LerowdsError, ValueError):
     """A resume state does not match the dataset's configuration; the message names the field and both values."""
 
 
+class OrderVersionError(ResumeMismatchError):
+    """A resume state was saved under another sample-order version than this lerowds produces."""
+
+
 class RemoteError(LerowdsError, OSError):
     """A remote read failed after all retries; the message names the URL, episode and status."""

@@ -116,7 +116,8 @@ def test_a_bigger_pool_gives_more_distinct_episodes_per_batch(tabular_converted)
     assert collisions == sorted(collisions, reverse=True) and collisions[0] > collisions[-1], collisions
     assert by_pool[64].distinct_episodes == by_pool[13].distinct_episodes  # 13 segments: the whole share
     assert report.worker_share_segments == 13
-    assert distinct[-1] <= report.ideal.distinct_episodes
+    # the whole share in the pool is a uniform shuffle: near the ideal's expectation (18 batches, seed 0)
+    assert abs(distinct[-1] - report.ideal.distinct_episodes) < 0.6
 
 
 def test_ideal_shuffle_is_exact_on_simple_cases_and_agrees_with_a_seeded_simulation() -> None:

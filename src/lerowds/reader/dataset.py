@@ -21,11 +21,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from lerowds.errors import ConfigError
 from lerowds.format import parse_size
+from lerowds.format.table import compact_int
 from lerowds.reader.augment import sample_seed
 from lerowds.reader.consumer import ConsumerConfig, consume
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.order import (
+    ORDER_VERSION,
     PoolOrder,
     Remainder,
     consumer_sample_count,
@@ -33,6 +35,7 @@ from lerowds.reader.order import (
     rank_plan,
     worker_segments,
 )
+from lerowds.reader.rows import RowOf
 from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
 from lerowds.reader.elastic import ElasticEpoch
@@ -119,10 +122,10 @@ class LeRobotWebDataset(IterableDataset):
         self.decoder = decoder
         self.remainder: Remainder = remainder
         self._rank, self._world_size = rank, world_size
-        self._rows = self._select_rows(episodes, table["episode_index"])
-        self._lengths = table["length"][self._rows]
-        self._episode_ids = table["episode_index"][self._rows]
-        self._row_of = {int(e): int(r) for e, r in zip(self._episode_ids, self._rows)}
+        self._rows = compact_int(self._select_rows(episodes, table["episode_index"]))
+        every = episodes is None  # the table's own columns, not copies
+        self._lengths = table["length"] if every else table["length"][self._rows]
+        self._episode_ids = table["episode_index"] if every else table["episode_index"][self._rows]
         self.windows = validate_delta_timestamps(
             delta_timestamps, fps=index.fps, features=index.features, tolerance_s=tolerance_s
         )
@@ -146,6 +149,11 @@ class LeRobotWebDataset(IterableDataset):
         self._stats_log_every_s = stats_log_every_s
         self._clock = EpochClock(0)
         self._resume: ResumeState | None = None
+
+    @property
+    def _row_of(self) -> RowOf:
+        """Episode index -> table row (a view of the store's table: nothing per episode is pickled)."""
+        return RowOf(self._store.table["episode_index"])
 
     # ------------------------------------------------------------------------------------------ config
     @staticmethod
@@ -208,6 +216,7 @@ class LeRobotWebDataset(IterableDataset):
             "dataset": self.meta.fingerprint,
             "num_frames": self.num_frames,
             "episodes": hashlib.blake2b(self._episode_ids.astype("<i8").tobytes(), digest_size=8).hexdigest(),
+            "order_version": ORDER_VERSION,
         }
 
     def state_dict(
@@ -334,6 +343,7 @@ class LeRobotWebDataset(IterableDataset):
     def _consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:
         """The samples consumer ``consumer`` yields in ``epoch`` after its first ``skip`` (a pure replay)."""
         segments = self._segments(epoch, consumer)
+        rows = self._row_of.rows(segments.episode)
         order = PoolOrder(
             segments,
             pool_size=self.episode_pool_size,
@@ -342,12 +352,12 @@ class LeRobotWebDataset(IterableDataset):
             rank=consumer.rank,
             worker=consumer.worker,
             shuffle=self.shuffle,
-            sizes=[int(self._store.table["size"][self._row_of[s.episode]]) for s in segments],
+            sizes=self._store.table["size"][rows] if self.pool_byte_budget is not None else None,
             byte_budget=self.pool_byte_budget,
         )
         order.skip(skip)  # integers only: no episode is read for the skipped part
         first = min(order.pool, default=len(segments))
-        self._store.prefetch([self._row_of[s.episode] for s in segments[first:]])
+        self._store.prefetch(rows[first:].tolist())
         info = get_worker_info()
         slot = None if self._stats is None else self._stats.slot(0 if info is None else info.id)
         return consume(

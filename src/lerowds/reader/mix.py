@@ -37,7 +37,7 @@ from lerowds.reader.dataset import LeRobotWebDataset
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.mix_order import SourceDraws, interleave, normalized_weights, source_positions
-from lerowds.reader.order import _check_int, consumer_sample_count, rank_frame_count
+from lerowds.reader.order import ORDER_VERSION, _check_int, consumer_sample_count, rank_frame_count
 from lerowds.reader.split import Consumer, detect_consumer
 from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
 
@@ -186,6 +186,7 @@ class MixedDataset(IterableDataset):
             "mix_sources": list(self.names),
             "mix_weights": self._weights.tolist(),
             "source": per_source,
+            "order_version": ORDER_VERSION,
         }
 
     def state_dict(

@@ -1,7 +1,10 @@
 """``lerowds plan``: a dry run of the reader over the index only — counts, pool memory, shuffle quality.
 
-No shard is read: counts come from the order/resume math, the pool is simulated with ``PoolOrder`` over
-integers (the same events ``LeRobotWebDataset`` acts on) and memory is estimated from the episode table.
+No shard is read: counts come from the order/resume math; pool memory is the largest pool window of each
+consumer (``window_bounds``: an upper bound, from the episode table's sizes, no per-frame work); shuffle
+quality comes from rank 0's sample streams (``PoolOrder.chunks``, the order ``LeRobotWebDataset`` emits),
+measured over all batches, or over ``QUALITY_SAMPLES`` samples per worker spread over the epoch when a
+worker has more.
 """
 
 from __future__ import annotations
@@ -20,15 +23,14 @@ import numpy as np
 from lerowds.errors import ConfigError
 from lerowds.format import DatasetIndex, EpisodeTable, parse_size, read_local_index
 from lerowds.reader.order import (
-    Admit,
-    Emit,
     PoolOrder,
     Remainder,
-    Segment,
+    SegmentArray,
     consumer_sample_count,
-    rank_plan,
+    rank_plans,
     worker_segments,
 )
+from lerowds.reader.pool import window_bounds
 from lerowds.reader.resume import dataloader_batch_order, worker_batch_counts
 
 logger = logging.getLogger(__name__)
@@ -40,12 +42,15 @@ DECODER_FRAMES = {"av1": 7}
 DECODER_FRAMES_DEFAULT = 16
 DECODER_FIXED_BYTES = 256 * 1024
 POOL_SWEEP = (1, 4, 16, 64, 256, 1024)
+QUALITY_SAMPLES = 1 << 16  # samples per worker measured for shuffle quality (in 4 spans) when it has more
 
 
 @dataclass(frozen=True, slots=True)
 class PoolMemory:
-    """Peak pool memory over the epoch. ``*_bytes`` are estimates: tabular ≈ parquet bytes of the held
-    episodes, decoders ≈ ``decoder_bytes`` each; a rank's figure sums its workers' peaks (an upper bound)."""
+    """Peak pool memory over the epoch, an upper bound: the largest pool window of each consumer (an episode
+    is counted from its admission until the window moves past it). ``*_bytes`` are estimates: tabular ≈
+    parquet bytes of the held episodes, decoders ≈ ``decoder_bytes`` each; a rank's figure sums its workers'
+    peaks."""
 
     tabular_bytes: int  # max over consumers of the peak tabular bytes held
     decoders: int  # max over consumers of the peak number of open decoders
@@ -58,8 +63,9 @@ class PoolMemory:
 
 @dataclass(frozen=True, slots=True)
 class ShuffleQuality:
-    """Rank 0's full batches of an epoch in DataLoader order (a worker's partial last batch left out):
-    mean distinct episodes per batch and mean fraction of a batch's sample pairs from the same episode."""
+    """Rank 0's full batches of an epoch in DataLoader order (a worker's partial last batch left out; at
+    most ``QUALITY_SAMPLES`` samples per worker, in 4 spans over the epoch): mean distinct episodes per
+    batch and mean fraction of a batch's sample pairs from the same episode."""
 
     pool_size: int
     batches: int
@@ -128,67 +134,68 @@ def decoder_bytes_estimate(feature: dict[str, Any]) -> int:
 @dataclass(frozen=True, slots=True)
 class _Peak:
     tabular: int  # bytes
-    open_episodes: int  # episodes whose decoders are open
+    open_episodes: int  # episodes whose decoders may be open
     total: int  # bytes, tabular + decoders
 
 
-def _simulate(
-    segments: Sequence[Segment],
+def _peak(
+    rows: np.ndarray,
     *,
     pool_size: int,
-    seed: int,
-    epoch: int,
-    rank: int,
-    worker: int,
     shuffle: bool,
-    tabular_sizes: dict[int, int],
-    span_sizes: dict[int, int],
+    tabular_sizes: np.ndarray,
+    span_sizes: np.ndarray,
     byte_budget: int | None,
     episode_decoder_bytes: int,
     num_cameras: int,
-) -> tuple[_Peak, np.ndarray]:
-    """One consumer's peak pool memory and the episodes of its samples, in emission order.
-
-    Mirrors ``LeRobotWebDataset._samples``: rows are loaded on ``Admit`` (shared by two segments of one
-    episode), an episode's decoders open on its first emit and close when its last segment is evicted."""
-    order = PoolOrder(
-        segments,
-        pool_size=pool_size,
-        seed=seed,
-        epoch=epoch,
-        rank=rank,
-        worker=worker,
-        shuffle=shuffle,
-        sizes=[span_sizes[s.episode] for s in segments],
-        byte_budget=byte_budget,
+) -> _Peak:
+    """One consumer's peak pool memory: the largest of its pool windows (segments of table rows ``rows``)."""
+    if not rows.size:
+        return _Peak(0, 0, 0)
+    lo, hi = window_bounds(
+        rows.size, pool_size=pool_size, sizes=span_sizes[rows], byte_budget=byte_budget, shuffle=shuffle
     )
-    emitted: list[int] = []
-    append = emitted.append
-    refs: dict[int, int] = {}
-    opened: set[int] = set()
-    tabular = peak_tabular = peak_total = peak_open = 0
-    for ev in order.events():
-        if type(ev) is Emit:
-            episode = ev.episode
-            append(episode)
-            if num_cameras and episode not in opened:
-                opened.add(episode)
-                peak_open = max(peak_open, len(opened))
-                peak_total = max(peak_total, tabular + len(opened) * episode_decoder_bytes)
-        elif type(ev) is Admit:
-            episode = ev.segment.episode
-            if not refs.get(episode):
-                tabular += tabular_sizes[episode]
-                peak_tabular = max(peak_tabular, tabular)
-                peak_total = max(peak_total, tabular + len(opened) * episode_decoder_bytes)
-            refs[episode] = refs.get(episode, 0) + 1
-        else:
-            refs[ev.episode] -= 1
-            if not refs[ev.episode]:
-                del refs[ev.episode]
-                tabular -= tabular_sizes[ev.episode]
-                opened.discard(ev.episode)
-    return _Peak(peak_tabular, peak_open, peak_total), np.asarray(emitted, dtype=np.int64)
+    held = np.concatenate([[0], np.cumsum(tabular_sizes[rows])])
+    tabular = held[hi + 1] - held[lo]
+    count = (hi - lo + 1) if num_cameras else np.zeros_like(lo)
+    total = tabular + count * episode_decoder_bytes
+    return _Peak(int(tabular.max()), int(count.max()), int(total.max()))
+
+
+def _spans(count: int, batch_size: int) -> list[tuple[int, int]]:
+    """Sample ranges of a worker's stream to measure: all, or 4 spans of whole batches over the epoch."""
+    if count <= QUALITY_SAMPLES:
+        return [(0, count)]
+    width = max(batch_size, QUALITY_SAMPLES // 4 // batch_size * batch_size)
+    batches = -(-count // batch_size)
+    starts = [batches * i // 4 * batch_size for i in range(4)]
+    return [(s, min(s + width, count)) for s in starts]
+
+
+def _stream(
+    segments: SegmentArray, spans: list[tuple[int, int]], *, pool_size: int, **order_kw: Any
+) -> np.ndarray:
+    """The episodes of a consumer's samples in the sample ranges ``spans``, in emission order.
+
+    Each span costs a jump (about two pools' frames of work); when that sums to more than the whole
+    stream, the whole stream is computed once and the spans cut from it."""
+    count = segments.num_frames
+    window = pool_size * count / max(len(segments), 1)
+    if len(spans) > 1 and len(spans) * window > count:
+        order = PoolOrder(segments, pool_size=pool_size, **order_kw)
+        whole = segments.episode[np.concatenate([seg for seg, _ in order.chunks()])]
+        return np.concatenate([whole[a:b] for a, b in spans])
+    out = []
+    for start, stop in spans:
+        order = PoolOrder(segments, pool_size=pool_size, **order_kw)
+        order.skip(start)
+        need = stop - start
+        for seg, _ in order.chunks(need):
+            out.append(segments.episode[seg[:need]])
+            need -= min(need, seg.size)
+            if not need:
+                break
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
 def batch_quality(streams: Sequence[np.ndarray], *, batch_size: int, pool_size: int) -> ShuffleQuality | None:
@@ -289,64 +296,51 @@ def plan_dataset(
     video_keys = tuple(index.video_keys)
     per_decoder = {k: decoder_bytes_estimate(index.features[k]) for k in video_keys}
     episode_decoder_bytes = sum(per_decoder.values())
-    simulate = functools.partial(
-        _simulate,
-        seed=seed,
-        epoch=epoch,
+    peak_of = functools.partial(
+        _peak,
         shuffle=shuffle,
-        tabular_sizes={int(e): int(s) for e, s in zip(ids, table["parquet_size"])},
-        span_sizes={int(e): int(s) for e, s in zip(ids, table["size"])},
+        tabular_sizes=np.asarray(table["parquet_size"], dtype=np.int64),
+        span_sizes=np.asarray(table["size"], dtype=np.int64),
         byte_budget=budget,
         episode_decoder_bytes=episode_decoder_bytes,
         num_cameras=len(video_keys),
     )
+    ids_sorted = np.asarray(ids, dtype=np.int64)
 
     started = time.perf_counter()
-    if total > 1_000_000:
-        logger.info(
-            "simulating the pools of %d consumers over %d frames (~3 us a frame)",
-            world_size * consumers,
-            total,
-        )
     peaks: list[_Peak] = []
     per_rank: list[int] = []
-    rank0_segments: list[list[Segment]] = []
-    rank0_streams: list[np.ndarray] = []
-    dropped = repeated = 0
-    for rank in range(world_size):
-        plan = rank_plan(
-            lengths,
-            ids,
-            seed=seed,
-            epoch=epoch,
-            shuffle=shuffle,
-            world_size=world_size,
-            rank=rank,
-            remainder=remainder,
-        )
-        dropped, repeated = plan.dropped, plan.repeated
+    rank0_segments: list[SegmentArray] = []
+    rank0_sizes: list[np.ndarray | None] = []
+    plans = rank_plans(
+        lengths, ids, seed=seed, epoch=epoch, shuffle=shuffle, world_size=world_size, remainder=remainder
+    )
+    dropped, repeated = plans[0].dropped, plans[0].repeated
+    for rank, plan in enumerate(plans):
         rank_total = 0
         for worker in range(consumers):
             segs = worker_segments(plan.segments, num_workers=consumers, worker=worker)
-            peak, stream = simulate(segs, pool_size=episode_pool_size, rank=rank, worker=worker)
+            rows = np.searchsorted(ids_sorted, segs.episode)
+            peak = peak_of(rows, pool_size=episode_pool_size)
             peaks.append(peak)
             rank_total += peak.total
             if rank == 0:
                 rank0_segments.append(segs)
-                rank0_streams.append(stream)
+                rank0_sizes.append(None if budget is None else np.asarray(table["size"], np.int64)[rows])
         per_rank.append(rank_total)
-    logger.debug("simulated the pools of %d consumers in %.2fs", len(peaks), time.perf_counter() - started)
+    logger.debug("pool windows of %d consumers in %.2fs", len(peaks), time.perf_counter() - started)
 
     largest_share = max(len(s) for s in rank0_segments)
     if pool_sweep is None:
         pool_sweep = [p for p in POOL_SWEEP if p < largest_share] + [largest_share]
+    order_kw = {"seed": seed, "epoch": epoch, "rank": 0, "shuffle": shuffle, "byte_budget": budget}
+    spans = [_spans(n, batch_size) for n in samples]
     sweep = []
     for pool in sorted(set(pool_sweep) | {episode_pool_size}):
-        streams = rank0_streams
-        if pool != episode_pool_size:
-            streams = [
-                simulate(segs, pool_size=pool, rank=0, worker=w)[1] for w, segs in enumerate(rank0_segments)
-            ]
+        streams = [
+            _stream(segs, spans[w], pool_size=pool, worker=w, sizes=rank0_sizes[w], **order_kw)
+            for w, segs in enumerate(rank0_segments)
+        ]
         quality = batch_quality(streams, batch_size=batch_size, pool_size=pool)
         if quality is not None:
             sweep.append(quality)

@@ -56,7 +56,7 @@ def format_plan(r: PlanReport) -> str:
     ]
     lines += [
         "",
-        f"pool memory, peak over epoch {r.epoch} (estimates from the index)",
+        f"pool memory, peak over epoch {r.epoch} (upper-bound estimates from the index: the largest pool window)",
         f"  per consumer     ≈ {_bytes(m.consumer_bytes)} (max over ranks x workers)",
         f"    tabular        ≈ {_bytes(m.tabular_bytes)} (parquet bytes of the held episodes, a proxy: "
         + "in RAM they take their uncompressed size)",

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.errors import ConfigError, OrderVersionError, ResumeMismatchError
 from lerowds.reader.elastic import ElasticEpoch, Leg, Remainder, Topology
+from lerowds.reader.pool import ORDER_VERSION
 from lerowds.reader.resume import resume_plan
 from lerowds.reader.split import Consumer
 
@@ -26,7 +27,22 @@ MUST_MATCH = (
     "dataset",
     "num_frames",
     "episodes",
+    "order_version",
 )
+
+
+def check_order_version(config: Mapping[str, Any]) -> None:
+    """Refuse a state saved under another order version (a saved ``config`` without one is version 1)."""
+    if not config:
+        return  # a trainer's plain counters: nothing recorded to compare
+    saved = config.get("order_version", 1)
+    if saved != ORDER_VERSION:
+        raise OrderVersionError(
+            f"resume state was saved under sample-order version {saved!r} but this lerowds samples in order "
+            f"version {ORDER_VERSION} (see docs/ORDER.md): resuming would not continue the saved run's "
+            "sample stream. Finish this epoch with the lerowds version that saved it, or start the next "
+            "epoch (set batches_consumed to 0 and epoch to the next one)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +94,7 @@ class ResumeState:
 
     def check_config(self, current: Mapping[str, Any]) -> None:
         """Raise naming the first field that differs between the saved and the current configuration."""
+        check_order_version(self.config)
         for name in MUST_MATCH:
             if name not in self.config or name not in current:
                 continue  # not recorded on one side (e.g. a trainer's plain counters)

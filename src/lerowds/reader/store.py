@@ -55,14 +55,38 @@ class LocalStore:
     ``episodes.parquet`` stores, once per process, when its parquet member is first read (its admission to
     the pool): a flipped bit on disk is a ``FormatError`` naming the episode and shard, not silently wrong
     values or pixels. Costs one read of the episode's bytes (from the page cache, usually) and their CRC-32.
+
+    Pickled (into spawned DataLoader workers) as its path and table checksum only: the worker reads the
+    index and table again on first use (a million-episode table is ~70 MB) and refuses a changed dataset.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, verify_crc: bool = True) -> None:
         self.root = Path(root)
-        self.index, self.table = read_local_index(self.root)
         self.verify_crc = verify_crc
+        self._index: DatasetIndex | None
+        self._table: EpisodeTable | None
+        self._index, self._table = read_local_index(self.root)
+        self._sha = self._index.episodes_sha256
         self._fds: dict[str, int] = {}
         self._checked: set[int] = set()  # rows whose CRC-32 this process has checked
+
+    @property
+    def index(self) -> DatasetIndex:
+        return self._index if self._index is not None else self._reload()[0]
+
+    @property
+    def table(self) -> EpisodeTable:
+        return self._table if self._table is not None else self._reload()[1]
+
+    def _reload(self) -> tuple[DatasetIndex, EpisodeTable]:
+        index, table = read_local_index(self.root)
+        if index.episodes_sha256 != self._sha:
+            raise FormatError(
+                f"{self.root}: the dataset changed on disk after it was opened (episodes.parquet sha256 "
+                f"{index.episodes_sha256[:12]}..., was {self._sha[:12]}...); restart the run on the new dataset"
+            )
+        self._index, self._table = index, table
+        return index, table
 
     def _shard_path(self, row: int) -> str:
         shard = int(self.table["shard"][row])
@@ -122,9 +146,16 @@ class LocalStore:
         self._fds.clear()
 
     def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        state["_fds"] = {}  # file descriptors do not cross process boundaries
-        return state
+        # file descriptors do not cross process boundaries; the index and table are read again there
+        return {
+            "root": self.root,
+            "verify_crc": self.verify_crc,
+            "_sha": self._sha,
+            "_index": None,
+            "_table": None,
+            "_fds": {},
+            "_checked": set(),
+        }
 
 
 def open_store(
