@@ -312,6 +312,7 @@ def _mux_copy(template: av.stream.Stream, packets: list[av.Packet]) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4", options=MUX_OPTIONS) as out:
         ostream = out.add_stream_from_template(template, opaque=True)
+        ostream.time_base = template.time_base  # PyAV 15 leaves it to the muxer (1/90000)
         for packet in packets:
             packet.pts -= offset
             packet.dts = (packet.dts if packet.dts is not None else packet.pts + offset) - offset

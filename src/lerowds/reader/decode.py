@@ -329,7 +329,10 @@ class PyAVClipDecoder:
         self._table = _FrameTable.build(packets, self._tb, self.fps, self.num_frames, self.tolerance_s)
         self._shape = (self._cc.height, self._cc.width, 3)
         self._reformatter = VideoReformatter()
-        self._packets = None if scanned else self._container.demux(self._stream)
+        if not scanned:
+            self._packets = self._container.demux(self._stream)
+        elif len(self._table.dts):  # the scan read the clip to its end: back to its first packet
+            self._reposition(0)  # (not a seek of the decoder: nothing decoded yet)
 
     def open(self) -> None:
         """Open the clip now instead of at the first ``frames`` call (e.g. before timing); idempotent."""
@@ -424,6 +427,9 @@ class PyAVClipDecoder:
     def _seek(self, key_i: int) -> None:
         """Position the demuxer on packet ``key_i`` (a keyframe); the seek also flushes the decoder."""
         self.seeks += 1
+        self._reposition(key_i)
+
+    def _reposition(self, key_i: int) -> None:
         self._release_packets()
         self._container.seek(self._table.dts[key_i], stream=self._stream, backward=True)
         self._packets = self._container.demux(self._stream)
