@@ -1,8 +1,10 @@
-"""What differs between the PyAV versions lerowds supports (14 to 18): detected by feature, not by version.
+"""What differs between the PyAV versions lerowds supports (15 to 18): detected by feature, not by version.
 
-lerobot 0.6.1 pins ``av>=15,<16``; the machine default is the newest PyAV. The differences that matter here:
+lerobot 0.6.1 pins ``av>=15,<16``; CI also runs the newest PyAV (README, "Supported versions"). The
+differences that matter here:
 
-- ``Codec.canonical_name`` (the codec family, e.g. "av1" for the libdav1d decoder) exists from PyAV 15.
+- ``Codec.canonical_name`` (the codec family, e.g. "av1" for the libdav1d decoder) exists from PyAV 15;
+  ``codec_family`` also names it on PyAV 14 (which lerowds does not otherwise support).
 - ``VideoReformatter.reformat(..., threads=)`` exists from PyAV 17 (``reader.decode`` detects it).
 - ``Stream.index_entries`` (the demuxer's sample index) exists from PyAV 17; callers fall back to demuxing
   or to the native mp4 sample table (``convert.mp4``).
