@@ -23,6 +23,7 @@ import av.container
 import av.stream
 import numpy as np
 
+from lerowds.avcompat import codec_family, index_entries
 from lerowds.convert import mp4
 from lerowds.errors import ConversionError, SourceError
 from lerowds.format import FileSlices
@@ -181,7 +182,7 @@ def cut_clip(
         # a miscounted or uncopyable segment: the PyAV path below reports it (or re-encodes it)
     container = videos.get(path)
     stream = container.streams.video[0]
-    codec = stream.codec_context.codec.canonical_name
+    codec = codec_family(stream.codec_context.codec)
     try:
         packets, reason = _select_packets(container, stream, lo, hi)
     except av.FFmpegError as e:
@@ -209,12 +210,25 @@ def cut_clip(
 
 def _raise_if_truncated(path: str | Path, stream: av.stream.Stream) -> None:
     """A SourceError when the mp4's sample index points past the end of the file."""
-    end = max((e.pos + e.size for e in stream.index_entries), default=0)
+    end = _index_end(path, stream)
     size = os.path.getsize(path)
-    if end > size:
+    if end is not None and end > size:
         raise SourceError(
             f"{path}: unreadable mp4 (truncated: its index needs {end} bytes, the file has {size}); re-download it"
         )
+
+
+def _index_end(path: str | Path, stream: av.stream.Stream) -> int | None:
+    """The end of the last sample the mp4's index points to: from the demuxer's index (PyAV >= 17), else
+    from the native sample table; None when neither is available (the caller's frame-count error then
+    says "truncated mp4?")."""
+    entries = index_entries(stream)
+    if entries is not None:
+        return max((e.pos + e.size for e in entries), default=0)
+    track = mp4.read_track(path)
+    if track is None or not len(track.sizes):
+        return None
+    return int((track.offsets + track.sizes).max())
 
 
 def _seek(container: av.container.InputContainer, stream: av.stream.Stream, seconds: float) -> None:
@@ -299,6 +313,7 @@ def _mux_copy(template: av.stream.Stream, packets: list[av.Packet]) -> bytes:
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4", options=MUX_OPTIONS) as out:
         ostream = out.add_stream_from_template(template, opaque=True)
+        ostream.time_base = template.time_base  # PyAV 15 leaves it to the muxer (1/90000)
         for packet in packets:
             packet.pts -= offset
             packet.dts = (packet.dts if packet.dts is not None else packet.pts + offset) - offset
@@ -332,7 +347,7 @@ def _reencode(
         "SVT_LOG", "1"
     )  # SVT-AV1 prints its banner to stderr unless told to log errors only
     ctx = stream.codec_context
-    family = ctx.codec.canonical_name
+    family = codec_family(ctx.codec)
     encoder, options = ENCODERS.get(family, (family, {}))
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4", options=MUX_OPTIONS) as out:

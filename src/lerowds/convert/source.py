@@ -350,13 +350,16 @@ def hub_snapshot(repo_id: str, revision: str | None, allow_patterns: Sequence[st
     Goes through ``huggingface_hub.snapshot_download``: its cache, ``HF_HUB_OFFLINE``, ``HF_TOKEN`` and
     ``HF_HUB_CACHE`` work as Hub users expect.
     """
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    # Offline, say so: huggingface_hub 1.x otherwise lists the repo tree for a commit-hash revision and fails.
+    offline = {"local_files_only": True} if constants.HF_HUB_OFFLINE else {}
     try:
         path = snapshot_download(
-            repo_id=repo_id, repo_type="dataset", revision=revision, allow_patterns=list(allow_patterns)
-        )
+            repo_id=repo_id, repo_type="dataset", revision=revision, allow_patterns=list(allow_patterns),
+            **offline,
+        )  # fmt: skip
     except LocalEntryNotFoundError as e:
         raise SourceError(
             f"{repo_id} (revision {revision or 'main'}) is not in the local Hugging Face cache and the Hub "

@@ -329,7 +329,10 @@ class PyAVClipDecoder:
         self._table = _FrameTable.build(packets, self._tb, self.fps, self.num_frames, self.tolerance_s)
         self._shape = (self._cc.height, self._cc.width, 3)
         self._reformatter = VideoReformatter()
-        self._packets = None if scanned else self._container.demux(self._stream)
+        if not scanned:
+            self._packets = self._container.demux(self._stream)
+        elif len(self._table.dts):  # the scan read the clip to its end: back to its first packet
+            self._reposition(0)  # (not a seek of the decoder: nothing decoded yet)
 
     def open(self) -> None:
         """Open the clip now instead of at the first ``frames`` call (e.g. before timing); idempotent."""
@@ -424,6 +427,9 @@ class PyAVClipDecoder:
     def _seek(self, key_i: int) -> None:
         """Position the demuxer on packet ``key_i`` (a keyframe); the seek also flushes the decoder."""
         self.seeks += 1
+        self._reposition(key_i)
+
+    def _reposition(self, key_i: int) -> None:
         self._release_packets()
         self._container.seek(self._table.dts[key_i], stream=self._stream, backward=True)
         self._packets = self._container.demux(self._stream)
@@ -490,8 +496,8 @@ class PyAVClipDecoder:
         through swscale's planar ``gbrp`` output (same values as ``rgb24``) and copies its planes: no
         transposing copy, which costs more than the conversion itself."""
         if not self.channels_first:
-            return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
-        planar = self._reformatter.reformat(frame, format="gbrp", threads=1)
+            return self._reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray()
+        planar = self._reformatter.reformat(frame, format="gbrp", **_ONE_THREAD)
         h, w = planar.height, planar.width
         out = np.empty((3, h, w), dtype=np.uint8)
         for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
@@ -527,6 +533,16 @@ class PyAVClipDecoder:
         self.close()
 
 
+def _reformat_threads_kwarg() -> dict[str, int]:
+    """``threads=1`` where ``VideoReformatter.reformat`` takes it (PyAV >= 16); PyAV < 16 has no such argument."""
+    try:
+        VideoReformatter().reformat(av.VideoFrame(2, 2, "yuv420p"), format="rgb24", threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
+
+
+_ONE_THREAD = _reformat_threads_kwarg()
 _GBRP_TO_RGB = (1, 2, 0)  # gbrp planes are G, B, R: the RGB channel each one fills
 
 

@@ -243,7 +243,12 @@ def _data_schema(spec: DatasetSpec, relpath: str) -> pa.Schema:
 def _column(values: Any, ftype: pa.DataType) -> pa.Array:
     if pa.types.is_fixed_size_list(ftype):
         return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel(), ftype.value_type), type=ftype)
-    return pa.array(values if ftype == IMAGE_TYPE else values.astype(ftype.to_pandas_dtype()), ftype)
+    return pa.array(values if ftype == IMAGE_TYPE else values.astype(_numpy_dtype(ftype)), ftype)
+
+
+def _numpy_dtype(ftype: pa.DataType) -> np.dtype:
+    """The numpy dtype of a primitive arrow type, without pandas (pyarrow 18's ``to_pandas_dtype`` imports it)."""
+    return pa.array([], type=ftype).to_numpy(zero_copy_only=False).dtype
 
 
 def _episode(

@@ -1,0 +1,66 @@
+"""PyAV version differences (lerowds.avcompat): the codec family without ``Codec.canonical_name``, and the
+converter's truncation check without ``Stream.index_entries`` (PyAV < 17, e.g. lerobot 0.6.1's av 15).
+
+Both code paths run on whichever PyAV is installed: the fallbacks are driven with stand-in objects that lack
+the newer attributes, and must agree with what the installed PyAV reports."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import pytest
+
+from lerowds.avcompat import codec_family, index_entries
+from lerowds.convert import mp4
+from lerowds.convert.remux import _index_end, _raise_if_truncated
+from lerowds.errors import SourceError
+
+FRONT = "videos/observation.images.front/chunk-000/file-000.mp4"
+
+
+def test_codec_family_without_canonical_name() -> None:
+    assert codec_family(SimpleNamespace(name="libdav1d")) == "av1"  # PyAV 14's default AV1 decoder
+    assert codec_family(SimpleNamespace(name="libaom-av1")) == "av1"
+    assert codec_family(SimpleNamespace(name="h264")) == "h264"
+    assert codec_family(SimpleNamespace(name="hevc", canonical_name="hevc")) == "hevc"
+
+
+def test_codec_family_of_the_fixture_is_av1_with_any_pyav(small_root: Path) -> None:
+    with av.open(str(small_root / FRONT)) as c:
+        codec = c.streams.video[0].codec_context.codec
+        assert codec_family(codec) == "av1"
+        assert codec_family(SimpleNamespace(name=codec.name)) == "av1"  # the fallback agrees
+
+
+def test_index_end_from_the_native_table_equals_the_demuxer_index(small_root: Path) -> None:
+    path = small_root / FRONT
+    track = mp4.read_track(path)
+    assert track is not None
+    expected = int((track.offsets + track.sizes).max())
+    assert _index_end(path, SimpleNamespace()) == expected  # no index_entries: the native sample table
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        entries = index_entries(stream)  # PyAV >= 17: the demuxer's index says the same
+        assert entries is None or max(e.pos + e.size for e in entries) == expected
+        assert _index_end(path, stream) == expected
+
+
+def test_truncation_is_caught_without_index_entries(small_root: Path, tmp_path: Path) -> None:
+    path = tmp_path / "t.mp4"
+    shutil.copyfile(small_root / FRONT, path)
+    track = mp4.read_track(path)
+    assert track is not None and track.offsets[0] > 0  # moov first: the table survives truncation
+    with open(path, "r+b") as f:
+        f.truncate(int(track.offsets[-3]))
+    with pytest.raises(SourceError, match=r"t\.mp4: unreadable mp4 \(truncated: its index needs \d+ bytes"):
+        _raise_if_truncated(path, SimpleNamespace())
+
+
+def test_index_end_is_none_for_a_layout_the_native_table_does_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "junk.mp4"
+    path.write_bytes(b"\0" * 64)  # not an mp4: neither source of an index
+    assert _index_end(path, SimpleNamespace()) is None
+    _raise_if_truncated(path, SimpleNamespace())  # nothing to compare: the frame-count error reports it
