@@ -4,6 +4,7 @@ PATH); a failed task makes finalize refuse, naming the shards that are not done 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -13,7 +14,13 @@ from pathlib import Path
 
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, copy_dataset, tree_bytes
-from datatrove.executor import LocalPipelineExecutor
+
+# datatrove is an optional extra: `.[test]` (CI's env 1) has it; the locked lerobot and floors environments
+# (envs 2 and 3 of .ci/run) hold only what their users install, so there these tests do not apply.
+if os.environ.get("LEROWDS_LOCKED_ENV") is None or importlib.util.find_spec("datatrove") is not None:
+    from datatrove.executor import LocalPipelineExecutor  # env 1 or a developer: missing is a failure
+else:
+    pytest.skip("datatrove (extra lerowds[datatrove]) is not in this locked environment", allow_module_level=True)
 
 from lerowds.cli import main
 from lerowds.convert import ConvertOptions
