@@ -256,16 +256,19 @@ class Loader:
             run.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        """The next epoch's batches; threads start at the first ``next()`` (a generator never started
+        holds none) and stop when it ends, breaks, fails or is dropped."""
         self.close()  # one iteration at a time, like a DataLoader's single iterator
         start = start_epoch(self.dataset, self.num_threads, batch_size=self.batch_size, drop_last=self.drop_last)
         self._epoch, self._consumed = start.epoch, start.batches_consumed
+        return self._batches(start)
+
+    def _batches(self, start: EpochStart) -> Iterator[dict[str, Any]]:
+        self.close()
         for pool in self._pools:
             pool.reset()
         run = _Run(start, self._pools, self.prefetch, self.drop_last)
         self._run = run
-        return self._batches(run)
-
-    def _batches(self, run: _Run) -> Iterator[dict[str, Any]]:
         pending: list[BufferSet] = []  # pinned sets handed out, waiting for an event after the user's copies
         try:
             while True:
