@@ -49,7 +49,10 @@ def test_batches_equal_dataloader_batch_for_batch(
     same batches, same order, float32 cameras, ``task`` a list of strings."""
     loader = Loader(_video(video_small_converted), batch_size, num_threads=threads, drop_last=drop_last)
     dl = DataLoader(
-        _video(video_small_converted), batch_size=batch_size, num_workers=threads, drop_last=drop_last,
+        _video(video_small_converted),
+        batch_size=batch_size,
+        num_workers=threads,
+        drop_last=drop_last,
         persistent_workers=True,
     )
     for epoch in range(2):
@@ -69,10 +72,13 @@ def test_uint8_dataset_and_shortcut(video_small_converted: Path) -> None:
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
 @pytest.mark.parametrize("batch_size", [1, 8, 32])
-def test_exactly_once_per_epoch_and_deterministic(tabular_converted: Path, threads: int, batch_size: int) -> None:
+def test_exactly_once_per_epoch_and_deterministic(
+    tabular_converted: Path, threads: int, batch_size: int
+) -> None:
     def run() -> list[list[int]]:
-        loader = Loader(LeRobotWebDataset(tabular_converted, episode_pool_size=2, seed=5), batch_size,
-                        num_threads=threads)
+        loader = Loader(
+            LeRobotWebDataset(tabular_converted, episode_pool_size=2, seed=5), batch_size, num_threads=threads
+        )
         return [indices(loader) for _ in range(2)]
 
     first = run()
@@ -142,7 +148,9 @@ def _corrupt_clip(src: Path, dst: Path, row: int) -> int:
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_error_in_a_thread_surfaces_with_its_message(video_small_converted: Path, tmp_path: Path, threads: int) -> None:
+def test_error_in_a_thread_surfaces_with_its_message(
+    video_small_converted: Path, tmp_path: Path, threads: int
+) -> None:
     episode = _corrupt_clip(video_small_converted, tmp_path / "ds", row=5)
     loader = Loader(_video(tmp_path / "ds"), 2, num_threads=threads)
     with pytest.raises(VideoDecodeError, match=rf"episode {episode}, camera '{CAM}', timestamp"):
@@ -182,7 +190,7 @@ def test_mix_equals_dataloader(tabular_converted: Path) -> None:
 
     got = _copied(Loader(make(), 8, num_threads=2))
     assert_same_batches(got, _dataloader(make(), 8, 2), "mix")
-    assert set(s for b in got for s in b["source"]) == {"a", "b"}
+    assert {s for b in got for s in b["source"]} == {"a", "b"}
 
 
 def test_seeded_transforms_equal_dataloader(video_small_converted: Path) -> None:

@@ -96,7 +96,9 @@ def test_mismatched_state_is_refused(tabular_converted: Path) -> None:
     _take(saved, 2)
     other = Loader(_tabular(tabular_converted), 5, num_threads=2)
     other.load_state_dict(saved.state_dict())
-    with pytest.raises(ConfigError, match="saved with batch_size=8 drop_last=False, this loader has batch_size=5"):
+    with pytest.raises(
+        ConfigError, match="saved with batch_size=8 drop_last=False, this loader has batch_size=5"
+    ):
         list(other)
     threads = Loader(_tabular(tabular_converted), 8, num_threads=3)
     threads.load_state_dict(saved.state_dict())
@@ -133,7 +135,9 @@ def test_stateful_loader_over_epochs_and_persistent_workers(tabular_converted: P
 
 
 @pytest.mark.parametrize("kind", ["threads", "dataloader"])
-def test_accelerate_save_state_load_state_resumes_mid_epoch(tabular_converted: Path, tmp_path: Path, kind: str) -> None:
+def test_accelerate_save_state_load_state_resumes_mid_epoch(
+    tabular_converted: Path, tmp_path: Path, kind: str
+) -> None:
     accelerate = pytest.importorskip("accelerate")
 
     def make() -> Any:

@@ -111,9 +111,7 @@ class BufferSet:
             refs = storage_refs(t)
             if refs < 0 or refs > self._baseline[key]:
                 return False
-        if self.event is not None and not self.event.query():
-            return False
-        return True
+        return self.event is None or bool(self.event.query())
 
 
 class BufferPool:

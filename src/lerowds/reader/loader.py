@@ -203,7 +203,8 @@ class Loader:
         self._cameras = frozenset(camera_keys(dataset))
         self._convert = travels_uint8(dataset)
         self._pools = [
-            BufferPool(batch_size, pin_memory=self.pin_memory, capacity=prefetch + 3) for _ in range(num_threads)
+            BufferPool(batch_size, pin_memory=self.pin_memory, capacity=prefetch + 3)
+            for _ in range(num_threads)
         ]
         self._out = BufferPool(batch_size, pin_memory=self.pin_memory, capacity=3)  # float32 cameras (CPU)
         self._epoch: int | None = None  # None: not started, the dataset's next epoch
@@ -259,7 +260,9 @@ class Loader:
         """The next epoch's batches; threads start at the first ``next()`` (a generator never started
         holds none) and stop when it ends, breaks, fails or is dropped."""
         self.close()  # one iteration at a time, like a DataLoader's single iterator
-        start = start_epoch(self.dataset, self.num_threads, batch_size=self.batch_size, drop_last=self.drop_last)
+        start = start_epoch(
+            self.dataset, self.num_threads, batch_size=self.batch_size, drop_last=self.drop_last
+        )
         self._epoch, self._consumed = start.epoch, start.batches_consumed
         return self._batches(start)
 
