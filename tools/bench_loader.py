@@ -36,13 +36,11 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_reader import DecoderFactory, textured_frame  # noqa: E402
+from bench_reader import textured_frame, worker_requests
 
-from lerowds import LeRobotWebDataset  # noqa: E402
-from lerowds.reader.decoder_cache import decode_limit  # noqa: E402
-from lerowds.reader.loader import Loader  # noqa: E402
-from lerowds.reader.order import rank_plan, worker_segments  # noqa: E402
-from lerowds.reader.windows import window_positions  # noqa: E402
+from lerowds import LeRobotWebDataset, Loader
+from lerowds.reader.decode import ClipContext
+from lerowds.reader.decoder_cache import decode_limit, make_decoder
 
 logger = logging.getLogger("bench_loader")
 CAMERAS = ("observation.images.cam_0", "observation.images.cam_1")
@@ -80,6 +78,75 @@ def build_dataset(workdir: Path, episodes: int, length: int, fps: int, size: str
     return out
 
 
+class _Decoders:
+    """Opens the reader's decoder (channels first, as the consumer does) on a clip of the dataset."""
+
+    def __init__(self, ds: LeRobotWebDataset) -> None:
+        self.ds = ds
+        self._row = {int(e): r for r, e in enumerate(ds._store.table["episode_index"])}
+
+    def __call__(self, key: tuple[int, str]) -> Any:
+        episode, camera = key
+        row, store = self._row[episode], self.ds._store
+        length = int(store.table["length"][row])
+        clip = store.clip(row, camera)
+        return make_decoder(
+            self.ds.decoder, clip, self.ds.meta.fps, length, ClipContext(episode, camera), channels_first=True
+        )
+
+
+def limit_threads(ds: LeRobotWebDataset, per_thread: list[list[Any]]) -> float:
+    """Wall seconds for N threads, started together with their decoders open, to decode their requests."""
+    barrier = threading.Barrier(len(per_thread) + 1)
+    ends: list[float] = []
+    errors: list[BaseException] = []
+
+    def run(requests: list[Any]) -> None:
+        try:
+            decode_limit(requests, _Decoders(ds), before_start=barrier.wait)
+            ends.append(time.perf_counter())
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(reqs,)) for reqs in per_thread]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return max(ends) - start
+
+
+def _emitted(batch: dict[str, Any]) -> list[tuple[int, int]]:
+    return list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
+
+
+def timed(batches: Any, samples: int, cameras: Sequence[str], convert: bool) -> dict[str, Any]:
+    """Iterate until ``samples`` samples: first-batch time, then samples/s; cameras float32 in the loop."""
+    t0 = time.perf_counter()
+    it = iter(batches)
+    batch = next(it)
+    first = time.perf_counter()
+    emitted, n = _emitted(batch), 0
+    cpu0 = time.process_time()
+    for batch in it:
+        if convert:
+            batch = {k: (v.float().div_(255) if k in cameras else v) for k, v in batch.items()}
+        assert batch[cameras[0]].dtype == torch.float32
+        n += len(batch["index"])
+        emitted += _emitted(batch)
+        if len(emitted) >= samples:
+            break
+    end = time.perf_counter()
+    cpu = time.process_time() - cpu0
+    del it, batch
+    return {"first_s": first - t0, "rate": n / (end - first), "emitted": emitted, "cpu_ms": 1e3 * cpu / n}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lerowds-bench-loader"))
@@ -87,13 +154,117 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--length", type=int, default=90, help="frames per episode")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--size", default="240x320", help="HxW of both cameras")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument(
+        "--samples", type=int, default=1500, help="samples timed per run (after the first batch)"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="repeat every configuration, interleaved")
     parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("SVT_LOG", "1")
     args.workdir.mkdir(parents=True, exist_ok=True)
     root = build_dataset(args.workdir, args.episodes, args.length, args.fps, args.size)
     logger.info("bench set at %s", root)
+    if args.build_only:
+        return
+    torch.set_num_threads(1)  # a training process's decode threads should not fight torch's intra-op pool
+    window = [-2, -1, 0]
+    delta: dict[str, list[float]] = {k: [o / args.fps for o in window] for k in CAMERAS}
+    delta["action"] = [i / args.fps for i in range(10)]
+
+    def dataset(uint8: bool = False) -> LeRobotWebDataset:
+        return LeRobotWebDataset(root, delta_timestamps=delta, return_uint8=uint8)
+
+    bs, rows = args.batch_size, []
+    for rnd in range(args.rounds):
+        for n in args.threads:
+            loader = Loader(dataset(), bs, num_threads=n)
+            r = timed(loader, args.samples, CAMERAS, convert=False)
+            buffers = loader.buffer_bytes()
+            loader.close()
+            ds = dataset()
+            limit_s = limit_threads(ds, worker_requests(ds, r["emitted"], n, window))
+            limit = len(r["emitted"]) / limit_s
+            rows.append(
+                {
+                    "round": rnd,
+                    "what": f"Loader, {n} thread(s)",
+                    "threads": n,
+                    "rate": r["rate"],
+                    "limit": limit,
+                    "ratio": r["rate"] / limit,
+                    "first_s": r["first_s"],
+                    "cpu_ms": r["cpu_ms"],
+                    "buffer_mb": buffers / 1e6,
+                }
+            )
+            logger.info("%s", rows[-1])
+        for uint8 in (True, False):
+            dl = DataLoader(
+                dataset(uint8), batch_size=bs, num_workers=2, persistent_workers=True, prefetch_factor=4
+            )
+            r = timed(dl, args.samples, CAMERAS, convert=uint8)
+            del dl
+            ds = dataset()
+            limit = len(r["emitted"]) / limit_threads(ds, worker_requests(ds, r["emitted"], 2, window))
+            what = f"DataLoader, 2 workers, {'uint8 cameras converted in the loop' if uint8 else 'float32 cameras'}"
+            rows.append(
+                {
+                    "round": rnd,
+                    "what": what,
+                    "threads": 2,
+                    "rate": r["rate"],
+                    "limit": limit,
+                    "ratio": r["rate"] / limit,
+                    "first_s": r["first_s"],
+                    "cpu_ms": r["cpu_ms"],
+                    "buffer_mb": float("nan"),
+                }
+            )
+            logger.info("%s", rows[-1])
+    print(markdown(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One line per configuration: median over rounds of samples/s and of the ratio to its round's limit."""
+    head = ["configuration", "samples/s", "decode limit (same threads)", "÷ limit", "first batch", "buffers"]
+    lines = [head, ["---"] * len(head)]
+    for what in dict.fromkeys(r["what"] for r in rows):
+        rs = [r for r in rows if r["what"] == what]
+        med = {
+            k: float(np.median([r[k] for r in rs]))
+            for k in ("rate", "limit", "ratio", "first_s", "buffer_mb")
+        }
+        lines.append(
+            [
+                what,
+                f"{med['rate']:.0f}",
+                f"{med['limit']:.0f}",
+                f"{100 * med['ratio']:.0f} %",
+                f"{med['first_s']:.2f} s",
+                "" if np.isnan(med["buffer_mb"]) else f"{med['buffer_mb']:.0f} MB",
+            ]
+        )
+    dl = [r for r in rows if r["what"].startswith("DataLoader") and "uint8" in r["what"]]
+    two = [r for r in rows if r["what"] == "Loader, 2 thread(s)"]
+    if dl and two:
+        per_round = [t["rate"] / d["rate"] for t, d in zip(two, dl)]
+        lines.append(
+            [
+                "Loader 2 threads ÷ DataLoader (uint8)",
+                " / ".join(f"{x:.2f}x" for x in per_round),
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 if __name__ == "__main__":

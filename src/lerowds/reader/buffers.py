@@ -1,7 +1,8 @@
 """Preallocated batch buffers, reused only once nothing outside the pool refers to them.
 
 A ``BufferSet`` holds one batch: a tensor of shape ``(batch_size, *sample_shape)`` per tensor key,
-allocated on first use (optionally in pinned memory) and filled row by row as samples arrive. Batches
+allocated on first use (optionally in pinned memory) and filled row by row as samples arrive; keys in
+``to_float`` (uint8 cameras) are converted to float32 / 255 as they are written. Batches
 handed to the user are *views* of these tensors. A ``BufferPool`` reuses a set only when every storage's
 use count is back to what the pool alone holds (``torch._C._storage_Use_Count``, calibrated on the set
 itself): a batch the user keeps (in a list, as a view, through ``.numpy()``) is never overwritten; the
@@ -35,17 +36,14 @@ def storage_refs(t: torch.Tensor) -> int:
 class BufferSet:
     """One batch's preallocated tensors, filled row by row; non-tensor values are collated per batch."""
 
-    def __init__(self, batch_size: int, pin_memory: bool) -> None:
-        self.batch_size, self.pin_memory = batch_size, pin_memory
+    def __init__(self, batch_size: int, pin_memory: bool, to_float: frozenset[str] = frozenset()) -> None:
+        self.batch_size, self.pin_memory, self.to_float = batch_size, pin_memory, to_float
         self.tensors: dict[str, torch.Tensor] = {}
         self._baseline: dict[str, int] = {}
         self.others: dict[str, list[Any]] = {}
         self.rows = 0
         self.handed = False  # a view of it went to the user (or to a device copy) since it was filled
         self.event: Any = None  # CUDA event after which pinned memory is no longer read by a copy
-
-    def _alloc(self, key: str, like: torch.Tensor) -> torch.Tensor:
-        return self.ensure(key, tuple(like.shape), like.dtype)
 
     def ensure(self, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         """The buffer of ``key`` for rows of ``shape`` and ``dtype`` (allocated, or reallocated if changed)."""
@@ -68,17 +66,20 @@ class BufferSet:
             )
         for key, value in sample.items():
             if isinstance(value, torch.Tensor):
+                convert = key in self.to_float and value.dtype == torch.uint8
+                dtype = torch.float32 if convert else value.dtype
                 buf = self.tensors.get(key)
-                if buf is None:
-                    buf = self._alloc(key, value)
-                elif buf.shape[1:] != value.shape or buf.dtype != value.dtype:
+                if buf is None or buf.shape[1:] != value.shape or buf.dtype != dtype:
                     if i > 0:
                         raise ConfigError(
-                            f"cannot batch {key!r}: samples have shape/dtype {tuple(buf.shape[1:])} "
-                            f"{buf.dtype} and {tuple(value.shape)} {value.dtype}"
+                            f"cannot batch {key!r}: samples have shape/dtype {tuple(buf.shape[1:])} "  # type: ignore[union-attr]
+                            f"{buf.dtype} and {tuple(value.shape)} {value.dtype}"  # type: ignore[union-attr]
                         )
-                    buf = self._alloc(key, value)  # a different shape than the last epoch: reallocate
-                buf[i].copy_(value)
+                    buf = self.ensure(key, tuple(value.shape), dtype)  # first use, or another shape
+                if convert:  # the dataset's own float32 values: uint8 -> float32, / 255 (as frames_to_tensor)
+                    buf[i].copy_(value).div_(255.0)
+                else:
+                    buf[i].copy_(value)
             else:
                 self.others.setdefault(key, []).append(value)
         if i == 0:
@@ -117,8 +118,11 @@ class BufferSet:
 class BufferPool:
     """The buffer sets of one producer: a free one is reused; at most ``capacity`` are kept."""
 
-    def __init__(self, batch_size: int, *, pin_memory: bool, capacity: int) -> None:
+    def __init__(
+        self, batch_size: int, *, pin_memory: bool, capacity: int, to_float: frozenset[str] = frozenset()
+    ) -> None:
         self.batch_size, self.pin_memory, self.capacity = batch_size, pin_memory, capacity
+        self.to_float = to_float
         self._sets: list[BufferSet] = []
         self._busy: set[int] = set()  # ids of sets being filled or waiting to be handed out
         self._lock = threading.Lock()
@@ -133,7 +137,7 @@ class BufferPool:
                 idle = [s for s in self._sets if id(s) not in self._busy]
                 if len(self._sets) >= self.capacity and idle:
                     self._sets.remove(idle[0])  # the user keeps that batch: it is theirs now
-                s = BufferSet(self.batch_size, self.pin_memory)
+                s = BufferSet(self.batch_size, self.pin_memory, self.to_float)
                 self._sets.append(s)
                 self.allocated += 1
             self._busy.add(id(s))

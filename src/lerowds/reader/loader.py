@@ -7,9 +7,10 @@ stream has ended: torch's DataLoader rule, so the batches equal ``DataLoader(ds,
 num_workers=num_threads)``'s, batch for batch, and the resume arithmetic of ``resume.py`` applies as is.
 
 Where cameras become float32: when the dataset promises float32 cameras and has no transforms, threads
-build uint8 cameras and the training thread converts each whole batch when it hands it over: on
-``device`` when one is given (after a uint8 host-to-device copy), else on the CPU into a reused float32
-buffer. The values are the dataset's own (``uint8 / 255`` in float32).
+build uint8 cameras. Without ``device`` each thread converts a sample's frames as it writes them into the
+batch buffer (``uint8 -> float32, / 255``: the dataset's own values, no extra pass over the batch); with
+``device`` the batch crosses to the device as uint8 (a quarter of the bytes) and the training thread
+converts it there.
 """
 
 from __future__ import annotations
@@ -202,11 +203,14 @@ class Loader:
             raise ConfigError("pin_memory=True needs CUDA, and torch.cuda.is_available() is False")
         self._cameras = frozenset(camera_keys(dataset))
         self._convert = travels_uint8(dataset)
+        # float32 cameras travel as uint8: the threads convert them as they fill the buffers, or (with a
+        # device) the training thread after the host-to-device copy. Per thread: ``prefetch`` sets queued,
+        # one being filled, the user's current and previous batch.
+        to_float = self._cameras if self._convert and self.device is None else frozenset()
         self._pools = [
-            BufferPool(batch_size, pin_memory=self.pin_memory, capacity=prefetch + 3)
+            BufferPool(batch_size, pin_memory=self.pin_memory, capacity=prefetch + 3, to_float=to_float)
             for _ in range(num_threads)
         ]
-        self._out = BufferPool(batch_size, pin_memory=self.pin_memory, capacity=3)  # float32 cameras (CPU)
         self._epoch: int | None = None  # None: not started, the dataset's next epoch
         self._consumed = 0
         self._run: _Run | None = None
@@ -217,12 +221,12 @@ class Loader:
         return epoch_batches(self.dataset, self.num_threads, self.batch_size, self.drop_last)
 
     def buffer_bytes(self) -> int:
-        """Bytes of the batch buffers held now (all threads' sets plus the float32 output sets)."""
-        return sum(p.nbytes() for p in self._pools) + self._out.nbytes()
+        """Bytes of the batch buffers held now (all threads' sets)."""
+        return sum(p.nbytes() for p in self._pools)
 
     def buffer_sets_allocated(self) -> int:
         """Buffer sets allocated so far (a steady loop stops allocating after its first batches)."""
-        return sum(p.allocated for p in self._pools) + self._out.allocated
+        return sum(p.allocated for p in self._pools)
 
     # ------------------------------------------------------------------------------------------ state
     def set_epoch(self, epoch: int) -> None:
@@ -297,7 +301,7 @@ class Loader:
         pending.clear()
 
     def _deliver(self, pool: BufferPool, s: BufferSet, pending: list[BufferSet]) -> dict[str, Any]:
-        """Hand buffer set ``s`` over as a batch: to ``device``, or as views (cameras converted)."""
+        """Hand buffer set ``s`` over as a batch: copied to ``device`` (cameras converted there), or as views."""
         batch = s.batch()
         if self.device is not None:
             out = {k: self._to_device(k, v) for k, v in batch.items()}
@@ -308,14 +312,6 @@ class Loader:
             del batch
             pool.handed_out(s, event)
             return out
-        if self._convert:
-            o = self._out.acquire()
-            for key in self._cameras.intersection(batch):
-                src = batch[key]
-                dst = o.ensure(key, tuple(src.shape[1:]), torch.float32)[: len(src)]
-                torch.div(src, 255.0, out=dst)
-                batch[key] = dst
-            self._handed(self._out, o, pending)
         self._handed(pool, s, pending)
         return batch
 
