@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from torch.utils.data import DataLoader
 
@@ -95,8 +96,21 @@ class _Decoders:
         )
 
 
-def limit_threads(ds: LeRobotWebDataset, per_thread: list[list[Any]]) -> float:
-    """Wall seconds for N threads, started together with their decoders open, to decode their requests."""
+def cpu_now() -> float:
+    """CPU seconds (user + system) of this process (all its threads) and its live children."""
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def limit_threads(ds: LeRobotWebDataset, per_thread: list[list[Any]]) -> tuple[float, float]:
+    """(wall, CPU) seconds for N threads, started together with their decoders open, to decode their
+    requests."""
     barrier = threading.Barrier(len(per_thread) + 1)
     ends: list[float] = []
     errors: list[BaseException] = []
@@ -113,36 +127,38 @@ def limit_threads(ds: LeRobotWebDataset, per_thread: list[list[Any]]) -> float:
     for t in threads:
         t.start()
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_now()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    return max(ends) - start
+    return max(ends) - start, cpu_now() - cpu
 
 
 def _emitted(batch: dict[str, Any]) -> list[tuple[int, int]]:
     return list(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
 
 
-def timed(batches: Any, samples: int, cameras: Sequence[str], convert: bool) -> dict[str, Any]:
+def timed(
+    batches: Any, samples: int, cameras: Sequence[str], convert: bool, uint8: bool = False
+) -> dict[str, Any]:
     """Iterate until ``samples`` samples: first-batch time, then samples/s; cameras float32 in the loop."""
     t0 = time.perf_counter()
     it = iter(batches)
     batch = next(it)
     first = time.perf_counter()
     emitted, n = _emitted(batch), 0
-    cpu0 = time.process_time()
+    cpu0 = cpu_now()
     for batch in it:
         if convert:
             batch = {k: (v.float().div_(255) if k in cameras else v) for k, v in batch.items()}
-        assert batch[cameras[0]].dtype == torch.float32
+        assert batch[cameras[0]].dtype == (torch.uint8 if uint8 else torch.float32)
         n += len(batch["index"])
         emitted += _emitted(batch)
         if len(emitted) >= samples:
             break
     end = time.perf_counter()
-    cpu = time.process_time() - cpu0
+    cpu = cpu_now() - cpu0
     del it, batch
     return {"first_s": first - t0, "rate": n / (end - first), "emitted": emitted, "cpu_ms": 1e3 * cpu / n}
 
@@ -179,52 +195,41 @@ def main(argv: Sequence[str] | None = None) -> None:
         return LeRobotWebDataset(root, delta_timestamps=delta, return_uint8=uint8)
 
     bs, rows = args.batch_size, []
+
+    def record(rnd: int, what: str, n: int, r: dict[str, Any], buffer_mb: float) -> None:
+        """A run's row, with the decode limit of exactly its frames in ``n`` threads measured right after."""
+        ds = dataset()
+        limit_s, limit_cpu = limit_threads(ds, worker_requests(ds, r["emitted"], n, window))
+        limit = len(r["emitted"]) / limit_s
+        row = {"round": rnd, "what": what, "rate": r["rate"], "limit": limit, "ratio": r["rate"] / limit}
+        row |= {"first_s": r["first_s"], "cpu_ms": r["cpu_ms"], "buffer_mb": buffer_mb}
+        row["limit_cpu_ms"] = 1e3 * limit_cpu / len(r["emitted"])
+        row["cpu_ratio"] = row["limit_cpu_ms"] / r["cpu_ms"]
+        rows.append(row)
+        logger.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+
     for rnd in range(args.rounds):
         for n in args.threads:
             loader = Loader(dataset(), bs, num_threads=n)
             r = timed(loader, args.samples, CAMERAS, convert=False)
             buffers = loader.buffer_bytes()
             loader.close()
-            ds = dataset()
-            limit_s = limit_threads(ds, worker_requests(ds, r["emitted"], n, window))
-            limit = len(r["emitted"]) / limit_s
-            rows.append(
-                {
-                    "round": rnd,
-                    "what": f"Loader, {n} thread(s)",
-                    "threads": n,
-                    "rate": r["rate"],
-                    "limit": limit,
-                    "ratio": r["rate"] / limit,
-                    "first_s": r["first_s"],
-                    "cpu_ms": r["cpu_ms"],
-                    "buffer_mb": buffers / 1e6,
-                }
-            )
-            logger.info("%s", rows[-1])
+            record(rnd, f"Loader, {n} thread(s)", n, r, buffers / 1e6)
+        loader = Loader(dataset(uint8=True), bs, num_threads=2)  # cameras stay uint8 (device= converts there)
+        r = timed(loader, args.samples, CAMERAS, convert=False, uint8=True)
+        buffers = loader.buffer_bytes()
+        loader.close()
+        record(
+            rnd, "Loader, 2 threads, uint8 cameras (with device= converted on the GPU)", 2, r, buffers / 1e6
+        )
         for uint8 in (True, False):
             dl = DataLoader(
                 dataset(uint8), batch_size=bs, num_workers=2, persistent_workers=True, prefetch_factor=4
             )
             r = timed(dl, args.samples, CAMERAS, convert=uint8)
             del dl
-            ds = dataset()
-            limit = len(r["emitted"]) / limit_threads(ds, worker_requests(ds, r["emitted"], 2, window))
-            what = f"DataLoader, 2 workers, {'uint8 cameras converted in the loop' if uint8 else 'float32 cameras'}"
-            rows.append(
-                {
-                    "round": rnd,
-                    "what": what,
-                    "threads": 2,
-                    "rate": r["rate"],
-                    "limit": limit,
-                    "ratio": r["rate"] / limit,
-                    "first_s": r["first_s"],
-                    "cpu_ms": r["cpu_ms"],
-                    "buffer_mb": float("nan"),
-                }
-            )
-            logger.info("%s", rows[-1])
+            kind = "uint8 cameras converted in the loop" if uint8 else "float32 cameras"
+            record(rnd, f"DataLoader, 2 workers, {kind}", 2, r, float("nan"))
     print(markdown(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
@@ -232,13 +237,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """One line per configuration: median over rounds of samples/s and of the ratio to its round's limit."""
-    head = ["configuration", "samples/s", "decode limit (same threads)", "÷ limit", "first batch", "buffers"]
+    head = ["configuration", "samples/s", "decode limit (same frames, same threads)", "÷ limit (wall)"]
+    head += ["÷ limit (CPU)", "first batch", "batch buffers"]
     lines = [head, ["---"] * len(head)]
     for what in dict.fromkeys(r["what"] for r in rows):
         rs = [r for r in rows if r["what"] == what]
         med = {
             k: float(np.median([r[k] for r in rs]))
-            for k in ("rate", "limit", "ratio", "first_s", "buffer_mb")
+            for k in ("rate", "limit", "ratio", "cpu_ratio", "first_s", "buffer_mb")
         }
         lines.append(
             [
@@ -246,6 +252,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                 f"{med['rate']:.0f}",
                 f"{med['limit']:.0f}",
                 f"{100 * med['ratio']:.0f} %",
+                f"{100 * med['cpu_ratio']:.0f} %",
                 f"{med['first_s']:.2f} s",
                 "" if np.isnan(med["buffer_mb"]) else f"{med['buffer_mb']:.0f} MB",
             ]
@@ -258,6 +265,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             [
                 "Loader 2 threads ÷ DataLoader (uint8)",
                 " / ".join(f"{x:.2f}x" for x in per_round),
+                "",
                 "",
                 "",
                 "",

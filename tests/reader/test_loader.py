@@ -64,6 +64,13 @@ def test_batches_equal_dataloader_batch_for_batch(
     assert not _loader_threads()
 
 
+def test_device_path_equals_dataloader(video_small_converted: Path) -> None:
+    """With ``device`` the batch is moved there as uint8 and converted after the move (here device="cpu",
+    the same code path as CUDA minus pinned memory): the values are the dataset's float32 ones."""
+    got = _copied(Loader(_video(video_small_converted), 6, num_threads=2, device="cpu"))
+    assert_same_batches(got, _dataloader(_video(video_small_converted), 6, 2), "device")
+
+
 def test_uint8_dataset_and_shortcut(video_small_converted: Path) -> None:
     got = _copied(_video(video_small_converted, return_uint8=True).loader(6, num_threads=2))
     assert_same_batches(got, _dataloader(_video(video_small_converted, return_uint8=True), 6, 2), "uint8")
@@ -205,3 +212,30 @@ def test_seeded_transforms_equal_dataloader(video_small_converted: Path) -> None
 
     got = _copied(Loader(make(), 5, num_threads=3))
     assert_same_batches(got, _dataloader(make(), 5, 3), "transforms")
+
+
+def test_buffer_set_conversion_is_exact_and_bad_batches_are_named() -> None:
+    """Every uint8 value converts to the dataset's float32 value; mismatched samples name the key."""
+    from lerowds.reader.buffers import BufferSet
+    from lerowds.reader.sample import frames_to_tensor
+
+    frames = torch.arange(256, dtype=torch.uint8).repeat(3 * 4).view(1, 4, 16, 48).permute(0, 2, 3, 1)
+    want = frames_to_tensor(frames.numpy(), return_uint8=False)  # (1, 3, 16, 16) float32 / 255
+    s = BufferSet(2, pin_memory=False, to_float=frozenset({CAM}))
+    s.put({CAM: frames_to_tensor(frames.numpy(), return_uint8=True), "task": "a"})
+    s.put({CAM: frames_to_tensor(frames.numpy(), return_uint8=True), "task": "b"})
+    batch = s.batch()
+    assert batch[CAM].dtype == torch.float32 and torch.equal(batch[CAM][1], want)
+    assert batch["task"] == ["a", "b"]
+    s = BufferSet(2, pin_memory=False)
+    s.put({"x": torch.zeros(3)})
+    with pytest.raises(ConfigError, match=r"cannot batch 'x': samples have shape/dtype \(3,\)"):
+        s.put({"x": torch.zeros(4)})
+    with pytest.raises(ConfigError, match="samples of one batch have different keys"):
+        s.put({"y": torch.zeros(3)})
+
+
+def test_stats_count_every_thread(tabular_converted: Path) -> None:
+    ds = LeRobotWebDataset(tabular_converted, episode_pool_size=2, stats=True)
+    assert len(indices(Loader(ds, 8, num_threads=3))) == 150
+    assert ds.stats()["samples"] == 150 and ds.stats()["episodes_admitted"] >= 13  # split episodes: twice

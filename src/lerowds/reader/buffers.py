@@ -18,12 +18,14 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import default_collate
 
 from lerowds.errors import ConfigError
 
 _use_count = getattr(torch._C, "_storage_Use_Count", None)
+_255 = np.float32(255.0)  # float32 / float32: IEEE division, bit-identical to torch's ``div_(255.0)``
 
 
 def storage_refs(t: torch.Tensor) -> int:
@@ -76,8 +78,8 @@ class BufferSet:
                             f"{buf.dtype} and {tuple(value.shape)} {value.dtype}"  # type: ignore[union-attr]
                         )
                     buf = self.ensure(key, tuple(value.shape), dtype)  # first use, or another shape
-                if convert:  # the dataset's own float32 values: uint8 -> float32, / 255 (as frames_to_tensor)
-                    buf[i].copy_(value).div_(255.0)
+                if convert:  # frames_to_tensor's values (uint8 -> float32, / 255) in one pass, GIL released
+                    np.divide(value.numpy(), _255, out=buf[i].numpy(), dtype=np.float32)
                 else:
                     buf[i].copy_(value)
             else:

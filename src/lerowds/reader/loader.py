@@ -214,6 +214,7 @@ class Loader:
         self._epoch: int | None = None  # None: not started, the dataset's next epoch
         self._consumed = 0
         self._run: _Run | None = None
+        self._divisor: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------------------ sizes
     def __len__(self) -> int:
@@ -327,5 +328,9 @@ class Loader:
             return value
         t = value.to(self.device, non_blocking=self.pin_memory)
         if self._convert and key in self._cameras:
-            t = torch.div(t, 255.0)
+            if self._divisor is None:
+                # a device tensor, not the Python scalar 255.0: CUDA turns a scalar divisor into a multiply by
+                # its reciprocal (off by one bit for some values); a tensor divisor divides exactly
+                self._divisor = torch.tensor(255.0, dtype=torch.float32, device=self.device)
+            t = torch.div(t, self._divisor)
         return t
