@@ -109,9 +109,11 @@ def _augmented(stream: Iterator[Sample], ds: LeRobotWebDataset, epoch: int) -> I
         yield sample
 
 
-def _source_view(ds: LeRobotWebDataset, thread: int, uint8: bool) -> LeRobotWebDataset:
+def _source_view(ds: LeRobotWebDataset, thread: int, threads: int, uint8: bool) -> LeRobotWebDataset:
     view = copy.copy(ds)
     view._store = copy.copy(ds._store)  # own fds / prefetcher / pins (its __getstate__ drops them)
+    if hasattr(view._store, "consumer_threads"):
+        view._store.consumer_threads = threads  # a remote cache's limit is shared by the threads
     if ds._stats is not None:
         view._stats = _ThreadBoard(ds._stats, thread)  # type: ignore[assignment]
     spec = ds._spec
@@ -129,14 +131,14 @@ def _source_view(ds: LeRobotWebDataset, thread: int, uint8: bool) -> LeRobotWebD
 
 
 def thread_view(
-    ds: LeRobotWebDataset | MixedDataset, thread: int, *, uint8: bool
+    ds: LeRobotWebDataset | MixedDataset, thread: int, threads: int, *, uint8: bool
 ) -> LeRobotWebDataset | MixedDataset:
-    """A copy of ``ds`` for consumer thread ``thread`` (see the module docstring)."""
+    """A copy of ``ds`` for consumer thread ``thread`` of ``threads`` (see the module docstring)."""
     if isinstance(ds, MixedDataset):
         view = copy.copy(ds)
-        view.sources = {name: _source_view(s, thread, uint8) for name, s in ds.sources.items()}
+        view.sources = {name: _source_view(s, thread, threads, uint8) for name, s in ds.sources.items()}
         return view
-    return _source_view(ds, thread, uint8)
+    return _source_view(ds, thread, threads, uint8)
 
 
 def _stream_of(view: LeRobotWebDataset | MixedDataset) -> Callable[[int, Consumer, int], Iterator[Sample]]:
@@ -189,7 +191,7 @@ def start_epoch(
         me = Consumer(c.rank, c.world_size, roles[thread], num_threads)
 
         def open_stream() -> Iterator[Sample]:
-            view = thread_view(ds, thread, uint8=uint8)
+            view = thread_view(ds, thread, num_threads, uint8=uint8)
             return _stream_of(view)(epoch, me, skips[thread])
 
         return open_stream
