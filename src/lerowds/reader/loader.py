@@ -161,7 +161,7 @@ class Loader:
     Args:
         dataset: a ``LeRobotWebDataset`` or ``MixedDataset``.
         batch_size: samples per batch; each thread's last batch may be smaller unless ``drop_last``.
-        num_threads: consumer threads (DataLoader workers); 2 per free core is rarely better than 1.
+        num_threads: consumer threads (DataLoader workers): about one per core left for decoding.
         drop_last: drop each thread's last partial batch (as the DataLoader does per worker).
         pin_memory: batch buffers in pinned memory (default: when ``device`` is CUDA).
         device: where batches go (e.g. ``"cuda"``); float32 cameras are converted there from uint8.
@@ -170,6 +170,7 @@ class Loader:
     Batches on the CPU are views of reused buffers; a buffer is refilled only once nothing refers to
     it any more, so keeping a batch (or a view of it) is safe. ``state_dict()`` / ``load_state_dict()``
     make the loader a torch ``Stateful``: a checkpoint taken after any batch resumes with the next one.
+    One iteration at a time: a new ``iter()`` stops the previous one's threads. See docs/LOADER.md.
     """
 
     def __init__(
