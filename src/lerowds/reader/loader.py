@@ -165,7 +165,7 @@ class Loader:
         drop_last: drop each thread's last partial batch (as the DataLoader does per worker).
         pin_memory: batch buffers in pinned memory (default: when ``device`` is CUDA).
         device: where batches go (e.g. ``"cuda"``); float32 cameras are converted there from uint8.
-        prefetch: batches each thread prepares ahead.
+        prefetch: finished batches each thread keeps ready (with N threads, N batches are ready ahead).
 
     Batches on the CPU are views of reused buffers; a buffer is refilled only once nothing refers to
     it any more, so keeping a batch (or a view of it) is safe. ``state_dict()`` / ``load_state_dict()``
@@ -182,7 +182,7 @@ class Loader:
         drop_last: bool = False,
         pin_memory: bool | None = None,
         device: str | torch.device | None = None,
-        prefetch: int = 2,
+        prefetch: int = 1,
     ) -> None:
         check_dataset(dataset)
         for name, value, low in (("batch_size", batch_size, 1), ("num_threads", num_threads, 1)):
