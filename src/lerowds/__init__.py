@@ -30,6 +30,8 @@ _LAZY = {
     "split_by_worker": "lerowds.reader.split",
     "warn_if_dispatching": "lerowds.reader.split",
     "plan_dataset": "lerowds.reader.plan",
+    "Loader": "lerowds.reader.loader",
+    "StatefulLoader": "lerowds.reader.stateful",
 }
 
 
@@ -53,10 +55,12 @@ __all__ = [
     "FormatError",
     "LeRobotWebDataset",
     "LerowdsError",
+    "Loader",
     "MixedDataset",
     "RemoteError",
     "ResumeMismatchError",
     "SourceError",
+    "StatefulLoader",
     "VerifyError",
     "VideoDecodeError",
     "detect_consumer",

@@ -191,6 +191,12 @@ class LeRobotWebDataset(IterableDataset):
         c = self._consumer()
         return rank_frame_count(self.num_frames, world_size=c.world_size, remainder=self.remainder)
 
+    def loader(self, batch_size: int = 32, **kwargs: Any) -> Any:
+        """``lerowds.Loader(self, batch_size, **kwargs)``: batches decoded by threads of this process."""
+        from lerowds.reader.loader import Loader
+
+        return Loader(self, batch_size, **kwargs)
+
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next iteration (later iterations count up from it)."""
         if not isinstance(epoch, int) or epoch < 0:

@@ -159,6 +159,12 @@ class MixedDataset(IterableDataset):
         """Samples this rank yields in one mix epoch (the same on every rank)."""
         return rank_frame_count(self.samples_per_epoch, world_size=self._consumer().world_size)
 
+    def loader(self, batch_size: int = 32, **kwargs: Any) -> Any:
+        """``lerowds.Loader(self, batch_size, **kwargs)``: batches decoded by threads of this process."""
+        from lerowds.reader.loader import Loader
+
+        return Loader(self, batch_size, **kwargs)
+
     def set_epoch(self, epoch: int) -> None:
         """Use mix epoch ``epoch`` for the next iteration (later iterations count up from it)."""
         _check_int("epoch", epoch)

@@ -49,13 +49,14 @@ _STATS_DIR = ".stats"
 _STATS_MAX_AGE_S = 7 * 24 * 3600
 
 
-def cache_shares() -> int:
+def cache_shares(threads: int = 1) -> int:
     """Consumers on this machine that share the cache limit evenly: DataLoader workers of this process's
-    loader times the ranks on this node (``LOCAL_WORLD_SIZE``, as torchrun sets it)."""
+    loader (or ``threads``, the consumer threads of a ``lerowds.Loader``) times the ranks on this node
+    (``LOCAL_WORLD_SIZE``, as torchrun sets it)."""
     from torch.utils.data import get_worker_info
 
     info = get_worker_info()
-    workers = info.num_workers if info is not None else 1
+    workers = info.num_workers if info is not None else threads
     try:
         local = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
     except ValueError:
@@ -129,6 +130,7 @@ class RemoteStore:
         self._shards = tuple(s.name for s in index.shards)
         self._session = uuid.uuid4().hex[:12]  # names this store's stats files, shared with its workers
         self._rt: _Runtime | None = None
+        self.consumer_threads = 1  # consumer threads of this process sharing the cache (lerowds.Loader)
         self._runtime(counters)
         self._sweep_stats()
 
@@ -175,7 +177,7 @@ class RemoteStore:
     def _fetch_now(self, row: int) -> Pin:
         """Fetch an episode the prefetcher does not have in its plan, in the calling thread."""
         rt, span = self._runtime(), self._span(row)
-        shares = cache_shares()
+        shares = cache_shares(self.consumer_threads)
         held, pf = rt.held_bytes(), rt.prefetcher
         if held + (pf.pinned_bytes() if pf else 0) + span.size > self.cache.limit // shares:
             raise ConfigError(quota_message(self.cache.limit // shares, shares, held, span))
@@ -228,7 +230,7 @@ class RemoteStore:
         spans = [self._span(int(r)) for r in rows]
         if not spans:
             return
-        shares = cache_shares()
+        shares = cache_shares(self.consumer_threads)
         pf = Prefetcher(
             spans,
             cache=self.cache,
