@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 import lerowds
 from lerowds import LeRobotWebDataset, Loader
-from lerowds.errors import ConfigError, VideoDecodeError
+from lerowds.errors import ConfigError, FormatError, VideoDecodeError
 from lerowds.format import read_local_index, video_columns
 from lerowds.reader.threads import thread_view
 
@@ -157,8 +157,15 @@ def test_error_in_a_thread_surfaces_with_its_message(
     video_small_converted: Path, tmp_path: Path, threads: int
 ) -> None:
     episode = _corrupt_clip(video_small_converted, tmp_path / "ds", row=5)
-    loader = Loader(_video(tmp_path / "ds"), 2, num_threads=threads)
+    # the decoder's own error (the CRC check, which would catch the corruption first, is off)
+    loader = Loader(_video(tmp_path / "ds", verify_crc=False), 2, num_threads=threads)
     with pytest.raises(VideoDecodeError, match=rf"episode {episode}, camera '{CAM}', timestamp"):
+        for _ in loader:
+            pass
+    assert not _loader_threads()
+    # with the default CRC check: the integrity error, naming the episode
+    loader = Loader(_video(tmp_path / "ds"), 2, num_threads=threads)
+    with pytest.raises(FormatError, match=rf"episode {episode} .*CRC-32"):
         for _ in loader:
             pass
     assert not _loader_threads()
