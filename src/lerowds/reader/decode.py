@@ -490,8 +490,8 @@ class PyAVClipDecoder:
         through swscale's planar ``gbrp`` output (same values as ``rgb24``) and copies its planes: no
         transposing copy, which costs more than the conversion itself."""
         if not self.channels_first:
-            return self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
-        planar = self._reformatter.reformat(frame, format="gbrp", threads=1)
+            return self._reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray()
+        planar = self._reformatter.reformat(frame, format="gbrp", **_ONE_THREAD)
         h, w = planar.height, planar.width
         out = np.empty((3, h, w), dtype=np.uint8)
         for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
@@ -527,6 +527,16 @@ class PyAVClipDecoder:
         self.close()
 
 
+def _reformat_threads_kwarg() -> dict[str, int]:
+    """``threads=1`` where ``VideoReformatter.reformat`` takes it (PyAV >= 16); PyAV < 16 has no such argument."""
+    try:
+        VideoReformatter().reformat(av.VideoFrame(2, 2, "yuv420p"), format="rgb24", threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}
+
+
+_ONE_THREAD = _reformat_threads_kwarg()
 _GBRP_TO_RGB = (1, 2, 0)  # gbrp planes are G, B, R: the RGB channel each one fills
 
 
