@@ -43,3 +43,22 @@ def convert_fixture(out: Path) -> Path:
     convert(ConvertOptions(repo_id=REPO_ID, root=need_shared_fixture(), output=out, progress=False,
                            shard_size=64 * 1024))
     return out
+
+
+def tiny_policy_config(kind: str, **overrides: object):
+    """An ACT or diffusion config small enough for a CPU test; no pretrained backbone (nothing downloaded)."""
+    if kind == "act":
+        from lerobot.policies.act.configuration_act import ACTConfig
+
+        kw = dict(dim_model=32, n_heads=2, dim_feedforward=64, n_encoder_layers=1, n_decoder_layers=1,
+                  n_vae_encoder_layers=1, latent_dim=8, chunk_size=5, n_action_steps=5)
+        return ACTConfig(pretrained_backbone_weights=None, device="cpu", push_to_hub=False, **{**kw, **overrides})
+    if kind == "diffusion":
+        from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+
+        kw = dict(n_obs_steps=2, horizon=8, n_action_steps=4, down_dims=(16, 32), kernel_size=3, n_groups=4,
+                  diffusion_step_embed_dim=16, spatial_softmax_num_keypoints=4, num_train_timesteps=10,
+                  crop_shape=None)
+        return DiffusionConfig(pretrained_backbone_weights=None, device="cpu", push_to_hub=False,
+                               **{**kw, **overrides})
+    raise ValueError(f"unknown policy kind {kind!r}")
