@@ -62,3 +62,22 @@ def tiny_policy_config(kind: str, **overrides: object):
         return DiffusionConfig(pretrained_backbone_weights=None, device="cpu", push_to_hub=False,
                                **{**kw, **overrides})
     raise ValueError(f"unknown policy kind {kind!r}")
+
+
+# The tiny policies above as lerobot-train flags (README "For lerobot users" shows these commands).
+TINY_ACT_FLAGS = [
+    "--policy.type=act", "--policy.pretrained_backbone_weights=null", "--policy.dim_model=32",
+    "--policy.n_heads=2", "--policy.dim_feedforward=64", "--policy.n_encoder_layers=1",
+    "--policy.n_decoder_layers=1", "--policy.n_vae_encoder_layers=1", "--policy.latent_dim=8",
+    "--policy.chunk_size=5", "--policy.n_action_steps=5", "--policy.device=cpu", "--policy.push_to_hub=false",
+]
+TINY_DIFFUSION_FLAGS = [
+    "--policy.type=diffusion", "--policy.pretrained_backbone_weights=null", "--policy.n_obs_steps=2",
+    "--policy.horizon=8", "--policy.n_action_steps=4", "--policy.down_dims=[16,32]", "--policy.kernel_size=3",
+    "--policy.n_groups=4", "--policy.diffusion_step_embed_dim=16", "--policy.spatial_softmax_num_keypoints=4",
+    "--policy.num_train_timesteps=10", "--policy.crop_shape=null", "--policy.device=cpu",
+    "--policy.push_to_hub=false",
+    # diffusion wants its cameras the same shape; the fixture's two differ, so it sees the front one only
+    '--policy.input_features={"observation.state": {"type": "STATE", "shape": [6]}, '
+    '"observation.images.front": {"type": "VISUAL", "shape": [3, 96, 128]}}',
+]
