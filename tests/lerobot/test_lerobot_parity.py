@@ -57,8 +57,9 @@ def assert_same_sample(got: dict, want: dict, where: str, *, uint8: bool) -> Non
 )
 def test_samples_equal_lerobot_dataset(converted: Path, deltas, uint8: bool) -> None:
     ref = lerobot_dataset(delta_timestamps=deltas, return_uint8=uint8)
-    ds = LeRobotWebDataset(converted, delta_timestamps=deltas, return_uint8=uint8, episodes=EPISODES,
-                           episode_pool_size=2, seed=3)
+    ds = LeRobotWebDataset(
+        converted, delta_timestamps=deltas, return_uint8=uint8, episodes=EPISODES, episode_pool_size=2, seed=3
+    )
     seen = []
     for sample in ds:  # pool order: each sample is looked up in lerobot by its own global index
         ep, frame, index = (int(sample[k]) for k in ("episode_index", "frame_index", "index"))
@@ -75,8 +76,18 @@ def test_meta_matches_lerobot_metadata(converted: Path) -> None:
 
     want = LeRobotDatasetMetadata(REPO_ID, root=SMALL)
     meta = LeRobotWebDataset(converted).meta
-    for attr in ("repo_id", "fps", "features", "robot_type", "total_frames", "total_episodes", "total_tasks",
-                 "shapes", "names", "has_language_columns"):
+    for attr in (
+        "repo_id",
+        "fps",
+        "features",
+        "robot_type",
+        "total_frames",
+        "total_episodes",
+        "total_tasks",
+        "shapes",
+        "names",
+        "has_language_columns",
+    ):
         assert getattr(meta, attr) == getattr(want, attr), attr
     for attr in ("camera_keys", "video_keys", "image_keys", "depth_keys"):
         assert list(getattr(meta, attr)) == list(getattr(want, attr)), attr

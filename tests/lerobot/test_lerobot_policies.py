@@ -27,7 +27,9 @@ def front_camera_only(cfg, meta) -> None:
     from lerobot.utils.feature_utils import dataset_to_policy_features
 
     features = dataset_to_policy_features(meta.features)
-    cfg.input_features = {k: f for k, f in features.items() if k in ("observation.state", "observation.images.front")}
+    cfg.input_features = {
+        k: f for k, f in features.items() if k in ("observation.state", "observation.images.front")
+    }
 
 
 def build(kind: str, meta):

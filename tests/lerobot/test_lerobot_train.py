@@ -5,6 +5,7 @@ RNG restored by lerobot, the losses) of the uninterrupted run."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,22 @@ def checkpoint(out: Path, step: int) -> Path:
     ],
     ids=["act", "diffusion"],
 )
-def test_train_checkpoint_and_exact_resume(converted: Path, tmp_path: Path, flags, episodes, workers, steps,
-                                           save_freq, resume_at, per_epoch) -> None:
+def test_train_checkpoint_and_exact_resume(
+    converted: Path, tmp_path: Path, flags, episodes, workers, steps, save_freq, resume_at, per_epoch
+) -> None:
     out = tmp_path / "run"
-    argv = [*flags, f"--lerowds.source={converted}", f"--dataset.episodes={episodes}", "--batch_size=8",
-            f"--num_workers={workers}", f"--steps={steps}",
-            f"--save_freq={save_freq}", "--log_freq=1", f"--output_dir={out}", "--seed=7"]
+    argv = [
+        *flags,
+        f"--lerowds.source={converted}",
+        f"--dataset.episodes={episodes}",
+        "--batch_size=8",
+        f"--num_workers={workers}",
+        f"--steps={steps}",
+        f"--save_freq={save_freq}",
+        "--log_freq=1",
+        f"--output_dir={out}",
+        "--seed=7",
+    ]
     full = train(argv)
 
     assert [s[0] for s in full] == list(range(1, steps + 1))
@@ -60,7 +71,7 @@ def test_train_checkpoint_and_exact_resume(converted: Path, tmp_path: Path, flag
     assert [(s[1], s[2]) for s in full] == [(i // per_epoch, i % per_epoch + 1) for i in range(steps)]
     first_epoch = [f for s in full if s[1] == 0 for f in s[3]]
     assert len(first_epoch) == len(set(first_epoch))  # every frame once per epoch
-    assert all(loss == loss and loss > 0 for *_, loss in full)
+    assert all(math.isfinite(loss) and loss > 0 for *_, loss in full)
 
     ckpt = checkpoint(out, resume_at)
     assert (checkpoint(out, steps) / "pretrained_model" / "model.safetensors").is_file()

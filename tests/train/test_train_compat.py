@@ -19,7 +19,13 @@ def test_version_range() -> None:
     assert parse_version("0.6.1") == (0, 6, 1) and parse_version("0.6.2.dev0") == (0, 6, 2)
     assert parse_version("1.0") == (1, 0, 0)
     assert [is_supported(v) for v in ("0.4.4", "0.6.0", "0.6.1", "0.6.9", "0.7.0", "1.0.0")] == [
-        False, False, True, True, False, False]
+        False,
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]
     with pytest.raises(LerobotVersionError, match="cannot read lerobot's version 'unknown'"):
         parse_version("unknown")
 
@@ -29,8 +35,11 @@ def test_missing_lerobot_names_the_supported_versions(monkeypatch: pytest.Monkey
         raise importlib.metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(compat.importlib.metadata, "version", not_installed)
-    with pytest.raises(LerobotVersionError, match=r"needs lerobot >=0\.6\.1,<0\.7 \(tested with 0\.6\.1\), "
-                                                  r"but lerobot is not installed: pip install"):
+    with pytest.raises(
+        LerobotVersionError,
+        match=r"needs lerobot >=0\.6\.1,<0\.7 \(tested with 0\.6\.1\), "
+        r"but lerobot is not installed: pip install",
+    ):
         require_lerobot()
 
 
@@ -46,8 +55,14 @@ def fake_lerobot(root: Path, version: str) -> Path:
 
 def run_cli(args: list[str], pythonpath: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "lerowds.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "lerowds.cli", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_refuses_an_unsupported_lerobot(tmp_path: Path) -> None:
@@ -58,7 +73,12 @@ def test_cli_refuses_an_unsupported_lerobot(tmp_path: Path) -> None:
         "lerowds train: error: lerowds train needs lerobot >=0.6.1,<0.7 (tested with 0.6.1), found lerobot "
         "0.4.4: pip install 'lerobot[dataset]==0.6.1' accelerate"
     )
-    module = subprocess.run([sys.executable, "-m", "lerowds.lerobot_train", "--steps=1"], capture_output=True,
-                            text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])})
+    module = subprocess.run(
+        [sys.executable, "-m", "lerowds.lerobot_train", "--steps=1"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])},
+    )
     assert module.returncode == 2 and "found lerobot 0.4.4" in module.stderr, module.stderr

@@ -25,10 +25,21 @@ LENGTHS = [7, 1, 12, 5, 9, 4]  # 38 frames
 @pytest.fixture(scope="module")
 def tabular(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("train_position")
-    spec = DatasetSpec(repo_id="lerowds/position", fps=15, episode_lengths=LENGTHS,
-                       episode_tasks=[["open the top drawer"]] * len(LENGTHS))
-    convert(ConvertOptions(repo_id=spec.repo_id, root=write_v3_dataset(base / "src", spec), output=base / "out",
-                           progress=False, shard_size=4 * 1024))
+    spec = DatasetSpec(
+        repo_id="lerowds/position",
+        fps=15,
+        episode_lengths=LENGTHS,
+        episode_tasks=[["open the top drawer"]] * len(LENGTHS),
+    )
+    convert(
+        ConvertOptions(
+            repo_id=spec.repo_id,
+            root=write_v3_dataset(base / "src", spec),
+            output=base / "out",
+            progress=False,
+            shard_size=4 * 1024,
+        )
+    )
     return base / "out"
 
 
@@ -42,8 +53,9 @@ def steps(ds: LeRobotWebDataset, loader: DataLoader, start: LoaderPosition, n: i
 
 
 @pytest.mark.parametrize("num_workers, batch_size", [(0, 8), (2, 5)])
-def test_resume_from_any_saved_position_continues_the_same_batches(tabular: Path, tmp_path: Path,
-                                                                   num_workers: int, batch_size: int) -> None:
+def test_resume_from_any_saved_position_continues_the_same_batches(
+    tabular: Path, tmp_path: Path, num_workers: int, batch_size: int
+) -> None:
     def fresh() -> tuple[LeRobotWebDataset, DataLoader]:
         ds = LeRobotWebDataset(tabular, episode_pool_size=2, seed=5)
         return ds, DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
@@ -60,7 +72,9 @@ def test_resume_from_any_saved_position_continues_the_same_batches(tabular: Path
     for k in (1, per_epoch - 1, per_epoch, per_epoch + 2):  # mid-epoch, last batch, epoch end, next epoch
         state_dir = tmp_path / f"step{k}"
         state_dir.mkdir()
-        save_loader_state(state_dir, ds, full[k - 1][0], step=k, batch_size=batch_size, num_workers=num_workers)
+        save_loader_state(
+            state_dir, ds, full[k - 1][0], step=k, batch_size=batch_size, num_workers=num_workers
+        )
         again, again_loader = fresh()
         start = load_loader_state(state_dir, again, step=k)
         assert start == full[k - 1][0]
@@ -74,7 +88,9 @@ def test_missing_or_mismatched_loader_state_is_refused(tabular: Path, tmp_path: 
     save_loader_state(tmp_path, ds, LoaderPosition(0, 2), step=2, batch_size=4, num_workers=0)
     with pytest.raises(ConfigError, match="saved at step 2 but the checkpoint is at step 3"):
         load_loader_state(tmp_path, ds, step=3)
-    with pytest.raises(ResumeMismatchError, match="seed"):  # another seed: lerowds' own resume check names the field
+    with pytest.raises(
+        ResumeMismatchError, match="seed"
+    ):  # another seed: lerowds' own resume check names the field
         load_loader_state(tmp_path, LeRobotWebDataset(tabular, seed=6), step=2)
     with pytest.raises(ConfigError, match="batches must be an integer >= 0, got -1"):
         LoaderPosition(0, -1)

@@ -32,7 +32,10 @@ def parse_config(argv: Sequence[str]) -> Any:
         cfg.validate()
         return cfg
 
-    parsed.__annotations__ = {"cfg": LerowdsTrainConfig, "return": LerowdsTrainConfig}  # real types for lerobot's parser
+    parsed.__annotations__ = {
+        "cfg": LerowdsTrainConfig,
+        "return": LerowdsTrainConfig,
+    }  # real types for lerobot's parser
     saved = sys.argv
     sys.argv = ["lerowds train", *argv]
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import re
 
 from lerowds.errors import ConfigError
@@ -26,7 +27,9 @@ def parse_version(text: str) -> tuple[int, int, int]:
     """``"0.6.1"`` → ``(0, 6, 1)``; pre-release and local suffixes are ignored (``"0.6.2.dev0"`` → 0.6.2)."""
     m = re.match(r"\s*v?(\d+)\.(\d+)(?:\.(\d+))?", text)
     if m is None:
-        raise LerobotVersionError(f"cannot read lerobot's version {text!r}; lerowds train needs {supported_text()}")
+        raise LerobotVersionError(
+            f"cannot read lerobot's version {text!r}; lerowds train needs {supported_text()}"
+        )
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
@@ -48,10 +51,8 @@ def require_lerobot() -> str:
         raise LerobotVersionError(
             f"lerowds train needs {supported_text()}, found lerobot {version}: {INSTALL_HINT}"
         )
-    try:
-        import accelerate  # noqa: F401  (lerobot's training runs through accelerate)
-    except ImportError:
+    if importlib.util.find_spec("accelerate") is None:  # lerobot's training runs through accelerate
         raise LerobotVersionError(
             f"lerowds train needs accelerate next to lerobot {version}: pip install accelerate"
-        ) from None
+        )
     return version

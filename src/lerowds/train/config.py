@@ -5,15 +5,17 @@ same flags) plus a ``lerowds`` block naming the converted dataset. Imports lerob
 No ``from __future__ import annotations`` here: draccus reads these annotations as types.
 """
 
-import dataclasses
+import importlib
 from dataclasses import dataclass, field
 
-import lerobot.envs  # noqa: F401  (registers env config choices, as lerobot-train's import does)
-import lerobot.policies  # noqa: F401  (registers --policy.type choices)
 from lerobot.configs.default import DatasetConfig
 from lerobot.configs.train import TrainPipelineConfig
 
 from lerowds.errors import ConfigError
+
+# What lerobot-train's imports register: the --policy.type and --env.type choices draccus parses.
+for _module in ("lerobot.policies", "lerobot.envs"):
+    importlib.import_module(_module)
 
 
 @dataclass
@@ -64,7 +66,3 @@ class LerowdsTrainConfig(TrainPipelineConfig):
         bad = [name for name, on in unsupported.items() if on]
         if bad:
             raise ConfigError(f"lerowds train does not support {', '.join(bad)}; drop the flag(s)")
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(LerowdsTrainConfig)]

@@ -23,9 +23,11 @@ def make_train_dataset(cfg: Any) -> LeRobotWebDataset:
     from lerobot.utils.constants import IMAGENET_STATS
 
     src = cfg.lerowds
-    common = dict(cache_dir=src.cache_dir, cache_limit=src.cache_limit)
+    common = {"cache_dir": src.cache_dir, "cache_limit": src.cache_limit}
     probe = LeRobotWebDataset(src.source, **common)  # reads the index only: fps and features for the deltas
-    transforms = ImageTransforms(cfg.dataset.image_transforms) if cfg.dataset.image_transforms.enable else None
+    transforms = (
+        ImageTransforms(cfg.dataset.image_transforms) if cfg.dataset.image_transforms.enable else None
+    )
     ds = LeRobotWebDataset(
         src.source,
         delta_timestamps=resolve_delta_timestamps(cfg.trainable_config, probe.meta),
@@ -74,7 +76,10 @@ def to_device(batch: dict[str, Any], device: torch.device, camera_keys: tuple[st
     """Move the batch to the device, then make uint8 camera frames float in [0, 1] there (as lerobot-train does,
     after its accelerate-prepared loader has moved them)."""
     non_blocking = device.type == "cuda"
-    out = {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    out = {
+        k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
     for key in camera_keys:
         if key in out and out[key].dtype == torch.uint8:
             out[key] = out[key].to(dtype=torch.float32) / 255.0

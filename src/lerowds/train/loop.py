@@ -82,14 +82,22 @@ def make_processors(cfg: Any, policy: Any, stats: Any, device: torch.device) -> 
             "normalizer_processor": {"features": features, "norm_map": policy.config.normalization_mapping},
             "rename_observations_processor": {"rename_map": cfg.rename_map},
         }
-        post = {"unnormalizer_processor": {"features": policy.config.output_features,
-                                           "norm_map": policy.config.normalization_mapping}}
+        post = {
+            "unnormalizer_processor": {
+                "features": policy.config.output_features,
+                "norm_map": policy.config.normalization_mapping,
+            }
+        }
         if not cfg.resume:
             pre["normalizer_processor"]["stats"] = stats
             post["unnormalizer_processor"]["stats"] = stats
         kwargs.update(preprocessor_overrides=pre, postprocessor_overrides=post)
-    return make_pre_post_processors(policy_cfg=cfg.policy, pretrained_path=path,
-                                    pretrained_revision=getattr(cfg.policy, "pretrained_revision", None), **kwargs)
+    return make_pre_post_processors(
+        policy_cfg=cfg.policy,
+        pretrained_path=path,
+        pretrained_revision=getattr(cfg.policy, "pretrained_revision", None),
+        **kwargs,
+    )
 
 
 def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None:
@@ -115,17 +123,24 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None
         start = load_loader_state(state_dir, ds, step=load_training_step(state_dir))
     loader = make_loader(ds, cfg, device)
     batches = positioned_batches(loader, ds, start)
-    first = next(batches)  # iter(loader) draws from torch's RNG: before the checkpoint's RNG state is restored
+    first = next(
+        batches
+    )  # iter(loader) draws from torch's RNG: before the checkpoint's RNG state is restored
     if cfg.resume:
         step, optimizer, scheduler = load_training_state(cfg.checkpoint_path, optimizer, scheduler)
         logger.info("resuming at step %d, epoch %d after %d batches", step, start.epoch, start.batches)
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)  # not the loader
 
-    meters = {"loss": AverageMeter("loss", ":.3f", reduction="mean"), "grad_norm": AverageMeter("grdn", ":.3f"),
-              "lr": AverageMeter("lr", ":0.1e"), "update_s": AverageMeter("updt_s", ":.3f", reduction="max"),
-              "dataloading_s": AverageMeter("data_s", ":.3f", reduction="max")}
-    tracker = MetricsTracker(cfg.batch_size, ds.num_frames, ds.num_episodes, meters, initial_step=step,
-                             accelerator=accelerator)
+    meters = {
+        "loss": AverageMeter("loss", ":.3f", reduction="mean"),
+        "grad_norm": AverageMeter("grdn", ":.3f"),
+        "lr": AverageMeter("lr", ":0.1e"),
+        "update_s": AverageMeter("updt_s", ":.3f", reduction="max"),
+        "dataloading_s": AverageMeter("data_s", ":.3f", reduction="max"),
+    }
+    tracker = MetricsTracker(
+        cfg.batch_size, ds.num_frames, ds.num_episodes, meters, initial_step=step, accelerator=accelerator
+    )
     stream = islice(_chain(first, batches), max(0, cfg.steps - step))
     while True:
         t0 = time.perf_counter()
@@ -135,8 +150,15 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None
         position, raw = item
         batch = pre(to_device(raw, device, ds.meta.camera_keys))
         tracker.dataloading_s = time.perf_counter() - t0
-        tracker, _ = update_policy(tracker, policy, batch, optimizer, cfg.optimizer.grad_clip_norm,
-                                   accelerator=accelerator, lr_scheduler=scheduler)
+        tracker, _ = update_policy(
+            tracker,
+            policy,
+            batch,
+            optimizer,
+            cfg.optimizer.grad_clip_norm,
+            accelerator=accelerator,
+            lr_scheduler=scheduler,
+        )
         step += 1
         tracker.step()
         if on_step is not None:
@@ -150,8 +172,19 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None
             tracker.reset_averages()
         if cfg.save_checkpoint and should_save_checkpoint(step, cfg.save_freq, cfg.steps):
             if main:
-                _checkpoint(cfg, step, position, ds, accelerator.unwrap_model(policy), optimizer, scheduler,
-                            pre, post, accelerator.num_processes, wandb)
+                _checkpoint(
+                    cfg,
+                    step,
+                    position,
+                    ds,
+                    accelerator.unwrap_model(policy),
+                    optimizer,
+                    scheduler,
+                    pre,
+                    post,
+                    accelerator.num_processes,
+                    wandb,
+                )
             accelerator.wait_for_everyone()
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -162,16 +195,42 @@ def _chain(first: Any, rest: Any) -> Any:
     yield from rest
 
 
-def _checkpoint(cfg: Any, step: int, position: LoaderPosition, ds: Any, policy: Any, optimizer: Any,
-                scheduler: Any, pre: Any, post: Any, num_processes: int, wandb: Any) -> None:
+def _checkpoint(
+    cfg: Any,
+    step: int,
+    position: LoaderPosition,
+    ds: Any,
+    policy: Any,
+    optimizer: Any,
+    scheduler: Any,
+    pre: Any,
+    post: Any,
+    num_processes: int,
+    wandb: Any,
+) -> None:
     """lerobot's checkpoint, plus the loader state in its training_state/; ``last`` moves only after both."""
     checkpoint_dir = get_step_checkpoint_dir(cfg.output_dir, cfg.steps, step)
     logger.info("checkpoint after step %d: %s", step, checkpoint_dir)
-    save_checkpoint(checkpoint_dir=checkpoint_dir, step=step, cfg=cfg, policy=policy, optimizer=optimizer,
-                    scheduler=scheduler, preprocessor=pre, postprocessor=post, num_processes=num_processes,
-                    batch_size=cfg.batch_size)
-    save_loader_state(checkpoint_dir / TRAINING_STATE_DIR, ds, position, step=step, batch_size=cfg.batch_size,
-                      num_workers=cfg.num_workers)
+    save_checkpoint(
+        checkpoint_dir=checkpoint_dir,
+        step=step,
+        cfg=cfg,
+        policy=policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        preprocessor=pre,
+        postprocessor=post,
+        num_processes=num_processes,
+        batch_size=cfg.batch_size,
+    )
+    save_loader_state(
+        checkpoint_dir / TRAINING_STATE_DIR,
+        ds,
+        position,
+        step=step,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+    )
     update_last_checkpoint(checkpoint_dir)
     if wandb:
         wandb.log_policy(checkpoint_dir)

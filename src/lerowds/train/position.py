@@ -22,8 +22,15 @@ class Resumable(Protocol):
     @property
     def epoch(self) -> int: ...
 
-    def state_dict(self, *, batches_consumed: int, batch_size: int, epoch: int | None = ...,
-                   num_workers: int | None = ..., drop_last: bool = ...) -> dict[str, Any]: ...
+    def state_dict(
+        self,
+        *,
+        batches_consumed: int,
+        batch_size: int,
+        epoch: int | None = ...,
+        num_workers: int | None = ...,
+        drop_last: bool = ...,
+    ) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
@@ -42,7 +49,9 @@ class LoaderPosition:
                 raise ConfigError(f"loader position: {name} must be an integer >= 0, got {value!r}")
 
 
-def positioned_batches(loader: Iterable[Any], ds: Resumable, start: LoaderPosition) -> Iterator[tuple[LoaderPosition, Any]]:
+def positioned_batches(
+    loader: Iterable[Any], ds: Resumable, start: LoaderPosition
+) -> Iterator[tuple[LoaderPosition, Any]]:
     """The loader's batches, epoch after epoch, each with the position reached once it is consumed.
 
     The dataset starts its next epoch by itself each time the loader is iterated again; which epoch that is
@@ -64,11 +73,22 @@ def positioned_batches(loader: Iterable[Any], ds: Resumable, start: LoaderPositi
         resume = None
 
 
-def save_loader_state(training_state_dir: Path, ds: Resumable, position: LoaderPosition, *, step: int,
-                      batch_size: int, num_workers: int) -> Path:
+def save_loader_state(
+    training_state_dir: Path,
+    ds: Resumable,
+    position: LoaderPosition,
+    *,
+    step: int,
+    batch_size: int,
+    num_workers: int,
+) -> Path:
     """Write the dataset's resume state for ``position`` (atomically) next to lerobot's training state."""
-    state = ds.state_dict(batches_consumed=position.batches, batch_size=batch_size, epoch=position.epoch,
-                          num_workers=num_workers)
+    state = ds.state_dict(
+        batches_consumed=position.batches,
+        batch_size=batch_size,
+        epoch=position.epoch,
+        num_workers=num_workers,
+    )
     path = Path(training_state_dir) / LOADER_STATE_FILE
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     tmp.write_text(json.dumps({"step": step, "dataset": state}, indent=1))
@@ -86,6 +106,8 @@ def load_loader_state(training_state_dir: Path, ds: Resumable, *, step: int) -> 
         )
     saved = json.loads(path.read_text())
     if saved.get("step") != step:
-        raise ConfigError(f"{path} was saved at step {saved.get('step')!r} but the checkpoint is at step {step}")
+        raise ConfigError(
+            f"{path} was saved at step {saved.get('step')!r} but the checkpoint is at step {step}"
+        )
     ds.load_state_dict(saved["dataset"])
     return LoaderPosition(int(saved["dataset"]["epoch"]), int(saved["dataset"]["batches_consumed"]))
