@@ -103,6 +103,27 @@ def test_readme_commands_act_train_checkpoint_and_exact_resume(
     assert cli.main(resume_cmd[1:]) == 0
     check_resume(tmp_path / "act_run", full, records, steps=5, resume_at=2, per_epoch=3)
 
+    # fine-tune from the final checkpoint (lerobot's --policy.path) on other episodes: weights and processors
+    # come from the checkpoint, the stats from this dataset
+    records[:] = []
+    pretrained = "act_run/checkpoints/last/pretrained_model"
+    finetune = [
+        f"--policy.path={pretrained}",
+        "--policy.device=cpu",
+        "--lerowds.source=fixture_wds",
+        "--dataset.episodes=[5]",
+        "--batch_size=8",
+        "--num_workers=0",
+        "--steps=1",
+        "--output_dir=ft_run",
+    ]
+    assert cli.main(["train", *finetune]) == 0
+    assert len(records) == 1 and {e for e, _ in records[0][3]} == {5} and math.isfinite(records[0][4])
+    config = json.loads(
+        (tmp_path / "ft_run/checkpoints/000001/pretrained_model/train_config.json").read_text()
+    )
+    assert config["lerowds"]["source"] == "fixture_wds" and config["dataset"]["episodes"] == [5]
+
 
 def test_diffusion_train_checkpoint_and_exact_resume(converted: Path, tmp_path: Path) -> None:
     """Diffusion, 2 DataLoader workers (lerobot's default spawn): 22 frames (11 per worker: 8, 8, 3, 3);
