@@ -258,9 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"] and not {"-h", "--help"} & set(argv):
+    if argv[:1] == ["train"] and argv[1:] not in (["-h"], ["--help"]):
         # lerobot-train's flags (draccus: --policy.type=act ...) pass through untouched: argparse would
-        # take them for its own options.
+        # take them for its own options. With flags, --help is lerobot's (scoped to e.g. the policy type).
         args = argparse.Namespace(command="train", lerobot_args=argv[1:], debug=False, quiet=False)
     else:
         args = build_parser().parse_args(argv)

@@ -77,6 +77,12 @@ def readme_commands() -> list[list[str]]:
     return [shlex.split(ln) for ln in lines]
 
 
+# Training runs: ~30-60 s of CPU each on 2 free cores; the suite's 600 s hang guard is too tight when the
+# machine is shared (these timed out at 6 % of a core).
+TRAIN_TIMEOUT = pytest.mark.timeout(1800)
+
+
+@TRAIN_TIMEOUT
 def test_readme_commands_act_train_checkpoint_and_exact_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,6 +131,7 @@ def test_readme_commands_act_train_checkpoint_and_exact_resume(
     assert config["lerowds"]["source"] == "fixture_wds" and config["dataset"]["episodes"] == [5]
 
 
+@TRAIN_TIMEOUT
 def test_diffusion_train_checkpoint_and_exact_resume(converted: Path, tmp_path: Path) -> None:
     """Diffusion, 2 DataLoader workers (lerobot's default spawn): 22 frames (11 per worker: 8, 8, 3, 3);
     resumed at the very end of epoch 0 (the dataset moves on to epoch 1 by itself)."""

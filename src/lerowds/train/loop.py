@@ -20,6 +20,7 @@ import torch
 from lerobot.common.train_utils import (
     get_step_checkpoint_dir,
     load_training_state,
+    load_training_step,
     save_checkpoint,
     should_save_checkpoint,
     update_last_checkpoint,
@@ -117,15 +118,12 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None
 
     step, start = 0, LoaderPosition()
     if cfg.resume:  # the data position first: it must agree with lerobot's step
-        from lerobot.common.train_utils import load_training_step
-
         state_dir = cfg.checkpoint_path / TRAINING_STATE_DIR
         start = load_loader_state(state_dir, ds, step=load_training_step(state_dir))
     loader = make_loader(ds, cfg, device)
     batches = positioned_batches(loader, ds, start)
-    first = next(
-        batches
-    )  # iter(loader) draws from torch's RNG: before the checkpoint's RNG state is restored
+    # iter(loader) draws from torch's RNG: do it before the checkpoint's RNG state is restored
+    first = next(batches)
     if cfg.resume:
         step, optimizer, scheduler = load_training_state(cfg.checkpoint_path, optimizer, scheduler)
         logger.info("resuming at step %d, epoch %d after %d batches", step, start.epoch, start.batches)
