@@ -341,6 +341,28 @@ register(
 )
 
 
+# ----------------------------------------------------------------------------------------------- train
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "lerobot_args",
+        nargs=argparse.REMAINDER,
+        help="lerobot-train's arguments (--policy.type=act, --steps, --batch_size, --output_dir, --resume, "
+        "--config_path, --wandb.enable, ...) plus --lerowds.source=DIR|URL|hf://datasets/ORG/NAME; "
+        "see docs/LEROBOT.md",
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lerowds.train import run
+
+    run(args.lerobot_args)
+    return EXIT_OK
+
+
+register(Command("train", "train a lerobot policy with lerobot's own training on a converted dataset",
+                 _train_arguments, _train))
+
+
 # ----------------------------------------------------------------------------------------------- main
 def _common(suppress: bool) -> argparse.ArgumentParser:
     """--debug and -q, accepted before and after the command (after it, they must not reset the defaults)."""
@@ -364,7 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"] and argv[1:] not in (["-h"], ["--help"]):
+        # lerobot-train's flags (draccus: --policy.type=act ...) pass through untouched: argparse would
+        # take them for its own options. With flags, --help is lerobot's (scoped to e.g. the policy type).
+        args = argparse.Namespace(command="train", lerobot_args=argv[1:], debug=False, quiet=False)
+    else:
+        args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("LEROWDS_DEBUG", "") not in ("", "0")
     level = logging.DEBUG if debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)

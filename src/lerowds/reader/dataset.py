@@ -183,6 +183,11 @@ class LeRobotWebDataset(IterableDataset):
         """Frames of the selected episodes."""
         return int(self._lengths.sum())
 
+    @property
+    def num_episodes(self) -> int:
+        """Selected episodes (lerobot's ``LeRobotDataset.num_episodes``)."""
+        return len(self._rows)
+
     def _consumer(self) -> Consumer:
         return detect_consumer(self._rank, self._world_size)
 
