@@ -106,6 +106,17 @@ def test_mismatched_state_is_refused(tabular_converted: Path) -> None:
         list(threads)
 
 
+def test_state_from_another_world_size_is_refused(tabular_converted: Path) -> None:
+    """An elastic resume is the counter form's (a DataLoader): the Loader names the setups, never guesses."""
+    ds = _tabular(tabular_converted)
+    state = ds.state_dict(batches_consumed=3, batch_size=8, epoch=0, num_workers=2)
+    state["config"]["world_size"] = 2  # as saved by rank r of a 2-rank run
+    loader = Loader(_tabular(tabular_converted), 8, num_threads=2)
+    loader.load_state_dict(state)
+    with pytest.raises(ResumeMismatchError, match=r"world_size=2.*this Loader runs world_size=1"):
+        list(loader)
+
+
 def test_dataloader_and_thread_loader_states_are_interchangeable(tabular_converted: Path) -> None:
     """A ``StatefulLoader(DataLoader(num_workers=2))`` checkpoint resumes in ``Loader(num_threads=2)`` and
     back: both follow the DataLoader's round-robin, so the counters mean the same batches."""

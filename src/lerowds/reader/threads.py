@@ -26,13 +26,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from lerowds.errors import ConfigError
+from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.augment import sample_seed, seeded_rng
 from lerowds.reader.dataset import LeRobotWebDataset
 from lerowds.reader.mix import MixedDataset
 from lerowds.reader.resume import worker_batch_counts
 from lerowds.reader.split import Consumer
-from lerowds.reader.state import plan_for_worker
+from lerowds.reader.state import ResumeState, plan_for_worker
 
 Sample = dict[str, Any]
 StreamFactory = Callable[[], Iterator[Sample]]
@@ -162,6 +162,23 @@ def epoch_batches(
     return sum(worker_batch_counts(counts, batch_size=batch_size, drop_last=drop_last))
 
 
+def _refuse_elastic(resume: ResumeState, world_size: int, num_threads: int) -> None:
+    """The Loader continues an epoch only on the world size and consumer count it was saved on."""
+    legs = resume.all_legs()
+    if legs is None:
+        saved = resume.config.get("world_size")
+        same = saved is None or saved == world_size
+    else:
+        same = len(legs) == 1 and legs[0].topology.world_size == world_size  # threads: plan_for_worker checks
+    if not same:
+        where = "several setups" if legs and len(legs) > 1 else f"{legs[0].topology}" if legs else f"world_size={saved}"
+        raise ResumeMismatchError(
+            f"resume state was saved on {where}; this Loader runs world_size={world_size} with "
+            f"num_threads={num_threads}: lerowds.Loader resumes on the same setup only; for an elastic resume "
+            "iterate a DataLoader over the dataset (ds.load_state_dict), see docs/ELASTIC.md"
+        )
+
+
 def start_epoch(
     ds: LeRobotWebDataset | MixedDataset, num_threads: int, *, batch_size: int, drop_last: bool
 ) -> EpochStart:
@@ -179,6 +196,7 @@ def start_epoch(
                 f"resume state was saved with batch_size={resume.batch_size} drop_last={resume.drop_last}, "
                 f"this loader has batch_size={batch_size} drop_last={drop_last}"
             )
+        _refuse_elastic(resume, c.world_size, num_threads)
         steps = [plan_for_worker(resume, counts, w) for w in range(num_threads)]
         if steps[0].epoch_complete:
             epoch = ds._clock.advance_past(epoch)
