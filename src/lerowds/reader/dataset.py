@@ -39,7 +39,7 @@ from lerowds.reader.rows import RowOf
 from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
 from lerowds.reader.elastic import ElasticEpoch
-from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
+from lerowds.reader.state import ResumeState, legs_to_save, plan_for_worker, resume_elastically
 from lerowds.reader.stats import StatsBoard
 from lerowds.reader.store import EpisodeStore, open_store
 from lerowds.reader.windows import validate_delta_timestamps
@@ -244,17 +244,14 @@ class LeRobotWebDataset(IterableDataset):
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
         epoch = self.epoch if epoch is None else epoch
-        legs = (
-            ()
-            if self._resume is None
-            else self._resume.legs_for_save(
-                epoch=epoch,
-                world_size=self._consumer().world_size,
-                num_workers=num_workers,
-                batch_size=batch_size,
-                drop_last=drop_last,
-                batches_consumed=batches_consumed,
-            )
+        legs = legs_to_save(
+            self._resume,
+            epoch=epoch,
+            world_size=self._consumer().world_size,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            batches_consumed=batches_consumed,
         )
         state = ResumeState(
             epoch=epoch,

@@ -39,7 +39,7 @@ from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.mix_order import SourceDraws, interleave, normalized_weights, source_positions
 from lerowds.reader.order import ORDER_VERSION, _check_int, consumer_sample_count, rank_frame_count
 from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically
+from lerowds.reader.state import ResumeState, legs_to_save, plan_for_worker, resume_elastically
 
 logger = logging.getLogger(__name__)
 
@@ -209,17 +209,14 @@ class MixedDataset(IterableDataset):
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
         epoch = self.epoch if epoch is None else epoch
-        legs = (
-            ()
-            if self._resume is None
-            else self._resume.legs_for_save(
-                epoch=epoch,
-                world_size=self._consumer().world_size,
-                num_workers=num_workers,
-                batch_size=batch_size,
-                drop_last=drop_last,
-                batches_consumed=batches_consumed,
-            )
+        legs = legs_to_save(
+            self._resume,
+            epoch=epoch,
+            world_size=self._consumer().world_size,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            batches_consumed=batches_consumed,
         )
         state = ResumeState(
             epoch=epoch,

@@ -169,6 +169,12 @@ class WorkerStep:
     epoch_complete: bool
 
 
+def legs_to_save(resume: ResumeState | None, **now: Any) -> tuple[Leg, ...]:
+    """The earlier legs a state saved now records: none without a loaded state, else its
+    ``legs_for_save(**now)``."""
+    return () if resume is None else resume.legs_for_save(**now)
+
+
 def plan_for_worker(state: ResumeState, worker_counts: Sequence[int], worker: int) -> WorkerStep:
     """The resumed epoch's step for physical worker ``worker`` given every worker's sample count."""
     saved = state.config.get("num_workers")
