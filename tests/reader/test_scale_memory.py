@@ -76,3 +76,26 @@ def test_local_dataset_pickles_without_its_table_and_refuses_a_changed_dataset(
     )
     with pytest.raises(FormatError, match="changed on disk after it was opened"):
         next(iter(stale))
+
+
+@pytest.mark.parametrize("bad", [b"0, 1x", b"0,,2", b"0, 1 2", b"0,"])
+def test_unreadable_episode_list_is_a_format_error(demo_converted, bad: bytes) -> None:
+    data = (demo_converted / INDEX_FILE).read_bytes()
+    start = data.index(b'"episodes": [') + len(b'"episodes": [')
+    broken = data[:start] + bad + data[data.index(b"]", start) :]
+    with pytest.raises(FormatError, match="not valid JSON"):
+        DatasetIndex.from_bytes(broken)
+
+
+def test_reading_indexes_in_threads_leaves_the_warning_filters_alone(demo_converted) -> None:
+    """Loader threads read the index at once: process-wide warning filters must come out as they went in."""
+    import threading
+    import warnings
+
+    before = list(warnings.filters)
+    threads = [threading.Thread(target=read_local_index, args=(demo_converted,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert warnings.filters == before

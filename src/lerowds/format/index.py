@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import re
-import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +182,7 @@ class DatasetIndex:
 
 
 _EPISODE_LIST = re.compile(rb'"episodes": \[([0-9,\s]*)\]')
+_SPACED_DIGITS = re.compile(rb"[0-9]\s+[0-9]")  # "1 2": NumPy would read 1 and stop, one id short
 
 
 def _cut_episode_lists(data: bytes) -> tuple[bytes, list[np.ndarray]]:
@@ -194,10 +194,10 @@ def _cut_episode_lists(data: bytes) -> tuple[bytes, list[np.ndarray]]:
 
     def take(match: re.Match[bytes]) -> bytes:
         body = match.group(1).strip()
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # NumPy warns (and stops) at text it cannot read
-            ids = np.fromstring(body.decode(), dtype=np.int64, sep=",") if body else np.zeros(0, np.int64)
-        if ids.size != (body.count(b",") + 1 if body else 0):
+        # NumPy stops (with a warning) at text it cannot read: the count below catches that. No
+        # warnings.catch_warnings here: it swaps process-wide filters, and Loader threads read indexes at once.
+        ids = np.fromstring(body.decode(), dtype=np.int64, sep=",") if body else np.zeros(0, np.int64)
+        if ids.size != (body.count(b",") + 1 if body else 0) or _SPACED_DIGITS.search(body):
             raise ValueError(f"bad episode list {body[:80]!r}")
         lists.append(ids)
         return b'"episodes": []'
