@@ -39,7 +39,7 @@ from lerowds.reader.rows import RowOf
 from lerowds.reader.sample import SampleSpec
 from lerowds.reader.split import Consumer, detect_consumer
 from lerowds.reader.elastic import ElasticEpoch
-from lerowds.reader.state import ResumeState, legs_to_save, plan_for_worker, resume_elastically
+from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
 from lerowds.reader.stats import StatsBoard
 from lerowds.reader.store import EpisodeStore, open_store
 from lerowds.reader.windows import validate_delta_timestamps
@@ -243,25 +243,16 @@ class LeRobotWebDataset(IterableDataset):
 
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
-        epoch = self.epoch if epoch is None else epoch
-        legs = legs_to_save(
+        return state_to_save(
             self._resume,
-            epoch=epoch,
+            epoch=self.epoch if epoch is None else epoch,
             world_size=self._consumer().world_size,
-            num_workers=num_workers,
-            batch_size=batch_size,
-            drop_last=drop_last,
-            batches_consumed=batches_consumed,
-        )
-        state = ResumeState(
-            epoch=epoch,
-            batches_consumed=batches_consumed,
-            batch_size=batch_size,
-            drop_last=drop_last,
             config=self.config(num_workers),
-            legs=legs,
+            batches_consumed=batches_consumed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            drop_last=drop_last,
         )
-        return state.to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches,

@@ -39,7 +39,7 @@ from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.mix_order import SourceDraws, interleave, normalized_weights, source_positions
 from lerowds.reader.order import ORDER_VERSION, _check_int, consumer_sample_count, rank_frame_count
 from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, legs_to_save, plan_for_worker, resume_elastically
+from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
 
 logger = logging.getLogger(__name__)
 
@@ -208,25 +208,16 @@ class MixedDataset(IterableDataset):
 
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
-        epoch = self.epoch if epoch is None else epoch
-        legs = legs_to_save(
+        return state_to_save(
             self._resume,
-            epoch=epoch,
+            epoch=self.epoch if epoch is None else epoch,
             world_size=self._consumer().world_size,
-            num_workers=num_workers,
-            batch_size=batch_size,
-            drop_last=drop_last,
-            batches_consumed=batches_consumed,
-        )
-        state = ResumeState(
-            epoch=epoch,
-            batches_consumed=batches_consumed,
-            batch_size=batch_size,
-            drop_last=drop_last,
             config=self.config(num_workers),
-            legs=legs,
+            batches_consumed=batches_consumed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            drop_last=drop_last,
         )
-        return state.to_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume: the next iteration continues mix epoch ``state['epoch']`` after ``batches_consumed`` batches."""

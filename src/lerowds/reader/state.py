@@ -169,10 +169,40 @@ class WorkerStep:
     epoch_complete: bool
 
 
-def legs_to_save(resume: ResumeState | None, **now: Any) -> tuple[Leg, ...]:
-    """The earlier legs a state saved now records: none without a loaded state, else its
-    ``legs_for_save(**now)``."""
-    return () if resume is None else resume.legs_for_save(**now)
+def state_to_save(
+    resume: ResumeState | None,
+    *,
+    epoch: int,
+    world_size: int,
+    config: Mapping[str, Any],
+    batches_consumed: int,
+    batch_size: int,
+    num_workers: int | None,
+    drop_last: bool,
+) -> dict[str, Any]:
+    """A dataset's or a mix's ``state_dict``: the trainer's counters, the configuration, and the earlier
+    legs of the epoch when it was resumed (``resume``, the state loaded into it, if any)."""
+    legs = (
+        ()
+        if resume is None
+        else resume.legs_for_save(
+            epoch=epoch,
+            world_size=world_size,
+            num_workers=num_workers,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            batches_consumed=batches_consumed,
+        )
+    )
+    state = ResumeState(
+        epoch=epoch,
+        batches_consumed=batches_consumed,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        config=config,
+        legs=legs,
+    )
+    return state.to_dict()
 
 
 def plan_for_worker(state: ResumeState, worker_counts: Sequence[int], worker: int) -> WorkerStep:
