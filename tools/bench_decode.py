@@ -23,8 +23,9 @@ from typing import Any
 import av
 import numpy as np
 
-from lerowds.reader.decode import ClipDecoder, ClipRange
-from lerowds.reader.decoder_cache import decode_limit, make_decoder, torchcodec_unavailable_reason
+from lerowds.format import ClipRange
+from lerowds.reader.decode.cache import decode_limit, make_decoder, torchcodec_unavailable_reason
+from lerowds.reader.decode.pyav import ClipDecoder
 
 logger = logging.getLogger("bench_decode")
 

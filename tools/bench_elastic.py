@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lerowds.reader.elastic import ElasticEpoch, Leg, Topology
-from lerowds.reader.order import PoolOrder, consumer_sample_count, rank_plan, worker_segments
-from lerowds.reader.resume import worker_batch_counts
+from lerowds.reader.order.pool import PoolOrder
+from lerowds.reader.order.ranks import consumer_sample_count, rank_plan, worker_segments
+from lerowds.reader.resume.batches import worker_batch_counts
+from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Topology
 
 logger = logging.getLogger("bench_elastic")
 

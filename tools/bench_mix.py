@@ -35,7 +35,7 @@ import psutil
 from torch.utils.data import DataLoader
 
 from lerowds import LeRobotWebDataset, mix
-from lerowds.reader.mix_order import SourceDraws, SourcePosition, interleave
+from lerowds.reader.order.mix_draws import SourceDraws, SourcePosition, interleave
 
 logger = logging.getLogger("bench_mix")
 CAMERA = "observation.images.front"

@@ -41,11 +41,11 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lerowds import LeRobotWebDataset
-from lerowds.reader.decode import ClipContext
-from lerowds.reader.decoder_cache import decode_limit, make_decoder
-from lerowds.reader.order import rank_plan, worker_segments
-from lerowds.reader.store import LocalStore
-from lerowds.reader.windows import window_positions
+from lerowds.reader.decode.cache import decode_limit, make_decoder
+from lerowds.reader.decode.pyav import ClipContext
+from lerowds.reader.io.store import LocalStore
+from lerowds.reader.order.ranks import rank_plan, worker_segments
+from lerowds.reader.sample.windows import window_positions
 
 logger = logging.getLogger("bench_reader")
 

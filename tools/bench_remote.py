@@ -32,7 +32,7 @@ from bench_reader import BenchData, build_dataset
 from httpserver import LoopbackServer
 
 from lerowds import LeRobotWebDataset
-from lerowds.reader.remote import RemoteStore
+from lerowds.reader.io.remote import RemoteStore
 
 logger = logging.getLogger("bench_remote")
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from typing_extensions import Self
 
 from lerowds import LeRobotWebDataset
-from lerowds.reader import consumer as consumer_module
+from lerowds.reader import pipeline as consumer_module
 
 logger = logging.getLogger("bench_resume")
 

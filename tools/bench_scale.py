@@ -120,8 +120,9 @@ def _rss() -> int:
 
 
 def _first_emit(ds, *, world: int, workers: int, rank: int, worker: int, pool: int, at: float) -> dict:
-    from lerowds.reader.order import Emit, PoolOrder, consumer_sample_count
-    from lerowds.reader.split import Consumer
+    from lerowds.reader.env import Consumer
+    from lerowds.reader.order.pool import Emit, PoolOrder
+    from lerowds.reader.order.ranks import consumer_sample_count
 
     ds.episode_pool_size = pool
     wall, cpu = time.perf_counter(), time.process_time()
@@ -161,7 +162,7 @@ def measure(root: str, what: str, args: dict) -> dict:
     if what == "emit":
         return _first_emit(ds, **args)
     if what == "plan":
-        from lerowds.reader.plan import plan_dataset
+        from lerowds.reader.extras.dryrun import plan_dataset
 
         t, cpu = time.perf_counter(), time.process_time()
         report = plan_dataset(root, world_size=args["world"], num_workers=args["workers"], batch_size=32)
@@ -184,7 +185,9 @@ def run(root: Path, what: str, **args: object) -> dict:
     env = dict(os.environ)
     if SRC is not None:
         env["PYTHONPATH"] = SRC
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -193,7 +196,7 @@ def run(root: Path, what: str, **args: object) -> dict:
 
 def legacy_stream(lengths: np.ndarray, pool: int, seed: int) -> np.ndarray:
     """Order version 1: each emit uniform over the pool's frames left (swap-remove), refill on drain."""
-    from lerowds.reader.order import UniformDraws
+    from lerowds.reader.order.ranks import UniformDraws
 
     draws, flat, left, out = UniformDraws(seed, 0, 0, 0), [], lengths.tolist(), []
     nxt = 0
@@ -214,8 +217,9 @@ def legacy_stream(lengths: np.ndarray, pool: int, seed: int) -> np.ndarray:
 
 
 def quality(n: int, batch: int) -> list[dict]:
-    from lerowds.reader.order import PoolOrder, SegmentArray
-    from lerowds.reader.plan import batch_quality, ideal_shuffle
+    from lerowds.reader.extras.dryrun import batch_quality, ideal_shuffle
+    from lerowds.reader.order.pool import PoolOrder
+    from lerowds.reader.order.segments import SegmentArray
 
     lengths = synthetic_lengths(n, seed=5)
     segs = SegmentArray(np.arange(n), np.zeros(n, np.int64), lengths)
@@ -250,7 +254,9 @@ def main() -> None:
         "--quality", action="store_true", help="also compare shuffle quality with order version 1"
     )
     parser.add_argument("--no-plan", action="store_true")
-    parser.add_argument("--src", help="measure the lerowds in this source tree instead (e.g. an older checkout)")
+    parser.add_argument(
+        "--src", help="measure the lerowds in this source tree instead (e.g. an older checkout)"
+    )
     parser.add_argument("--worlds", nargs="+", default=["1x1", "1x8", "8x8", "64x8", "512x8"])
     args = parser.parse_args()
     global SRC

@@ -68,11 +68,13 @@ def main() -> None:
     root = dataset(args.workdir)
     rates: dict[bool, list[float]] = {False: [], True: []}
     for r in range(args.rounds):
-        for stats in ((False, True) if r % 2 == 0 else (True, False)):
+        for stats in (False, True) if r % 2 == 0 else (True, False):
             rates[stats].append(epoch_rate(root, stats, args.num_workers, args.batch_size))
             log.info("round %d stats=%s: %.0f samples/s", r, stats, rates[stats][-1])
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    log.info("stats off %.0f samples/s, stats on %.0f samples/s: overhead %.1f %%", off, on, 100 * (1 - on / off))
+    log.info(
+        "stats off %.0f samples/s, stats on %.0f samples/s: overhead %.1f %%", off, on, 100 * (1 - on / off)
+    )
 
 
 if __name__ == "__main__":

@@ -24,14 +24,14 @@ _LAZY = {
     "LeRobotWebDataset": "lerowds.reader.dataset",
     "MixedDataset": "lerowds.reader.mix",
     "mix": "lerowds.reader.mix",
-    "Consumer": "lerowds.reader.split",
-    "detect_consumer": "lerowds.reader.split",
-    "split_by_rank": "lerowds.reader.split",
-    "split_by_worker": "lerowds.reader.split",
-    "warn_if_dispatching": "lerowds.reader.split",
-    "plan_dataset": "lerowds.reader.plan",
-    "Loader": "lerowds.reader.loader",
-    "StatefulLoader": "lerowds.reader.stateful",
+    "Consumer": "lerowds.reader.env",
+    "detect_consumer": "lerowds.reader.env",
+    "split_by_rank": "lerowds.reader.env",
+    "split_by_worker": "lerowds.reader.env",
+    "warn_if_dispatching": "lerowds.reader.env",
+    "plan_dataset": "lerowds.reader.extras.dryrun",
+    "Loader": "lerowds.reader.loader.core",
+    "StatefulLoader": "lerowds.reader.loader.stateful",
 }
 
 
@@ -47,6 +47,7 @@ def __getattr__(name: str) -> object:
         value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
 
 __all__ = [
     "ConfigError",

@@ -263,7 +263,9 @@ register(
 # ----------------------------------------------------------------------------------------------- demo
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--workdir", type=Path, default=Path("lerowds-demo"),
+        "--workdir",
+        type=Path,
+        default=Path("lerowds-demo"),
         help="where the sample dataset and its conversion go (default ./lerowds-demo)",
     )
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default 2)")
@@ -309,8 +311,8 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
 def _plan(args: argparse.Namespace) -> int:
     import json
 
-    from lerowds.reader.plan import plan_dataset
-    from lerowds.reader.plan_view import format_plan, plot_plan, require_matplotlib
+    from lerowds.reader.extras.dryrun import plan_dataset
+    from lerowds.reader.extras.dryrun_view import format_plan, plot_plan, require_matplotlib
 
     if args.plot is not None:
         require_matplotlib()  # fail before the simulation, not after
@@ -359,8 +361,14 @@ def _train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-register(Command("train", "train a lerobot policy with lerobot's own training on a converted dataset",
-                 _train_arguments, _train))
+register(
+    Command(
+        "train",
+        "train a lerobot policy with lerobot's own training on a converted dataset",
+        _train_arguments,
+        _train,
+    )
+)
 
 
 # ----------------------------------------------------------------------------------------------- main

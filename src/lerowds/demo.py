@@ -81,7 +81,9 @@ def run_demo(
         write_v3_dataset(source, spec)
     t0 = time.perf_counter()
     result = convert(
-        ConvertOptions(repo_id=DEMO_REPO_ID, root=source, output=output, shard_size=256 * 1024, progress=progress)
+        ConvertOptions(
+            repo_id=DEMO_REPO_ID, root=source, output=output, shard_size=256 * 1024, progress=progress
+        )
     )
     t_convert = time.perf_counter() - t0
     fps = spec.fps

@@ -20,7 +20,9 @@ from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, copy_dataset, tree_byt
 if os.environ.get("LEROWDS_LOCKED_ENV") is None or importlib.util.find_spec("datatrove") is not None:
     from datatrove.executor import LocalPipelineExecutor  # env 1 or a developer: missing is a failure
 else:
-    pytest.skip("datatrove (extra lerowds[datatrove]) is not in this locked environment", allow_module_level=True)
+    pytest.skip(
+        "datatrove (extra lerowds[datatrove]) is not in this locked environment", allow_module_level=True
+    )
 
 from lerowds.cli import main
 from lerowds.convert import ConvertOptions

@@ -105,9 +105,7 @@ def test_fragmented_source_falls_back_to_pyav(tmp_path: Path) -> None:
     assert mp4.read_track(path) is None
     clip = cut_clip(path, 5 / FPS, 10 / FPS, FPS, expected_frames=5, label="x")
     assert isinstance(clip.content, bytes)
-    assert [decode_frame_id(img) for img in decode_rgb(clip.data)] == [
-        (3, f) for f in range(5, 10)
-    ]
+    assert [decode_frame_id(img) for img in decode_rgb(clip.data)] == [(3, f) for f in range(5, 10)]
 
 
 def test_truncated_source_is_an_error_naming_the_file(small_root: Path, tmp_path: Path) -> None:

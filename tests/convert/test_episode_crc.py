@@ -18,4 +18,6 @@ def test_crc32_of_each_episode_span(dataset, name: str) -> None:
     for row in range(len(table)):
         shard = out / index.shards[int(table["shard"][row])].name
         span = read_range(shard, int(table["offset"][row]), int(table["size"][row]))
-        assert zlib.crc32(span) == int(table[CRC32_COLUMN][row]), f"episode {int(table['episode_index'][row])}"
+        assert zlib.crc32(span) == int(table[CRC32_COLUMN][row]), (
+            f"episode {int(table['episode_index'][row])}"
+        )

@@ -24,7 +24,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from torch.utils.data import DataLoader
 
 from lerowds.reader.dataset import LeRobotWebDataset
-from lerowds.reader.split import accelerate_trap, warn_if_dispatching
+from lerowds.reader.env import accelerate_trap, warn_if_dispatching
 
 
 def indices_direct(ds: LeRobotWebDataset) -> list[int]:

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader
 from lerowds import LeRobotWebDataset
 from lerowds.errors import ConfigError
 from lerowds.format import read_local_index
-from lerowds.reader.order import PoolOrder, rank_plan
+from lerowds.reader.order.pool import PoolOrder
+from lerowds.reader.order.ranks import rank_plan
 from lerowds.testing.framecode import decode_frame_id
 from lerowds.testing.v3writer import sample_spec
 
@@ -40,7 +41,9 @@ def test_video_dataset_exactly_once_and_frames_self_identify(demo_converted) -> 
     cams = {c.key: i for i, c in enumerate(spec.cameras)}
     fps = spec.fps
     dt = {key: [-2 / fps, -1 / fps, 0.0, 1 / fps] for key in cams}
-    ds = LeRobotWebDataset(demo_converted, delta_timestamps=dt, episode_pool_size=4, seed=3, return_uint8=True)
+    ds = LeRobotWebDataset(
+        demo_converted, delta_timestamps=dt, episode_pool_size=4, seed=3, return_uint8=True
+    )
     seen: Counter[int] = Counter()
     _, table = read_local_index(demo_converted)
     lengths = dict(zip(table["episode_index"].tolist(), table["length"].tolist()))
@@ -78,7 +81,9 @@ def test_stream_is_the_pool_order_of_the_pure_functions(tabular_converted) -> No
     _, table = read_local_index(tabular_converted)
     ds = LeRobotWebDataset(tabular_converted, episode_pool_size=3, seed=11)
     got = [(int(s["episode_index"]), int(s["frame_index"])) for s in ds]
-    plan = rank_plan(table["length"], table["episode_index"], seed=11, epoch=0, shuffle=True, world_size=1, rank=0)
+    plan = rank_plan(
+        table["length"], table["episode_index"], seed=11, epoch=0, shuffle=True, world_size=1, rank=0
+    )
     order = PoolOrder(plan.segments, pool_size=3, seed=11, epoch=0, rank=0, worker=0, shuffle=True)
     want = [(e.episode, e.frame) for e in order.events() if hasattr(e, "frame")]
     assert got == want
@@ -111,7 +116,8 @@ def test_windows_and_padding_at_episode_edges(edge_converted) -> None:
     fps = sample_spec("edge").fps
     offsets = list(range(-4, 6))
     ds = LeRobotWebDataset(
-        edge_converted, delta_timestamps={"action": [d / fps for d in offsets], "observation.state": [0.0]},
+        edge_converted,
+        delta_timestamps={"action": [d / fps for d in offsets], "observation.state": [0.0]},
         shuffle=False,
     )
     _, table = read_local_index(edge_converted)
@@ -145,7 +151,15 @@ def test_task_strings_follow_task_changes(edge_converted) -> None:
 
 def test_scalar_features_are_0d(edge_converted) -> None:
     s = next(iter(LeRobotWebDataset(edge_converted, shuffle=False)))
-    for key in ("timestamp", "frame_index", "episode_index", "index", "task_index", "next.reward", "next.done"):
+    for key in (
+        "timestamp",
+        "frame_index",
+        "episode_index",
+        "index",
+        "task_index",
+        "next.reward",
+        "next.done",
+    ):
         assert s[key].shape == (), key
     assert s["next.done"].dtype == torch.bool and s["next.reward"].dtype == torch.float32
 

@@ -21,23 +21,23 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lerowds.errors import ConfigError, FormatError, VideoDecodeError
-from lerowds.reader import decoder_cache
-from lerowds.reader.decode import (
-    ByteRangeFile,
-    ClipContext,
-    ClipRange,
-    MemoryClipFile,
-    PyAVClipDecoder,
-    describe_source,
-    open_clip,
-)
-from lerowds.reader.decoder_cache import (
+from lerowds.format import ClipRange
+from lerowds.reader.decode import cache as decoder_cache
+from lerowds.reader.decode.cache import (
     DecoderCache,
     DecoderCacheStats,
     decode_limit,
     make_decoder,
     resolve_decoder_kind,
     torchcodec_unavailable_reason,
+)
+from lerowds.reader.decode.pyav import (
+    ByteRangeFile,
+    ClipContext,
+    MemoryClipFile,
+    PyAVClipDecoder,
+    describe_source,
+    open_clip,
 )
 from lerowds.testing.framecode import decode_frame_id, encode_frame
 

@@ -24,8 +24,9 @@ from loader_helpers import LogToFile, indices, loader, loader_error, same_sample
 
 from lerowds import LeRobotWebDataset
 from lerowds.errors import ConfigError
-from lerowds.reader.order import Emit, consumer_sample_count, pool_order, rank_plan, worker_segments
-from lerowds.reader.resume import worker_batch_counts
+from lerowds.reader.order.pool import Emit, pool_order
+from lerowds.reader.order.ranks import consumer_sample_count, rank_plan, worker_segments
+from lerowds.reader.resume.batches import worker_batch_counts
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 3 workers, 2 CPUs
 

@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lerowds.errors import ResumeMismatchError
-from lerowds.reader.elastic import ElasticEpoch, Leg, Topology, share
-from lerowds.reader.order import Emit, consumer_sample_count, pool_order, rank_plan, worker_segments
-from lerowds.reader.resume import dataloader_batch_order, worker_batch_counts
-from lerowds.reader.state import ResumeState
+from lerowds.reader.order.pool import Emit, pool_order
+from lerowds.reader.order.ranks import consumer_sample_count, rank_plan, worker_segments
+from lerowds.reader.resume.batches import dataloader_batch_order, worker_batch_counts
+from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Topology, share
+from lerowds.reader.resume.state import ResumeState
 
 Sample = tuple[int, int]  # (episode, frame)
 
@@ -238,7 +239,9 @@ def test_a_leg_that_consumed_more_than_it_had_is_refused() -> None:
     def counts(world: int, workers: int) -> list[int]:
         return [10] * workers
 
-    with pytest.raises(ResumeMismatchError, match=r"batches_consumed=11 but this epoch has 10 batches in leg"):
+    with pytest.raises(
+        ResumeMismatchError, match=r"batches_consumed=11 but this epoch has 10 batches in leg"
+    ):
         ElasticEpoch(counts, [Leg(Topology(2, 2, 2), 11)], world_size=3, num_workers=1, remainder="drop")
 
 

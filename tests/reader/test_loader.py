@@ -18,7 +18,7 @@ import lerowds
 from lerowds import LeRobotWebDataset, Loader
 from lerowds.errors import ConfigError, FormatError, VideoDecodeError
 from lerowds.format import read_local_index, video_columns
-from lerowds.reader.threads import thread_view
+from lerowds.reader.loader.threads import thread_view
 
 CAM = "observation.images.front"
 FPS = 15
@@ -229,8 +229,8 @@ def test_seeded_transforms_equal_dataloader(video_small_converted: Path) -> None
 
 def test_buffer_set_conversion_is_exact_and_bad_batches_are_named() -> None:
     """Every uint8 value converts to the dataset's float32 value; mismatched samples name the key."""
-    from lerowds.reader.buffers import BufferSet
-    from lerowds.reader.sample import frames_to_tensor
+    from lerowds.reader.loader.buffers import BufferSet
+    from lerowds.reader.sample.build import frames_to_tensor
 
     frames = torch.arange(256, dtype=torch.uint8).repeat(3 * 4).view(1, 4, 16, 48).permute(0, 2, 3, 1)
     want = frames_to_tensor(frames.numpy(), return_uint8=False)  # (1, 3, 16, 16) float32 / 255

@@ -19,9 +19,9 @@ from loader_helpers import assert_same_batches, epochs, loader
 import lerowds
 from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.dataset import LeRobotWebDataset
+from lerowds.reader.env import Consumer
 from lerowds.reader.mix import PASS_STRIDE, MixedDataset, mix
-from lerowds.reader.mix_order import SourceDraws, SourcePosition, interleave, source_positions
-from lerowds.reader.split import Consumer
+from lerowds.reader.order.mix_draws import SourceDraws, SourcePosition, interleave, source_positions
 from lerowds.testing.v3writer import write_v3_dataset
 
 B_LENGTHS = [5, 17, 9, 4, 25]  # 60 frames

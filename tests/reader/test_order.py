@@ -14,22 +14,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lerowds.errors import ConfigError
-from lerowds.reader import order, pool
-from lerowds.reader.order import (
-    Admit,
-    Emit,
-    Evict,
-    PoolOrder,
-    Segment,
-    SegmentArray,
+from lerowds.reader.order import pool
+from lerowds.reader.order import ranks as order
+from lerowds.reader.order.pool import Admit, Emit, Evict, PoolOrder, pool_order
+from lerowds.reader.order.ranks import (
     UniformDraws,
     consumer_sample_count,
     episode_order,
-    pool_order,
     rank_frame_count,
     rank_plan,
     worker_segments,
 )
+from lerowds.reader.order.segments import Segment, SegmentArray
 
 lengths_st = st.lists(st.integers(1, 12), min_size=1, max_size=12)
 seeds_st = st.integers(0, 2**32)
@@ -72,7 +68,7 @@ def test_episode_order_is_a_permutation(n: int, seed: int, epoch: int) -> None:
 
 def test_order_is_the_same_in_other_processes() -> None:
     code = (
-        "from lerowds.reader.order import episode_order, pool_order, Segment, Emit\n"
+        "from lerowds.reader.order.ranks import episode_order, pool_order, Segment, Emit\n"
         "p = episode_order(50, seed=7, epoch=3, shuffle=True).tolist()\n"
         "e = [(x.episode, x.frame) for x in pool_order([Segment(i, 0, 5) for i in range(9)], pool_size=3,"
         " seed=7, epoch=3, rank=1, worker=2, shuffle=True) if isinstance(x, Emit)]\n"

@@ -8,16 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lerowds.reader.order import (
-    Emit,
-    PoolOrder,
-    Segment,
-    SegmentArray,
-    episode_order,
-    rank_frame_count,
-    rank_plan,
-    worker_segments,
-)
+from lerowds.reader.order.pool import Emit, PoolOrder
+from lerowds.reader.order.ranks import episode_order, rank_frame_count, rank_plan, worker_segments
+from lerowds.reader.order.segments import Segment, SegmentArray
 
 # ---- the split: the Python loops the vectorized code replaced (lerowds before order version 2) ----------
 

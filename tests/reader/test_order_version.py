@@ -6,7 +6,7 @@ import pytest
 
 from lerowds.errors import OrderVersionError, ResumeMismatchError
 from lerowds.reader.dataset import LeRobotWebDataset
-from lerowds.reader.order import ORDER_VERSION
+from lerowds.reader.order.pool import ORDER_VERSION
 
 
 def test_state_records_the_order_version_and_old_states_are_refused(tabular_converted) -> None:

@@ -16,7 +16,7 @@ from lerowds.cli import main
 from lerowds.errors import ConfigError
 from lerowds.format import EPISODES_FILE, INDEX_FILE, read_local_index
 from lerowds.reader.dataset import LeRobotWebDataset
-from lerowds.reader.plan import ideal_shuffle, plan_dataset
+from lerowds.reader.extras.dryrun import ideal_shuffle, plan_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 3 workers, 2 CPUs
 

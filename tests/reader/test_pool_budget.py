@@ -5,12 +5,21 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lerowds.reader.order import Admit, Emit, Evict, PoolOrder, Segment
+from lerowds.reader.order.pool import Admit, Emit, Evict, PoolOrder
+from lerowds.reader.order.segments import Segment
 
 
 def run(segs, sizes, budget, pool_size, shuffle, skip=0):
     order = PoolOrder(
-        segs, pool_size=pool_size, seed=3, epoch=1, rank=0, worker=0, shuffle=shuffle, sizes=sizes, byte_budget=budget
+        segs,
+        pool_size=pool_size,
+        seed=3,
+        epoch=1,
+        rank=0,
+        worker=0,
+        shuffle=shuffle,
+        sizes=sizes,
+        byte_budget=budget,
     )
     order.skip(skip)
     held: dict[int, int] = {}
@@ -38,7 +47,9 @@ def run(segs, sizes, budget, pool_size, shuffle, skip=0):
     shuffle=st.booleans(),
     cut=st.floats(0, 1),
 )
-def test_budget_respected_exactly_once_and_skip_exact(lengths, size_scale, budget, pool_size, shuffle, cut) -> None:
+def test_budget_respected_exactly_once_and_skip_exact(
+    lengths, size_scale, budget, pool_size, shuffle, cut
+) -> None:
     segs = [Segment(e, 0, n) for e, n in enumerate(lengths)]
     sizes = size_scale[: len(segs)]
     emits, _ = run(segs, sizes, budget, pool_size, shuffle)

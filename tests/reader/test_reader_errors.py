@@ -19,7 +19,9 @@ def test_delta_timestamps_unknown_key(tabular_converted) -> None:
 
 
 def test_delta_timestamps_not_multiple_of_frame_period(tabular_converted) -> None:
-    with pytest.raises(ConfigError, match=r"delta_timestamps\['action'\] must be multiples of 1/fps=0.0666667"):
+    with pytest.raises(
+        ConfigError, match=r"delta_timestamps\['action'\] must be multiples of 1/fps=0.0666667"
+    ):
         LeRobotWebDataset(tabular_converted, delta_timestamps={"action": [0.0, 0.05]})
 
 
@@ -65,7 +67,9 @@ def test_corrupt_clip_names_episode_camera_and_timestamp(video_small_converted, 
     data[off : off + size] = bytes(size)  # the whole clip zeroed: unreadable
     shard.write_bytes(bytes(data))
     ds = LeRobotWebDataset(root, episodes=[episode], shuffle=False, verify_crc=False)  # the decoder's error
-    with pytest.raises(VideoDecodeError, match=rf"episode {episode}, camera 'observation.images.front', timestamp"):
+    with pytest.raises(
+        VideoDecodeError, match=rf"episode {episode}, camera 'observation.images.front', timestamp"
+    ):
         list(ds)
 
 

@@ -23,14 +23,15 @@ from torch.utils.data import DataLoader
 from lerowds.convert import ConvertOptions, convert
 from lerowds.errors import ConfigError, RemoteError
 from lerowds.format import INDEX_FILE, DatasetIndex, EpisodeTable, read_local_index
-from lerowds.reader.cache import EpisodeCache, Full, Pin, Reservation, parse_bytes
 from lerowds.reader.dataset import LeRobotWebDataset
-from lerowds.reader.http import HttpClient, HttpOptions, redirect_headers
-from lerowds.reader.hub import HubPath
-from lerowds.reader.integrity import CRC32_COLUMN
-from lerowds.reader.remote import RemoteOptions, RemoteStore
-from lerowds.reader.retry import Counters, RetryPolicy, parse_retry_after
-from lerowds.reader.store import LocalStore, open_store
+from lerowds.reader.io.cache import EpisodeCache, Full, Pin, Reservation, parse_bytes
+from lerowds.reader.io.http import HttpClient, HttpOptions, redirect_headers
+from lerowds.reader.io.hub import HubPath
+from lerowds.reader.io.integrity import CRC32_COLUMN
+from lerowds.reader.io.options import RemoteOptions
+from lerowds.reader.io.remote import RemoteStore
+from lerowds.reader.io.retry import Counters, RetryPolicy, parse_retry_after
+from lerowds.reader.io.store import LocalStore, open_store
 from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
 if TYPE_CHECKING:

@@ -16,9 +16,9 @@ from loader_helpers import assert_same_batches, epochs, indices, loader
 
 from lerowds import LeRobotWebDataset
 from lerowds.errors import ResumeMismatchError
-from lerowds.reader import consumer
-from lerowds.reader.order import consumer_sample_count
-from lerowds.reader.resume import dataloader_batch_order
+from lerowds.reader import pipeline as consumer
+from lerowds.reader.order.ranks import consumer_sample_count
+from lerowds.reader.resume.batches import dataloader_batch_order
 
 pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")  # 3 workers, 2 CPUs
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lerowds.errors import ConfigError, ResumeMismatchError
-from lerowds.reader.resume import ResumePlan, dataloader_batch_order, resume_plan, worker_batch_counts
+from lerowds.reader.resume.batches import ResumePlan, dataloader_batch_order, resume_plan, worker_batch_counts
 
 
 def round_robin(streams: list[list[int]], batch_size: int, drop_last: bool) -> list[list[int]]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader, IterableDataset
 
 from lerowds.errors import ConfigError
-from lerowds.reader.split import (
+from lerowds.reader.env import (
     Consumer,
     accelerate_trap,
     detect_consumer,
@@ -114,7 +114,7 @@ def test_prepared_dataloaders_are_flagged(caplog) -> None:
     single = prepare_data_loader(loader, num_processes=1, process_index=0, dispatch_batches=False)
     # What the trap does to a dataset: rank 1 keeps 1/2 of what it yields (and pads with the start).
     assert [b.tolist() for b in resharded] == [[2, 3], [6, 7], [0, 1]]
-    with caplog.at_level(logging.WARNING, logger="lerowds.reader.split"):
+    with caplog.at_level(logging.WARNING, logger="lerowds.reader.env"):
         assert warn_if_dispatching(dispatched) is True
         assert "DataLoaderDispatcher" in caplog.text and "accelerator.prepare" in caplog.text
         assert warn_if_dispatching(resharded) is True

@@ -17,7 +17,9 @@ def jitter(t: torch.Tensor) -> torch.Tensor:
 
 
 def batches(ds, **kw) -> list[dict]:
-    return list(DataLoader(ds, batch_size=kw.pop("batch_size", 4), num_workers=kw.pop("num_workers", 2), **kw))
+    return list(
+        DataLoader(ds, batch_size=kw.pop("batch_size", 4), num_workers=kw.pop("num_workers", 2), **kw)
+    )
 
 
 def same(a: list[dict], b: list[dict]) -> None:
@@ -34,7 +36,10 @@ def same(a: list[dict], b: list[dict]) -> None:
 def test_augmentations_identical_after_resume(video_small_converted) -> None:
     def make():
         return LeRobotWebDataset(
-            video_small_converted, episode_pool_size=3, seed=5, image_transforms=jitter,
+            video_small_converted,
+            episode_pool_size=3,
+            seed=5,
+            image_transforms=jitter,
             transform=lambda s: {**s, "noise": torch.rand(2)},
         )
 

@@ -36,7 +36,10 @@ def pipeline(root, dt, pool: int = 8, **decode_kw) -> wds.DataPipeline:
 def test_pipeline_samples_equal_dataset_samples(demo_converted) -> None:
     fps = sample_spec("demo").fps
     dt = {"observation.images.front": [-1 / fps, 0.0], "action": [0.0, 1 / fps, 2 / fps]}
-    ref = {int(s["index"]): s for s in lerowds.LeRobotWebDataset(demo_converted, delta_timestamps=dt, shuffle=False)}
+    ref = {
+        int(s["index"]): s
+        for s in lerowds.LeRobotWebDataset(demo_converted, delta_timestamps=dt, shuffle=False)
+    }
     got = list(pipeline(demo_converted, dt))
     assert sorted(int(s["index"]) for s in got) == sorted(ref)
     for s in got:
@@ -75,7 +78,9 @@ def test_pipeline_missing_camera_member_is_named(demo_converted, tmp_path) -> No
             if m.name.endswith("observation.images.wrist.mp4"):
                 continue
             tout.addfile(m, io.BytesIO(tin.extractfile(m).read()))
-    stages = wds.DataPipeline(wds.SimpleShardList([str(broken)]), wds.tarfile_to_samples(), lerowds.wds.episodes())
+    stages = wds.DataPipeline(
+        wds.SimpleShardList([str(broken)]), wds.tarfile_to_samples(), lerowds.wds.episodes()
+    )
     with pytest.raises(FormatError, match=r"episode_\d+.*'observation.images.wrist'"):
         list(stages)
 

@@ -29,8 +29,8 @@ except ImportError as e:  # tests/convert/test_convert_datatrove.py::test_missin
     ) from e
 
 from lerowds.convert.finalize import collect_done
-from lerowds.convert.run import ConvertOptions, ConvertResult, convert, open_and_plan
 from lerowds.convert.lock import output_lock
+from lerowds.convert.run import ConvertOptions, ConvertResult, convert, open_and_plan
 from lerowds.convert.state import STATE_DIR, ConversionPlan, check_output, claim_output, load_plan
 from lerowds.errors import ConfigError, ConversionError
 from lerowds.format import INDEX_FILE, atomic_write_bytes

@@ -344,7 +344,13 @@ def clip_layout(track: Track, first: int, stop: int) -> ClipLayout:
         )
         mdia = _box(
             b"mdia",
-            _full(b"mdhd", 1, 0, struct.pack(">QQIQH", 0, 0, track.timescale, media_duration, track.language), bytes(2)),
+            _full(
+                b"mdhd",
+                1,
+                0,
+                struct.pack(">QQIQH", 0, 0, track.timescale, media_duration, track.language),
+                bytes(2),
+            ),
             _full(b"hdlr", 0, 0, bytes(4), b"vide", bytes(12), b"VideoHandler\0"),
             minf,
         )
@@ -352,7 +358,9 @@ def clip_layout(track: Track, first: int, stop: int) -> ClipLayout:
         if media_shift:
             elst = struct.pack(">IQqi", 1, movie_duration, media_shift, 0x10000)
             edts = _box(b"edts", _full(b"elst", 1, 0, elst))
-        tkhd = _full(b"tkhd", 1, 3, struct.pack(">QQIIQ", 0, 0, 1, 0, movie_duration), bytes(8), track.tkhd_tail)
+        tkhd = _full(
+            b"tkhd", 1, 3, struct.pack(">QQIIQ", 0, 0, 1, 0, movie_duration), bytes(8), track.tkhd_tail
+        )
         mvhd = _full(
             b"mvhd", 1, 0,
             struct.pack(">QQIQ", 0, 0, MOVIE_TIMESCALE, movie_duration),
@@ -362,7 +370,9 @@ def clip_layout(track: Track, first: int, stop: int) -> ClipLayout:
 
     mdat_head = 16 if large else 8
     chunk_offset = len(track.ftyp) + len(moov(0)) + mdat_head
-    mdat = struct.pack(">I4sQ", 1, b"mdat", 16 + payload) if large else struct.pack(">I4s", 8 + payload, b"mdat")
+    mdat = (
+        struct.pack(">I4sQ", 1, b"mdat", 16 + payload) if large else struct.pack(">I4s", 8 + payload, b"mdat")
+    )
     head = track.ftyp + moov(chunk_offset) + mdat
     return ClipLayout(head, _merge(track.offsets[sl], sizes))
 

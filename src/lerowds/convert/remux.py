@@ -93,7 +93,14 @@ def _prefetch(path: str | Path) -> None:
 
 
 # Sample-entry four-character codes of the codecs the native path copies, with PyAV's codec names.
-NATIVE_CODECS = {b"av01": "av1", b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc", b"vp09": "vp9"}
+NATIVE_CODECS = {
+    b"av01": "av1",
+    b"avc1": "h264",
+    b"avc3": "h264",
+    b"hvc1": "hevc",
+    b"hev1": "hevc",
+    b"vp09": "vp9",
+}
 
 
 class VideoFiles:

@@ -45,6 +45,7 @@ from lerowds.format.table import (
 from lerowds.format.tar import (
     COPY_CHUNK,
     PARALLEL_HASH_MIN,
+    ClipRange,
     EpisodeLocation,
     FileSlices,
     MemberLocation,
@@ -62,6 +63,7 @@ __all__ = [
     "PARALLEL_HASH_MIN",
     "SHARDS_DIR",
     "TAR_BLOCK",
+    "ClipRange",
     "DatasetIndex",
     "EpisodeLocation",
     "EpisodeTable",

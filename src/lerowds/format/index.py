@@ -143,9 +143,13 @@ class DatasetIndex:
             data, episode_lists = _cut_episode_lists(data)
             d = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError, DeprecationWarning) as e:
-            raise FormatError(f"{where}: not valid JSON ({e}); the conversion may be incomplete, rerun it") from e
+            raise FormatError(
+                f"{where}: not valid JSON ({e}); the conversion may be incomplete, rerun it"
+            ) from e
         if not isinstance(d, dict) or d.get("format") != FORMAT_NAME:
-            raise FormatError(f"{where}: not a lerowds index (format={d.get('format') if isinstance(d, dict) else d!r})")
+            raise FormatError(
+                f"{where}: not a lerowds index (format={d.get('format') if isinstance(d, dict) else d!r})"
+            )
         if d.get("version") != FORMAT_VERSION:
             raise FormatError(
                 f"{where}: lerowds format version {d.get('version')!r}, this lerowds reads version "
@@ -165,7 +169,8 @@ class DatasetIndex:
                 total_episodes=int(d["total_episodes"]),
                 total_frames=int(d["total_frames"]),
                 shards=tuple(
-                    ShardRecord.from_json({**s, "episodes": episode_lists[i]}) for i, s in enumerate(d["shards"])
+                    ShardRecord.from_json({**s, "episodes": episode_lists[i]})
+                    for i, s in enumerate(d["shards"])
                 ),
                 episodes_sha256=d["episodes_table"]["sha256"],
                 options=d.get("options") or {},
@@ -254,7 +259,9 @@ def shard_problems(index: DatasetIndex, table: EpisodeTable) -> list[str]:
     counts = np.bincount(shard, minlength=n)
     lens = np.fromiter((len(r.episodes) for r in index.shards), dtype=np.int64, count=n)
     if np.array_equal(counts, lens):  # the common case, vectorized: compare all shards at once
-        flat = np.fromiter(itertools.chain.from_iterable(r.episodes for r in index.shards), np.int64, int(lens.sum()))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(r.episodes for r in index.shards), np.int64, int(lens.sum())
+        )
         seg = np.repeat(np.arange(n), lens)
         if np.array_equal(flat[np.lexsort((flat, seg))], episodes[order]):
             return []

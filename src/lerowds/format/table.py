@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 from lerowds.errors import FormatError
 from lerowds.format.names import EPISODES_FILE
 
-CRC32_COLUMN = "crc32"  # episodes.parquet: zlib.crc32 of each episode's span (lets a reader check a ranged read)
+CRC32_COLUMN = (
+    "crc32"  # episodes.parquet: zlib.crc32 of each episode's span (lets a reader check a ranged read)
+)
 EPISODE_BASE_COLUMNS = (
     "episode_index",
     "length",
@@ -44,7 +46,11 @@ def compact_int(values: np.ndarray) -> np.ndarray:
     if values.size:
         lo, hi = int(values.min()), int(values.max())
         dtype = (
-            np.int32 if -(1 << 31) <= lo and hi < (1 << 31) else np.uint32 if 0 <= lo and hi < (1 << 32) else np.int64
+            np.int32
+            if -(1 << 31) <= lo and hi < (1 << 31)
+            else np.uint32
+            if 0 <= lo and hi < (1 << 32)
+            else np.int64
         )
     else:
         dtype = np.int32
@@ -84,7 +90,9 @@ class EpisodeTable:
             task_offsets = np.concatenate([[0], np.cumsum([len(ts) for ts in tasks])]).astype(np.int64)
         self.task_strings = tuple(task_strings)
         self.task_codes = np.zeros(0, np.int32) if task_codes is None else np.asarray(task_codes, np.int32)
-        self.task_offsets = np.zeros(n + 1, np.int64) if task_offsets is None else np.asarray(task_offsets, np.int64)
+        self.task_offsets = (
+            np.zeros(n + 1, np.int64) if task_offsets is None else np.asarray(task_offsets, np.int64)
+        )
         if self.task_offsets.size != n + 1:
             raise FormatError(f"{EPISODES_FILE}: {self.task_offsets.size - 1} task lists for {n} episodes")
 

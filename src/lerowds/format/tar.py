@@ -24,6 +24,24 @@ PARALLEL_HASH_MIN = 1 << 16  # pieces this large are sha256-hashed on a second t
 
 
 @dataclass(frozen=True, slots=True)
+class ClipRange:
+    """Where a clip lies: ``size`` bytes at ``offset`` in the file at ``path`` (a tar member, read raw)."""
+
+    path: str
+    offset: int
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.offset < 0 or self.size <= 0:
+            raise ValueError(
+                f"clip range needs offset >= 0 and size > 0, got offset={self.offset} size={self.size}"
+            )
+
+    def __str__(self) -> str:
+        return f"{self.path}@{self.offset}+{self.size}"
+
+
+@dataclass(frozen=True, slots=True)
 class FileSlices:
     """A member's content given as ``head`` bytes followed by byte ``ranges`` (offset, size) of the file
     ``path``: ``ShardWriter`` copies the ranges at write time, without holding the member in memory."""

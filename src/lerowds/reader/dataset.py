@@ -22,27 +22,26 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lerowds.errors import ConfigError
 from lerowds.format import parse_size
 from lerowds.format.table import compact_int
-from lerowds.reader.augment import sample_seed
-from lerowds.reader.consumer import ConsumerConfig, consume
+from lerowds.reader.env import Consumer, detect_consumer
 from lerowds.reader.epochs import EpochClock
+from lerowds.reader.extras.stats import StatsBoard
+from lerowds.reader.io.store import EpisodeStore, open_store
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.order import (
-    ORDER_VERSION,
-    PoolOrder,
+from lerowds.reader.order.pool import ORDER_VERSION, PoolOrder
+from lerowds.reader.order.ranks import (
     Remainder,
     consumer_sample_count,
     rank_frame_count,
     rank_plan,
     worker_segments,
 )
-from lerowds.reader.rows import RowOf
-from lerowds.reader.sample import SampleSpec
-from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.elastic import ElasticEpoch
-from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
-from lerowds.reader.stats import StatsBoard
-from lerowds.reader.store import EpisodeStore, open_store
-from lerowds.reader.windows import validate_delta_timestamps
+from lerowds.reader.pipeline import ConsumerConfig, consume
+from lerowds.reader.resume.elastic import ElasticEpoch
+from lerowds.reader.resume.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
+from lerowds.reader.sample.augment import sample_seed
+from lerowds.reader.sample.build import SampleSpec
+from lerowds.reader.sample.rows import RowOf
+from lerowds.reader.sample.windows import validate_delta_timestamps
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +197,7 @@ class LeRobotWebDataset(IterableDataset):
 
     def loader(self, batch_size: int = 32, **kwargs: Any) -> Any:
         """``lerowds.Loader(self, batch_size, **kwargs)``: batches decoded by threads of this process."""
-        from lerowds.reader.loader import Loader
+        from lerowds.reader.loader.core import Loader
 
         return Loader(self, batch_size, **kwargs)
 
@@ -262,7 +261,9 @@ class LeRobotWebDataset(IterableDataset):
         legs = resume.all_legs()
         if legs is not None:  # counters past their legs' batches are an error here, not in a worker
             world, workers = legs[-1].topology.split
-            ElasticEpoch(self._first_counts, legs, world_size=world, num_workers=workers, remainder=self.remainder)
+            ElasticEpoch(
+                self._first_counts, legs, world_size=world, num_workers=workers, remainder=self.remainder
+            )
         self._resume = resume
         self._clock.set(resume.epoch)
 
@@ -360,7 +361,11 @@ class LeRobotWebDataset(IterableDataset):
         info = get_worker_info()
         slot = None if self._stats is None else self._stats.slot(0 if info is None else info.id)
         return consume(
-            order.events(), self._consumer_config(), epoch=epoch, stats=slot, board=self._stats,
+            order.events(),
+            self._consumer_config(),
+            epoch=epoch,
+            stats=slot,
+            board=self._stats,
             log_every_s=self._stats_log_every_s if consumer.worker == 0 or info is None else None,
         )
 

@@ -34,12 +34,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.dataset import LeRobotWebDataset
+from lerowds.reader.env import Consumer, detect_consumer
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.mix_order import SourceDraws, interleave, normalized_weights, source_positions
-from lerowds.reader.order import ORDER_VERSION, _check_int, consumer_sample_count, rank_frame_count
-from lerowds.reader.split import Consumer, detect_consumer
-from lerowds.reader.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
+from lerowds.reader.order.mix_draws import SourceDraws, interleave, normalized_weights, source_positions
+from lerowds.reader.order.pool import ORDER_VERSION
+from lerowds.reader.order.ranks import _check_int, consumer_sample_count, rank_frame_count
+from lerowds.reader.resume.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class MixedDataset(IterableDataset):
 
     def loader(self, batch_size: int = 32, **kwargs: Any) -> Any:
         """``lerowds.Loader(self, batch_size, **kwargs)``: batches decoded by threads of this process."""
-        from lerowds.reader.loader import Loader
+        from lerowds.reader.loader.core import Loader
 
         return Loader(self, batch_size, **kwargs)
 

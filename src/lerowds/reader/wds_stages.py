@@ -23,12 +23,12 @@ from torch.utils.data import get_worker_info
 from webdataset.filters import pipelinefilter
 
 from lerowds.errors import ConfigError, FormatError
-from lerowds.reader.decode import ClipContext
-from lerowds.reader.decoder_cache import DecoderCache, make_decoder
-from lerowds.reader.episode import EpisodeRows, parse_episode_rows
-from lerowds.reader.order import UniformDraws
-from lerowds.reader.sample import SampleSpec, build_sample
-from lerowds.reader.windows import DeltaWindows, validate_delta_timestamps
+from lerowds.reader.decode.cache import DecoderCache, make_decoder
+from lerowds.reader.decode.pyav import ClipContext
+from lerowds.reader.order.ranks import UniformDraws
+from lerowds.reader.sample.build import SampleSpec, build_sample
+from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
+from lerowds.reader.sample.windows import DeltaWindows, validate_delta_timestamps
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import numpy as np
 
 from lerowds.errors import ConfigError, VideoDecodeError
-from lerowds.reader.decode import (
+from lerowds.reader.decode.pyav import (
     DEFAULT_TOLERANCE_S,
     ClipContext,
     ClipDecoder,

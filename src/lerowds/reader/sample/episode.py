@@ -63,7 +63,8 @@ def parse_episode_rows(
         )
     columns: dict[str, np.ndarray] = {}
     image_keys = tuple(image_keys) + tuple(
-        f.name for f in table.schema
+        f.name
+        for f in table.schema
         if f.name not in image_keys and pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0
     )
     for key in table.column_names:

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from lerowds.errors import ConfigError, OrderVersionError, ResumeMismatchError
-from lerowds.reader.elastic import ElasticEpoch, Leg, Remainder, Topology
-from lerowds.reader.pool import ORDER_VERSION
-from lerowds.reader.resume import resume_plan
-from lerowds.reader.split import Consumer
+from lerowds.reader.env import Consumer
+from lerowds.reader.order.pool import ORDER_VERSION
+from lerowds.reader.resume.batches import resume_plan
+from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Remainder, Topology
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from lerowds.errors import ConfigError, ResumeMismatchError
-from lerowds.reader.augment import sample_seed, seeded_rng
 from lerowds.reader.dataset import LeRobotWebDataset
+from lerowds.reader.env import Consumer
 from lerowds.reader.mix import MixedDataset
-from lerowds.reader.resume import worker_batch_counts
-from lerowds.reader.split import Consumer
-from lerowds.reader.state import ResumeState, plan_for_worker
+from lerowds.reader.resume.batches import worker_batch_counts
+from lerowds.reader.resume.state import ResumeState, plan_for_worker
+from lerowds.reader.sample.augment import sample_seed, seeded_rng
 
 Sample = dict[str, Any]
 StreamFactory = Callable[[], Iterator[Sample]]
@@ -171,7 +171,13 @@ def _refuse_elastic(resume: ResumeState, world_size: int, num_threads: int) -> N
     else:
         same = len(legs) == 1 and legs[0].topology.world_size == world_size  # threads: plan_for_worker checks
     if not same:
-        where = "several setups" if legs and len(legs) > 1 else f"{legs[0].topology}" if legs else f"world_size={saved}"
+        where = (
+            "several setups"
+            if legs and len(legs) > 1
+            else f"{legs[0].topology}"
+            if legs
+            else f"world_size={saved}"
+        )
         raise ResumeMismatchError(
             f"resume state was saved on {where}; this Loader runs world_size={world_size} with "
             f"num_threads={num_threads}: lerowds.Loader resumes on the same setup only; for an elastic resume "

@@ -9,7 +9,7 @@ from typing import Any
 
 from lerowds.errors import ConfigError
 from lerowds.format import atomic_write_bytes
-from lerowds.reader.plan import PlanReport
+from lerowds.reader.extras.dryrun import PlanReport
 
 
 def _bytes(n: float) -> str:

@@ -2,7 +2,7 @@
 
 Everything is a function of integers ``(seed, epoch, rank, worker, counters)``. Random numbers come from
 ``np.random.PCG64(np.random.SeedSequence([...ints, TAG]))`` (only its raw 64-bit outputs, ``random_raw``)
-or from a counter-based hash keyed by such a SeedSequence (``lerowds.reader.pool``), never from
+or from a counter-based hash keyed by such a SeedSequence (``lerowds.reader.order.pool``), never from
 ``Generator`` methods: NumPy keeps SeedSequence and the PCG64 bit stream fixed across versions and
 platforms, so the order does not depend on NumPy's sampling algorithms, hash randomization, block sizes,
 floating point or time.
@@ -12,7 +12,7 @@ floating point or time.
 * rank and worker split: the episodes laid end to end in that order, cut into ``world_size`` equal runs of
   frames, each cut into ``num_workers`` near-equal runs (``SegmentArray``: numpy columns, cut with
   ``searchsorted``).
-* pool order: ``lerowds.reader.pool`` (``ORDER_VERSION`` 2: a sliding window of episodes whose frames carry
+* pool order: ``lerowds.reader.order.pool`` (``ORDER_VERSION`` 2: a sliding window of episodes whose frames carry
   counter-based random keys; any point of an epoch is reached in O(pool frames)).
 """
 
@@ -25,16 +25,8 @@ from typing import Literal
 import numpy as np
 
 from lerowds.errors import ConfigError
-from lerowds.reader.pool import (
-    ORDER_VERSION,
-    Admit,
-    Emit,
-    Evict,
-    PoolEvent,
-    PoolOrder,
-    pool_order,
-)
-from lerowds.reader.segments import Segment, SegmentArray, cut
+from lerowds.reader.order.pool import ORDER_VERSION, Admit, Emit, Evict, PoolEvent, PoolOrder, pool_order
+from lerowds.reader.order.segments import Segment, SegmentArray, cut
 
 __all__ = [
     "EPISODE_TAG",

@@ -24,9 +24,8 @@ from typing import Any
 import torch
 
 from lerowds.errors import ConfigError
-from lerowds.reader.buffers import BufferPool, BufferSet
-from lerowds.reader.state import ResumeState
-from lerowds.reader.threads import (
+from lerowds.reader.loader.buffers import BufferPool, BufferSet
+from lerowds.reader.loader.threads import (
     EpochStart,
     StreamFactory,
     camera_keys,
@@ -35,6 +34,7 @@ from lerowds.reader.threads import (
     start_epoch,
     travels_uint8,
 )
+from lerowds.reader.resume.state import ResumeState
 
 logger = logging.getLogger(__name__)
 

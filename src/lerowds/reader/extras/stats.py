@@ -88,7 +88,9 @@ class StatsBoard:
         out = {k: v for k, v in total.items() if k not in ("first_sample_time", "last_sample_time")}
         out["fetch_ms"] = out.pop("fetch_s") * 1e3
         out["decode_ms"] = out.pop("decode_s") * 1e3
-        out["decode_ms_per_frame"] = out["decode_ms"] / out["frames_decoded"] if out["frames_decoded"] else 0.0
+        out["decode_ms_per_frame"] = (
+            out["decode_ms"] / out["frames_decoded"] if out["frames_decoded"] else 0.0
+        )
         lookups = out["decoder_hits"] + out["decoder_misses"]
         out["decoder_hit_rate"] = out["decoder_hits"] / lookups if lookups else 0.0
         span = (max(ends) - min(starts)) if starts else 0.0

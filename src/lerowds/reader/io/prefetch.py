@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lerowds.errors import ConfigError, RemoteError
-from lerowds.reader.cache import Busy, EpisodeCache, Pin, Reservation
-from lerowds.reader.integrity import Span
-from lerowds.reader.retry import Cancelled, Counters
+from lerowds.reader.io.cache import Busy, EpisodeCache, Pin, Reservation
+from lerowds.reader.io.integrity import Span
+from lerowds.reader.io.retry import Cancelled, Counters
 
 logger = logging.getLogger(__name__)
 

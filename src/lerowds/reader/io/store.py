@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Protocol
 
 from lerowds.errors import FormatError
 from lerowds.format import (
+    ClipRange,
     DatasetIndex,
     EpisodeTable,
     read_local_index,
     video_columns,
 )
-from lerowds.reader.decode import ClipRange
-from lerowds.reader.integrity import check_crc32, span_of
+from lerowds.reader.io.integrity import check_crc32, span_of
 
 if TYPE_CHECKING:
-    from lerowds.reader.remote import RemoteOptions
+    from lerowds.reader.io.options import RemoteOptions
 
 
 class EpisodeStore(Protocol):
@@ -167,11 +167,11 @@ def open_store(
     verify_crc: bool = True,
 ) -> EpisodeStore:
     """Open a converted dataset: a local directory, or a remote URL (http(s)://, hf://datasets/ORG/NAME,
-    another fsspec URL) streamed through a bounded local cache (see ``lerowds.reader.remote``, which checks
+    another fsspec URL) streamed through a bounded local cache (see ``lerowds.reader.io.remote``, which checks
     every download). ``verify_crc``: check each local episode's CRC-32 when it is first read."""
     text = os.fspath(source)
     if "://" in text and not text.startswith("file://"):
-        from lerowds.reader.remote import open_remote_store
+        from lerowds.reader.io.remote import open_remote_store
 
         return open_remote_store(
             text, cache_dir=cache_dir, cache_limit=cache_limit, options=remote, verify_crc=verify_crc

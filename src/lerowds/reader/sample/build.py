@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from lerowds.errors import FormatError
-from lerowds.reader.episode import EpisodeRows
-from lerowds.reader.windows import DeltaWindows, window_positions
+from lerowds.reader.sample.episode import EpisodeRows
+from lerowds.reader.sample.windows import DeltaWindows, window_positions
 
 # decode_video(camera_key, positions) -> (T, H, W, 3) uint8 frames of the current episode
 VideoFn = Callable[[str, np.ndarray], np.ndarray]

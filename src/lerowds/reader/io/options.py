@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from lerowds.errors import ConfigError
-from lerowds.reader.http import HttpOptions
-from lerowds.reader.prefetch import PrefetchOptions
-from lerowds.reader.retry import RetryPolicy
+from lerowds.reader.io.http import HttpOptions
+from lerowds.reader.io.prefetch import PrefetchOptions
+from lerowds.reader.io.retry import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

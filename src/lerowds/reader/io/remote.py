@@ -22,8 +22,15 @@ from dataclasses import fields
 from pathlib import Path
 
 from lerowds.errors import ConfigError, FormatError
-from lerowds.format import EPISODES_FILE, INDEX_FILE, DatasetIndex, EpisodeTable, check_episode_table
-from lerowds.reader.cache import (
+from lerowds.format import (
+    EPISODES_FILE,
+    INDEX_FILE,
+    ClipRange,
+    DatasetIndex,
+    EpisodeTable,
+    check_episode_table,
+)
+from lerowds.reader.io.cache import (
     DEFAULT_CACHE_LIMIT,
     EpisodeCache,
     Pin,
@@ -31,15 +38,14 @@ from lerowds.reader.cache import (
     default_cache_dir,
     parse_bytes,
 )
-from lerowds.reader.decode import ClipRange
-from lerowds.reader.http import HttpClient
-from lerowds.reader.hub import HubPath, endpoint, hub_headers, local_snapshot, offline
-from lerowds.reader.integrity import Crc32, Span, span_of, verify_span
-from lerowds.reader.prefetch import Prefetcher, claim_blocking, quota_message
-from lerowds.reader.remote_options import RemoteOptions, RemoteStats
-from lerowds.reader.retry import Counters
-from lerowds.reader.sources import ByteSource, FsspecSource, HttpSource
-from lerowds.reader.store import EpisodeStore, LocalStore
+from lerowds.reader.io.http import HttpClient
+from lerowds.reader.io.hub import HubPath, endpoint, hub_headers, local_snapshot, offline
+from lerowds.reader.io.integrity import Crc32, Span, span_of, verify_span
+from lerowds.reader.io.options import RemoteOptions, RemoteStats
+from lerowds.reader.io.prefetch import Prefetcher, claim_blocking, quota_message
+from lerowds.reader.io.retry import Counters
+from lerowds.reader.io.sources import ByteSource, FsspecSource, HttpSource
+from lerowds.reader.io.store import EpisodeStore, LocalStore
 
 __all__ = ["RemoteOptions", "RemoteStats", "RemoteStore", "cache_shares", "open_remote_store"]
 

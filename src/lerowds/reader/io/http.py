@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urljoin, urlsplit
 
 from lerowds.errors import ConfigError
-from lerowds.reader.retry import (
+from lerowds.reader.io.retry import (
     Cancelled,
     Counters,
     Permanent,

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from lerowds.errors import ConfigError
-from lerowds.reader.http import HttpClient, HttpOptions, Writer
-from lerowds.reader.retry import Counters, Permanent, RetryPolicy, SinkError, Transient, call_with_retries
+from lerowds.reader.io.http import HttpClient, HttpOptions, Writer
+from lerowds.reader.io.retry import Counters, Permanent, RetryPolicy, SinkError, Transient, call_with_retries
 
 
 class ByteSource(Protocol):

@@ -13,8 +13,8 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from lerowds.errors import ConfigError
-from lerowds.reader.state import ResumeState
-from lerowds.reader.threads import check_dataset
+from lerowds.reader.loader.threads import check_dataset
+from lerowds.reader.resume.state import ResumeState
 
 
 class StatefulLoader:

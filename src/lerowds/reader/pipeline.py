@@ -10,14 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from lerowds.reader.augment import sample_seed, seeded_rng
-from lerowds.reader.decode import ClipContext, ClipDecoder
-from lerowds.reader.decoder_cache import DecoderCache, make_decoder
-from lerowds.reader.episode import EpisodeRows, parse_episode_rows
-from lerowds.reader.order import Admit, Emit, Evict
-from lerowds.reader.sample import SampleSpec, build_sample
-from lerowds.reader.stats import StatsBoard, StatsSlot
-from lerowds.reader.store import EpisodeStore
+from lerowds.reader.decode.cache import DecoderCache, make_decoder
+from lerowds.reader.decode.pyav import ClipContext, ClipDecoder
+from lerowds.reader.extras.stats import StatsBoard, StatsSlot
+from lerowds.reader.io.store import EpisodeStore
+from lerowds.reader.order.pool import Admit, Emit, Evict
+from lerowds.reader.sample.augment import sample_seed, seeded_rng
+from lerowds.reader.sample.build import SampleSpec, build_sample
+from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
 
 logger = logging.getLogger(__name__)
 

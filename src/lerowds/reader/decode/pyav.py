@@ -20,6 +20,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from lerowds.errors import ConfigError, FormatError, VideoDecodeError
+from lerowds.format import ClipRange
 
 logger = logging.getLogger(__name__)
 
@@ -28,24 +29,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TOLERANCE_S = 1e-4
 _SPARE_FRAMES = 8  # decoded frames kept unconverted (e.g. B-frames decoded ahead of a sequential read)
-
-
-@dataclass(frozen=True, slots=True)
-class ClipRange:
-    """Where a clip lies: ``size`` bytes at ``offset`` in the file at ``path`` (a tar member, read raw)."""
-
-    path: str
-    offset: int
-    size: int
-
-    def __post_init__(self) -> None:
-        if self.offset < 0 or self.size <= 0:
-            raise ValueError(
-                f"clip range needs offset >= 0 and size > 0, got offset={self.offset} size={self.size}"
-            )
-
-    def __str__(self) -> str:
-        return f"{self.path}@{self.offset}+{self.size}"
 
 
 ClipSource = ClipRange | str | os.PathLike | bytes | bytearray | memoryview
@@ -307,7 +290,9 @@ class PyAVClipDecoder:
         self._next_pkt = 0  # decode index of the next packet the demuxer yields
         self._run_start = 0  # decode index the decoder started from (open or last seek)
         self._emitted: set[int] = set()  # frames out of the decoder since then
-        self._recent: dict[int, np.ndarray] = {}  # the previous call's frames (RGB: HWC, or CHW if channels_first)
+        self._recent: dict[
+            int, np.ndarray
+        ] = {}  # the previous call's frames (RGB: HWC, or CHW if channels_first)
         self._spare: dict[int, Any] = {}  # the last frames decoded but not asked for (YUV)
         self._pending: set[int] = set()  # the current call's frames still to decode, and those done
         self._got: dict[int, np.ndarray] = {}

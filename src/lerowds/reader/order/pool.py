@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lerowds.errors import ConfigError
-from lerowds.reader.segments import Segment, SegmentArray
+from lerowds.reader.order.segments import Segment, SegmentArray
 
 ORDER_VERSION = 2  # 1: lerowds before the windowed pool (uniform swap-remove draws over the pool's frames)
 KEY_TAG = 0x4C52_504B  # "LRPK": SeedSequence tag of the frame keys

@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from lerowds.errors import ConfigError, ResumeMismatchError
-from lerowds.reader.resume import resume_plan, worker_batch_counts
+from lerowds.reader.resume.batches import resume_plan, worker_batch_counts
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from lerowds.errors import ConfigError
-from lerowds.reader.order import _bit_generator, _check_int
+from lerowds.reader.order.ranks import _bit_generator, _check_int
 
 T = TypeVar("T")
 

@@ -22,16 +22,10 @@ import numpy as np
 
 from lerowds.errors import ConfigError
 from lerowds.format import DatasetIndex, EpisodeTable, parse_size, read_local_index
-from lerowds.reader.order import (
-    PoolOrder,
-    Remainder,
-    SegmentArray,
-    consumer_sample_count,
-    rank_plans,
-    worker_segments,
-)
-from lerowds.reader.pool import window_bounds
-from lerowds.reader.resume import dataloader_batch_order, worker_batch_counts
+from lerowds.reader.order.pool import PoolOrder, window_bounds
+from lerowds.reader.order.ranks import Remainder, consumer_sample_count, rank_plans, worker_segments
+from lerowds.reader.order.segments import SegmentArray
+from lerowds.reader.resume.batches import dataloader_batch_order, worker_batch_counts
 
 logger = logging.getLogger(__name__)
 

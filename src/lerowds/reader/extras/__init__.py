@@ -1,0 +1,1 @@
+"""Training extras beside the data path: run statistics and the ``lerowds plan`` dry run."""
