@@ -20,6 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from lerowds.convert.finalize import finalize, record_matches
+from lerowds.convert.hub import open_source
 from lerowds.convert.identity import source_changes, source_id
 from lerowds.convert.lifetime import die_with_parent
 from lerowds.convert.lock import output_lock
@@ -32,7 +33,7 @@ from lerowds.convert.plan import (
     task_shards,
 )
 from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard
-from lerowds.convert.source import SourceDataset, open_source
+from lerowds.convert.source import SourceDataset
 from lerowds.convert.space import bytes_needed
 from lerowds.convert.state import ConversionPlan, check_output, claim_output, load_plan, read_done
 from lerowds.errors import ConfigError, ConversionError, LerowdsError

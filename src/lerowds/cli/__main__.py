@@ -1,0 +1,7 @@
+"""``python -m lerowds.cli``."""
+
+import sys
+
+from lerowds.cli import main
+
+sys.exit(main())
