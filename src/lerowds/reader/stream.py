@@ -4,9 +4,9 @@ A dataset or a mix is a ``StreamSource``: it says how many samples each consumer
 epoch (``sample_counts``) and what consumer ``c`` yields in epoch ``e`` after its first ``skip`` samples
 (``consumer_stream``, a pure replay). ``Stream`` owns the rest, the same for both: which epoch an iteration
 is (``EpochClock``), the state loaded by ``load_state_dict`` and, from it, which original consumer's stream
-each consumer continues after how many samples (``resume/``), and the ``state_dict`` saved. ``StreamDataset``
-is the ``IterableDataset`` face the dataset and the mix share; ``lerowds.Loader`` drives the same ``Stream``
-for its threads (``begin_threads``) and needs nothing else of the dataset but the ``StreamSource`` methods.
+each consumer continues after how many samples (``resume/``). ``StreamDataset`` is the ``IterableDataset``
+face the dataset and the mix share (``__iter__``, ``set_epoch``, ``state_dict``, ``load_state_dict``);
+``lerowds.Loader`` drives the same ``Stream`` for its threads (``begin_threads``) and imports neither class.
 """
 
 from __future__ import annotations
@@ -86,28 +86,6 @@ class Stream:
         self._clock.set(int(epoch))
 
     # ------------------------------------------------------------------------------------------ state
-    def state_dict(
-        self,
-        source: StreamSource,
-        *,
-        batches_consumed: int,
-        batch_size: int,
-        epoch: int | None = None,
-        num_workers: int | None = None,
-        drop_last: bool = False,
-    ) -> dict[str, Any]:
-        """The trainer's counters plus ``source``'s configuration (and earlier legs of a resumed epoch)."""
-        return state_to_save(
-            self._resume,
-            epoch=self.epoch if epoch is None else epoch,
-            world_size=self.consumer().world_size,
-            config=source.config(num_workers),
-            batches_consumed=batches_consumed,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            drop_last=drop_last,
-        )
-
     def load_state_dict(self, source: StreamSource, state: Mapping[str, Any]) -> None:
         """Check ``state`` against ``source`` now (not in a worker) and make the next iteration resume it."""
         resume = ResumeState.from_dict(state)
@@ -216,11 +194,14 @@ class StreamDataset(IterableDataset):
 
         ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
         """
-        return self.stream.state_dict(
-            self,  # type: ignore[arg-type]
+        stream = self.stream
+        return state_to_save(
+            stream.resume,
+            epoch=stream.epoch if epoch is None else epoch,
+            world_size=stream.consumer().world_size,
+            config=self.config(num_workers),  # type: ignore[attr-defined]  # subclasses are StreamSources
             batches_consumed=batches_consumed,
             batch_size=batch_size,
-            epoch=epoch,
             num_workers=num_workers,
             drop_last=drop_last,
         )
