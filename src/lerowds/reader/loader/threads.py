@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from lerowds.errors import ConfigError
-from lerowds.reader.env import Consumer
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.stream import Sample, Stream
+from lerowds.reader.stream import Sample, Stream, StreamSource
 
 StreamFactory = Callable[[], Iterator[Sample]]
 
@@ -39,24 +38,18 @@ _TRANSFORM_LOCK = threading.Lock()  # torch's CPU RNG is one per process: one se
 
 
 @runtime_checkable
-class LoaderSource(Protocol):
-    """What ``lerowds.Loader`` and ``StatefulLoader`` use of a dataset or a mix: its stream and these methods."""
+class LoaderSource(StreamSource, Protocol):
+    """What ``lerowds.Loader`` and ``StatefulLoader`` use of a dataset or a mix: a ``StreamSource`` with its
+    ``Stream``, the ``IterableDataset`` face of ``StreamDataset``, and thread copies."""
 
     stream: Stream
     meta: DatasetMeta
-    remainder: Any
 
     @property
     def epoch(self) -> int: ...
 
     @property
     def plain_float_cameras(self) -> bool: ...
-
-    def sample_counts(self, world_size: int, num_workers: int) -> list[int]: ...
-
-    def consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[Sample]: ...
-
-    def config(self, num_workers: int | None = None) -> dict[str, Any]: ...
 
     def thread_copy(
         self, thread: int, threads: int, *, uint8: bool, lock: threading.Lock
