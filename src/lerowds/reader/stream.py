@@ -82,6 +82,7 @@ class Stream:
         return self._resume
 
     def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration (of any copy, DataLoader workers included) use ``epoch``."""
         check_int("epoch", epoch)
         self._clock.set(int(epoch))
 

@@ -58,6 +58,7 @@ class DeferredTransforms:
     where: str = ""
 
     def apply(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
+        """A stage: ``samples`` of ``epoch`` in, the same samples transformed out."""
         spec = self.spec
         windowed = set() if spec.windows is None else set(spec.windows.offsets)
         cameras = set(spec.camera_keys)
