@@ -125,7 +125,7 @@ def test_each_source_exactly_once_per_pass(tabular_converted: Path, tabular_b: P
             passes = [got[i : i + n] for i in range(0, len(got), n)]
             assert len(passes) >= 3, f"{name}: only {len(passes)} passes"
             for p, part in enumerate(passes):
-                want = [int(s["index"]) for s in src._consumer_stream(epoch * PASS_STRIDE + p, consumer)]
+                want = [int(s["index"]) for s in src.consumer_stream(epoch * PASS_STRIDE + p, consumer)]
                 assert part == want[: len(part)], f"{name} epoch {epoch} pass {p}"
                 if len(part) == n:
                     assert sorted(part) == list(range(n)), f"{name} pass {p} is not a permutation"
@@ -265,7 +265,7 @@ def test_weighted_source_without_frames_for_a_consumer_is_an_error(
     with pytest.raises(
         ConfigError, match=r"'tiny' .* has weight 0.5 but rank 0 worker 1 owns none of its 1 "
     ):
-        ds._mix_stream(0, Consumer(0, 1, 0, 2))
+        ds.consumer_stream(0, Consumer(0, 1, 0, 2))
     unused = mix({"tiny": tiny, "b": LeRobotWebDataset(tabular_b)}, [0.0, 1.0], samples_per_epoch=40)
     got = [s for b in loader(unused, batch_size=4, num_workers=2) for s in b["source"]]
     assert got == ["b"] * 40

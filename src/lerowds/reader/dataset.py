@@ -7,26 +7,28 @@ tabular rows → windows → frames decoded on exit → samples. Order is a pure
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
 import operator
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import get_worker_info
 
 from lerowds.errors import ConfigError
 from lerowds.format import parse_size
 from lerowds.format.table import compact_int
-from lerowds.reader.env import Consumer, detect_consumer
-from lerowds.reader.epochs import EpochClock
+from lerowds.reader.env import Consumer
 from lerowds.reader.extras.stats import StatsBoard
 from lerowds.reader.io.store import EpisodeStore, open_store
 from lerowds.reader.meta import DatasetMeta
+from lerowds.reader.mixed import open_mix
 from lerowds.reader.order.pool import ORDER_VERSION, PoolOrder
 from lerowds.reader.order.ranks import (
     Remainder,
@@ -36,17 +38,16 @@ from lerowds.reader.order.ranks import (
     worker_segments,
 )
 from lerowds.reader.pipeline import ConsumerConfig, consume
-from lerowds.reader.resume.elastic import ElasticEpoch
-from lerowds.reader.resume.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
-from lerowds.reader.sample.augment import sample_seed
+from lerowds.reader.sample.augment import DeferredTransforms, sample_seed
 from lerowds.reader.sample.build import SampleSpec
 from lerowds.reader.sample.rows import RowOf
 from lerowds.reader.sample.windows import validate_delta_timestamps
+from lerowds.reader.stream import Stream, StreamDataset
 
 logger = logging.getLogger(__name__)
 
 
-class LeRobotWebDataset(IterableDataset):
+class LeRobotWebDataset(StreamDataset):
     """Stream a converted LeRobot dataset: episode pool shuffling, delta windows, decode-on-exit.
 
     Args:
@@ -120,7 +121,7 @@ class LeRobotWebDataset(IterableDataset):
         self.tolerance_s = tolerance_s
         self.decoder = decoder
         self.remainder: Remainder = remainder
-        self._rank, self._world_size = rank, world_size
+        self.stream = Stream(rank, world_size)  # epoch clock, resume state, iteration (``stream.py``)
         self._rows = compact_int(self._select_rows(episodes, table["episode_index"]))
         every = episodes is None  # the table's own columns, not copies
         self._lengths = table["length"] if every else table["length"][self._rows]
@@ -131,7 +132,7 @@ class LeRobotWebDataset(IterableDataset):
         self.delta_timestamps = (
             None if delta_timestamps is None else {k: list(v) for k, v in delta_timestamps.items()}
         )
-        self._spec = SampleSpec(
+        self.spec = SampleSpec(
             video_keys=tuple(index.video_keys),
             image_keys=tuple(index.image_keys),
             tasks=index.tasks,
@@ -146,8 +147,8 @@ class LeRobotWebDataset(IterableDataset):
         self.transform = transform
         self._stats = StatsBoard() if stats or stats_log_every_s else None
         self._stats_log_every_s = stats_log_every_s
-        self._clock = EpochClock(0)
-        self._resume: ResumeState | None = None
+        self._stats_slot: int | None = None  # None: the DataLoader worker's id (``thread_copy`` sets one)
+        self._deferred: DeferredTransforms | None = None  # transforms applied after building (threads)
 
     @property
     def _row_of(self) -> RowOf:
@@ -173,9 +174,7 @@ class LeRobotWebDataset(IterableDataset):
     @classmethod
     def mix(cls, sources: Any, weights: Any = None, **kwargs: Any) -> Any:
         """Weighted mix of several datasets: see ``lerowds.reader.mix.mix`` (returns a ``MixedDataset``)."""
-        from lerowds.reader.mix import mix
-
-        return mix(sources, weights, **kwargs)
+        return open_mix(sources, weights, open_source=cls, **kwargs)
 
     @property
     def num_frames(self) -> int:
@@ -187,13 +186,10 @@ class LeRobotWebDataset(IterableDataset):
         """Selected episodes (lerobot's ``LeRobotDataset.num_episodes``)."""
         return len(self._rows)
 
-    def _consumer(self) -> Consumer:
-        return detect_consumer(self._rank, self._world_size)
-
     def __len__(self) -> int:
         """Samples this rank yields in one epoch (the same on every rank)."""
-        c = self._consumer()
-        return rank_frame_count(self.num_frames, world_size=c.world_size, remainder=self.remainder)
+        world = self.stream.consumer().world_size
+        return rank_frame_count(self.num_frames, world_size=world, remainder=self.remainder)
 
     def loader(self, batch_size: int = 32, **kwargs: Any) -> Any:
         """``lerowds.Loader(self, batch_size, **kwargs)``: batches decoded by threads of this process."""
@@ -201,23 +197,12 @@ class LeRobotWebDataset(IterableDataset):
 
         return Loader(self, batch_size, **kwargs)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch`` for the next iteration (later iterations count up from it)."""
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ConfigError(f"epoch must be an integer >= 0, got {epoch!r}")
-        self._clock.set(epoch)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch the next iteration will use if ``set_epoch`` was called, else the last one started."""
-        return self._clock.peek()
-
-    # ------------------------------------------------------------------------------------------ resume
+    # ------------------------------------------------------------------------------------------ stream
     def config(self, num_workers: int | None = None) -> dict[str, Any]:
-        c = self._consumer()
+        """The configuration a resume state records and must match on load."""
         return {
             "seed": self.seed,
-            "world_size": c.world_size,
+            "world_size": self.stream.consumer().world_size,
             "num_workers": num_workers,
             "episode_pool_size": self.episode_pool_size,
             "pool_byte_budget": self.pool_byte_budget,
@@ -228,44 +213,6 @@ class LeRobotWebDataset(IterableDataset):
             "episodes": hashlib.blake2b(self._episode_ids.astype("<i8").tobytes(), digest_size=8).hexdigest(),
             "order_version": ORDER_VERSION,
         }
-
-    def state_dict(
-        self,
-        *,
-        batches_consumed: int,
-        batch_size: int,
-        epoch: int | None = None,
-        num_workers: int | None = None,
-        drop_last: bool = False,
-    ) -> dict[str, Any]:
-        """The resume state: the trainer's counters plus the configuration that must match on load.
-
-        ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
-        """
-        return state_to_save(
-            self._resume,
-            epoch=self.epoch if epoch is None else epoch,
-            world_size=self._consumer().world_size,
-            config=self.config(num_workers),
-            batches_consumed=batches_consumed,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            drop_last=drop_last,
-        )
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches,
-        elastically when the world size or worker count differs (see ``elastic.py``)."""
-        resume = ResumeState.from_dict(state)
-        resume.check_config(self.config(resume.config.get("num_workers")))
-        legs = resume.all_legs()
-        if legs is not None:  # counters past their legs' batches are an error here, not in a worker
-            world, workers = legs[-1].topology.split
-            ElasticEpoch(
-                self._first_counts, legs, world_size=world, num_workers=workers, remainder=self.remainder
-            )
-        self._resume = resume
-        self._clock.set(resume.epoch)
 
     # ------------------------------------------------------------------------------------------ iteration
     def _segments(self, epoch: int, consumer: Consumer):
@@ -300,47 +247,17 @@ class LeRobotWebDataset(IterableDataset):
             )
         return segs
 
-    def _first_counts(self, world_size: int, num_workers: int) -> list[int]:
-        """Samples each of ``num_workers`` workers yields in a fresh epoch on ``world_size`` ranks."""
-        return self._worker_counts(Consumer(0, world_size, 0, num_workers))
-
-    def _worker_counts(self, consumer: Consumer) -> list[int]:
+    def sample_counts(self, world_size: int, num_workers: int) -> list[int]:
+        """Samples each of ``num_workers`` consumers of a rank yields in an epoch on ``world_size`` ranks."""
+        n, remainder = self.num_frames, self.remainder
         return [
             consumer_sample_count(
-                self.num_frames,
-                world_size=consumer.world_size,
-                num_workers=consumer.num_workers,
-                worker=w,
-                remainder=self.remainder,
+                n, world_size=world_size, num_workers=num_workers, worker=w, remainder=remainder
             )
-            for w in range(consumer.num_workers)
+            for w in range(num_workers)
         ]
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        consumer = self._consumer()
-        epoch = self._clock.begin(None if info is None else info.seed - info.id)
-        role, skip = consumer.worker, 0
-        if self._resume is not None and self._resume.epoch == epoch:
-            elastic = resume_elastically(
-                self._resume,
-                consumer,
-                first_counts=self._first_counts,
-                remainder=self.remainder,
-                open_stream=self._consumer_stream,
-                advance=self._clock.advance_past,
-            )
-            if elastic is not None:
-                return elastic
-            step = plan_for_worker(self._resume, self._worker_counts(consumer), consumer.worker)
-            if step.epoch_complete:
-                epoch = self._clock.advance_past(epoch)
-            else:
-                role, skip = step.role, step.skip
-        me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
-        return self._consumer_stream(epoch, me, skip)
-
-    def _consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:
+    def consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[dict[str, Any]]:
         """The samples consumer ``consumer`` yields in ``epoch`` after its first ``skip`` (a pure replay)."""
         segments = self._segments(epoch, consumer)
         rows = self._row_of.rows(segments.episode)
@@ -359,20 +276,51 @@ class LeRobotWebDataset(IterableDataset):
         first = min(order.pool, default=len(segments))
         self._store.prefetch(rows[first:].tolist())
         info = get_worker_info()
-        slot = None if self._stats is None else self._stats.slot(0 if info is None else info.id)
-        return consume(
+        slot = self._stats_slot if self._stats_slot is not None else 0 if info is None else info.id
+        samples = consume(
             order.events(),
             self._consumer_config(),
             epoch=epoch,
-            stats=slot,
+            stats=None if self._stats is None else self._stats.slot(slot),
             board=self._stats,
             log_every_s=self._stats_log_every_s if consumer.worker == 0 or info is None else None,
         )
+        return samples if self._deferred is None else self._deferred.apply(samples, epoch)
+
+    @property
+    def plain_float_cameras(self) -> bool:
+        """Cameras come out as float32 and no transform sees them: building them as uint8 and dividing by
+        255 later gives the same values (``lerowds.Loader`` moves a quarter of the bytes so)."""
+        return not self.spec.return_uint8 and self.spec.image_transforms is None and self.transform is None
+
+    def thread_copy(
+        self, thread: int, threads: int, *, uint8: bool, lock: threading.Lock
+    ) -> LeRobotWebDataset:
+        """A shallow copy for consumer thread ``thread`` of ``threads`` of this process (``lerowds.Loader``):
+        its own store (file descriptors, prefetcher; a remote cache's limit shared by ``threads``), stats in
+        slot ``thread``, cameras built as uint8 when ``uint8``, and its transforms applied after a sample is
+        built, one sample at a time under ``lock`` (torch's RNG is one per process): the same augmentations."""
+        view = copy.copy(self)
+        view._store = copy.copy(self._store)  # own fds / prefetcher / pins (its __getstate__ drops them)
+        if hasattr(view._store, "consumer_threads"):
+            view._store.consumer_threads = threads
+        view._stats_slot = thread
+        seeded = self.spec.image_transforms is not None or self.transform is not None
+        if uint8 or seeded:
+            view.spec = dataclasses.replace(
+                self.spec, image_transforms=None, return_uint8=self.spec.return_uint8 or uint8
+            )
+            view.transform = None
+        if seeded:
+            view._deferred = DeferredTransforms(
+                self.spec, self.transform, seed=self.seed, lock=lock, where=self.source
+            )
+        return view
 
     def _consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
             store=self._store,
-            spec=self._spec,
+            spec=self.spec,
             row_of=self._row_of,
             fps=self.meta.fps,
             decoder=self.decoder,

@@ -47,7 +47,7 @@ class StatefulLoader:
                 # the workers have begun the epoch (and applied a pending resume) on the shared clock
                 started = True
                 self._epoch = self.dataset.epoch
-                resume = self.dataset._resume
+                resume = self.dataset.stream.resume
                 resumed = resume is not None and resume.epoch == self._epoch
                 self._consumed = resume.batches_consumed if resumed else 0
             self._consumed += 1

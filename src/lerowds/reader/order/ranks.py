@@ -25,6 +25,8 @@ from typing import Literal
 import numpy as np
 
 from lerowds.errors import ConfigError
+from lerowds.reader.order.ints import bit_generator as _bit_generator
+from lerowds.reader.order.ints import check_int as _check_int
 from lerowds.reader.order.pool import ORDER_VERSION, Admit, Emit, Evict, PoolEvent, PoolOrder, pool_order
 from lerowds.reader.order.segments import Segment, SegmentArray, cut
 
@@ -55,15 +57,6 @@ POOL_TAG = 0x4C52_504C  # "LRPL": stream tag of ``UniformDraws`` (the webdataset
 _BLOCK = 4096  # raw draws fetched at once; buffering only, the order does not depend on it
 
 Remainder = Literal["drop", "repeat"]
-
-
-def _check_int(name: str, value: int, low: int = 0) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _bit_generator(*words: int) -> np.random.PCG64:
-    return np.random.PCG64(np.random.SeedSequence([int(w) for w in words]))
 
 
 def episode_order(num_episodes: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:

@@ -7,10 +7,16 @@ forked RNG state, so the caller's RNG stream is left untouched.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from lerowds.errors import ConfigError
+from lerowds.reader.sample.build import SampleSpec
 
 _MASK64 = (1 << 64) - 1
 AUGMENT_TAG = 0x4C52_4147  # "LRAG"
@@ -37,3 +43,41 @@ def seeded_rng(seed: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         yield
+
+
+@dataclass(frozen=True, slots=True)
+class DeferredTransforms:
+    """A dataset's transforms applied to samples built without them, exactly as the sample loop would have
+    (same per-sample seed, same RNG draw order), one sample at a time under ``lock``: consumer threads of one
+    process share torch's RNG, so they decode in parallel and augment in turn (``lerowds.Loader``)."""
+
+    spec: SampleSpec  # the dataset's own spec: its image_transforms and windows
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None
+    seed: int
+    lock: threading.Lock
+    where: str = ""
+
+    def apply(self, samples: Iterator[dict[str, Any]], epoch: int) -> Iterator[dict[str, Any]]:
+        """A stage: ``samples`` of ``epoch`` in, the same samples transformed out."""
+        spec = self.spec
+        windowed = set() if spec.windows is None else set(spec.windows.offsets)
+        cameras = set(spec.camera_keys)
+        for sample in samples:
+            if "index" in sample:
+                index = int(sample["index"])
+            elif "frame_index" in sample:
+                index = int(sample["frame_index"])
+            else:
+                raise ConfigError(
+                    f"{self.where}: transforms under lerowds.Loader need an 'index' or 'frame_index' column "
+                    "to seed each sample's augmentation"
+                )
+            with self.lock, seeded_rng(sample_seed(self.seed, epoch, index)):
+                if spec.image_transforms is not None:
+                    for key in [k for k in sample if k in cameras]:  # build order: the RNG draws match
+                        t = sample[key] if key in windowed else sample[key].unsqueeze(0)
+                        t = spec.image_transforms(t)
+                        sample[key] = t if key in windowed else t[0]
+                if self.transform is not None:
+                    sample = self.transform(sample)
+            yield sample

@@ -1,0 +1,258 @@
+"""One stream type for ``LeRobotWebDataset`` and the mix: epoch clock, resume state, per-consumer entry point.
+
+A dataset or a mix is a ``StreamSource``: it says how many samples each consumer of a rank yields in a fresh
+epoch (``sample_counts``) and what consumer ``c`` yields in epoch ``e`` after its first ``skip`` samples
+(``consumer_stream``, a pure replay). ``Stream`` owns the rest, the same for both: which epoch an iteration
+is (``EpochClock``), the state loaded by ``load_state_dict`` and, from it, which original consumer's stream
+each consumer continues after how many samples (``resume/``). ``StreamDataset`` is the ``IterableDataset``
+face the dataset and the mix share (``__iter__``, ``set_epoch``, ``state_dict``, ``load_state_dict``);
+``lerowds.Loader`` drives the same ``Stream`` for its threads (``begin_threads``) and imports neither class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.reader.env import Consumer, detect_consumer
+from lerowds.reader.epochs import EpochClock
+from lerowds.reader.order.ints import check_int
+from lerowds.reader.order.ranks import Remainder
+from lerowds.reader.resume.batches import worker_batch_counts
+from lerowds.reader.resume.elastic import ElasticEpoch
+from lerowds.reader.resume.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
+
+Sample = dict[str, Any]
+
+
+@runtime_checkable
+class StreamSource(Protocol):
+    """What a stream iterates: one dataset (its pool order) or a mix (weighted draws over datasets)."""
+
+    remainder: Remainder  # how an epoch that does not divide by the world size is cut (elastic resume)
+
+    def sample_counts(self, world_size: int, num_workers: int) -> list[int]:
+        """Samples each of ``num_workers`` consumers of a rank yields in a fresh epoch on ``world_size`` ranks."""
+        ...
+
+    def consumer_stream(self, epoch: int, consumer: Consumer, skip: int = 0) -> Iterator[Sample]:
+        """The samples ``consumer`` yields in ``epoch`` after its first ``skip`` (integers only until then)."""
+        ...
+
+    def config(self, num_workers: int | None = None) -> dict[str, Any]:
+        """The configuration a resume state records and must match on load."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadedEpoch:
+    """One epoch of ``len(consumers)`` consumer threads of this process: what each continues, from where."""
+
+    epoch: int
+    batches_consumed: int  # batches of this epoch consumed before this iteration (a resume), else 0
+    consumers: tuple[Consumer, ...]  # thread t plays consumer consumers[t] (worker: the stream it continues)
+    skips: tuple[int, ...]  # samples of that stream already consumed
+
+
+class Stream:
+    """The epoch clock and resume state of one dataset or mix, shared with its DataLoader workers, and the
+    ``rank``/``world_size`` it was opened with (None: detected at iteration time)."""
+
+    def __init__(self, rank: int | None = None, world_size: int | None = None) -> None:
+        self.rank, self.world_size = rank, world_size
+        self._clock = EpochClock(0)
+        self._resume: ResumeState | None = None
+
+    def consumer(self) -> Consumer:
+        """The calling process's consumer (call it inside the DataLoader worker)."""
+        return detect_consumer(self.rank, self.world_size)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use if ``set_epoch`` was called, else the last one started."""
+        return self._clock.peek()
+
+    @property
+    def resume(self) -> ResumeState | None:
+        """The state ``load_state_dict`` loaded (None if none)."""
+        return self._resume
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration (of any copy, DataLoader workers included) use ``epoch``."""
+        check_int("epoch", epoch)
+        self._clock.set(int(epoch))
+
+    # ------------------------------------------------------------------------------------------ state
+    def load_state_dict(self, source: StreamSource, state: Mapping[str, Any]) -> None:
+        """Check ``state`` against ``source`` now (not in a worker) and make the next iteration resume it."""
+        resume = ResumeState.from_dict(state)
+        current = source.config(resume.config.get("num_workers"))
+        resume.check_config(current)
+        check_nested_config(resume.config, current)
+        legs = resume.all_legs()
+        if legs is not None:  # counters past their legs' batches are an error here, not in a worker
+            world, workers = legs[-1].topology.split
+            ElasticEpoch(
+                source.sample_counts, legs, world_size=world, num_workers=workers, remainder=source.remainder
+            )
+        self._resume = resume
+        self._clock.set(resume.epoch)
+
+    # ------------------------------------------------------------------------------------------ iteration
+    def iterate(self, source: StreamSource) -> Iterator[Sample]:
+        """This consumer's samples of the next epoch: a DataLoader worker's (or the main process's) iteration."""
+        info = get_worker_info()
+        consumer = self.consumer()
+        epoch = self._clock.begin(None if info is None else info.seed - info.id)
+        role, skip = consumer.worker, 0
+        resume = self._resume
+        if resume is not None and resume.epoch == epoch:
+            elastic = resume_elastically(
+                resume,
+                consumer,
+                first_counts=source.sample_counts,
+                remainder=source.remainder,
+                open_stream=source.consumer_stream,
+                advance=self._clock.advance_past,
+            )
+            if elastic is not None:
+                return elastic
+            counts = source.sample_counts(consumer.world_size, consumer.num_workers)
+            step = plan_for_worker(resume, counts, consumer.worker)
+            if step.epoch_complete:
+                epoch = self._clock.advance_past(epoch)
+            else:
+                role, skip = step.role, step.skip
+        me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
+        return source.consumer_stream(epoch, me, skip)
+
+    def begin_threads(
+        self, source: StreamSource, num_threads: int, *, batch_size: int, drop_last: bool
+    ) -> ThreadedEpoch:
+        """Begin the next epoch for ``num_threads`` consumer threads at once (call from the training thread):
+        what ``iterate`` does in each of ``num_threads`` DataLoader workers. A pending resume continues only on
+        the world size and consumer count it was saved on."""
+        c = self.consumer()
+        epoch = self._clock.begin(None)  # a new iteration of this process's copy: advances like iter(ds)
+        counts = source.sample_counts(c.world_size, num_threads)
+        roles, skips, consumed = list(range(num_threads)), [0] * num_threads, 0
+        resume = self._resume
+        if resume is not None and resume.epoch == epoch:
+            if resume.batch_size != batch_size or resume.drop_last != drop_last:
+                raise ConfigError(
+                    f"resume state was saved with batch_size={resume.batch_size} drop_last={resume.drop_last}, "
+                    f"this loader has batch_size={batch_size} drop_last={drop_last}"
+                )
+            _refuse_elastic(resume, c.world_size, num_threads)
+            steps = [plan_for_worker(resume, counts, w) for w in range(num_threads)]
+            if steps[0].epoch_complete:
+                epoch = self._clock.advance_past(epoch)
+            else:
+                roles, skips = [s.role for s in steps], [s.skip for s in steps]
+                consumed = resume.batches_consumed
+        consumers = tuple(Consumer(c.rank, c.world_size, r, num_threads) for r in roles)
+        return ThreadedEpoch(epoch, consumed, consumers, tuple(skips))
+
+    def epoch_batches(
+        self, source: StreamSource, num_threads: int, *, batch_size: int, drop_last: bool
+    ) -> int:
+        """Batches this rank's ``num_threads`` consumers yield in one fresh epoch."""
+        counts = source.sample_counts(self.consumer().world_size, num_threads)
+        return sum(worker_batch_counts(counts, batch_size=batch_size, drop_last=drop_last))
+
+
+class StreamDataset(IterableDataset):
+    """The ``IterableDataset`` face of a ``StreamSource``: iteration, epochs and resume go through ``stream``."""
+
+    stream: Stream
+
+    def __iter__(self) -> Iterator[Sample]:
+        return self.stream.iterate(self)  # type: ignore[arg-type]  # subclasses are StreamSources
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the next iteration (later iterations count up from it)."""
+        self.stream.set_epoch(epoch)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will use if ``set_epoch`` was called, else the last one started."""
+        return self.stream.epoch
+
+    def state_dict(
+        self,
+        *,
+        batches_consumed: int,
+        batch_size: int,
+        epoch: int | None = None,
+        num_workers: int | None = None,
+        drop_last: bool = False,
+    ) -> dict[str, Any]:
+        """The resume state: the trainer's counters plus the configuration that must match on load.
+
+        ``batch_size``, ``num_workers`` and ``drop_last`` are the DataLoader's.
+        """
+        stream = self.stream
+        return state_to_save(
+            stream.resume,
+            epoch=stream.epoch if epoch is None else epoch,
+            world_size=stream.consumer().world_size,
+            config=self.config(num_workers),  # type: ignore[attr-defined]  # subclasses are StreamSources
+            batches_consumed=batches_consumed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            drop_last=drop_last,
+        )
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches,
+        elastically when the world size or worker count differs (see ``resume/elastic.py``)."""
+        self.stream.load_state_dict(self, state)  # type: ignore[arg-type]
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def check_nested_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Raise naming the first (dotted) key recorded on both sides with different values, but the topology:
+    a mix's per-source configurations included (``ResumeState.check_config`` compares the top level)."""
+    flat_saved, flat_now = _flat(saved), _flat(now)
+    for key in list(flat_now) + [k for k in flat_saved if k not in flat_now]:
+        if key in ("world_size", "num_workers"):
+            continue  # the epoch continues elastically on another topology
+        a, b = flat_saved.get(key), flat_now.get(key)
+        if a is not None and b is not None and a != b:
+            raise ResumeMismatchError(f"resume state was saved with {key}={a!r} but this run has {key}={b!r}")
+
+
+def _refuse_elastic(resume: ResumeState, world_size: int, num_threads: int) -> None:
+    """The Loader continues an epoch only on the world size and consumer count it was saved on."""
+    legs = resume.all_legs()
+    if legs is None:
+        saved = resume.config.get("world_size")
+        same = saved is None or saved == world_size
+    else:
+        same = len(legs) == 1 and legs[0].topology.world_size == world_size  # threads: plan_for_worker checks
+    if not same:
+        where = (
+            "several setups"
+            if legs and len(legs) > 1
+            else f"{legs[0].topology}"
+            if legs
+            else f"world_size={saved}"
+        )
+        raise ResumeMismatchError(
+            f"resume state was saved on {where}; this Loader runs world_size={world_size} with "
+            f"num_threads={num_threads}: lerowds.Loader resumes on the same setup only; for an elastic resume "
+            "iterate a DataLoader over the dataset (ds.load_state_dict), see docs/ELASTIC.md"
+        )
