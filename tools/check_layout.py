@@ -39,6 +39,15 @@ FORBIDDEN = [
     ("lerowds.reader.resume", "lerowds.reader.io"),
     ("lerowds.reader.decode", "lerowds.reader.io"),
     ("lerowds.reader.sample", "lerowds.reader.io"),
+    # the loader and the stream know sources only through their protocols, not the concrete datasets
+    ("lerowds.reader.loader", "lerowds.reader.dataset"),
+    ("lerowds.reader.loader", "lerowds.reader.mix"),
+    ("lerowds.reader.loader", "lerowds.reader.mixed"),
+    ("lerowds.reader.stream", "lerowds.reader.dataset"),
+    ("lerowds.reader.stream", "lerowds.reader.mix"),
+    ("lerowds.reader.stream", "lerowds.reader.mixed"),
+    ("lerowds.reader.stream", "lerowds.reader.loader"),
+    ("lerowds.reader.mixed", "lerowds.reader.dataset"),
 ]
 
 
