@@ -23,22 +23,17 @@ from hypothesis import strategies as st
 from lerowds.errors import ConfigError, FormatError, VideoDecodeError
 from lerowds.format import ClipRange
 from lerowds.reader.decode import cache as decoder_cache
+from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.cache import (
     DecoderCache,
     DecoderCacheStats,
     decode_limit,
     make_decoder,
     resolve_decoder_kind,
-    torchcodec_unavailable_reason,
 )
-from lerowds.reader.decode.pyav import (
-    ByteRangeFile,
-    ClipContext,
-    MemoryClipFile,
-    PyAVClipDecoder,
-    describe_source,
-    open_clip,
-)
+from lerowds.reader.decode.clipfile import ByteRangeFile, MemoryClipFile, describe_source, open_clip
+from lerowds.reader.decode.pyav import PyAVClipDecoder
+from lerowds.reader.decode.torchcodec import torchcodec_unavailable_reason
 from lerowds.testing.framecode import decode_frame_id, encode_frame
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
