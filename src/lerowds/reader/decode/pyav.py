@@ -291,14 +291,5 @@ class PyAVClipDecoder(BackendDecoder):
             self._container = None
 
 
-def _reformat_threads_kwarg() -> dict[str, int]:
-    """``threads=1`` where ``VideoReformatter.reformat`` takes it (PyAV >= 16); PyAV < 16 has no such argument."""
-    try:
-        VideoReformatter().reformat(av.VideoFrame(2, 2, "yuv420p"), format="rgb24", threads=1)
-    except TypeError:
-        return {}
-    return {"threads": 1}
-
-
-_ONE_THREAD = _reformat_threads_kwarg()
+_ONE_THREAD = avcompat.reformat_threads_kwarg()
 _GBRP_TO_RGB = (1, 2, 0)  # gbrp planes are G, B, R: the RGB channel each one fills
