@@ -24,8 +24,9 @@ import av
 import numpy as np
 
 from lerowds.format import ClipRange
-from lerowds.reader.decode.cache import decode_limit, make_decoder, torchcodec_unavailable_reason
-from lerowds.reader.decode.pyav import ClipDecoder
+from lerowds.reader.decode.base import ClipDecoder
+from lerowds.reader.decode.cache import decode_limit, make_decoder
+from lerowds.reader.decode.torchcodec import torchcodec_unavailable_reason
 
 logger = logging.getLogger("bench_decode")
 

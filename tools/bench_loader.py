@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reader import textured_frame, worker_requests
 
 from lerowds import LeRobotWebDataset, Loader
+from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.cache import decode_limit, make_decoder
-from lerowds.reader.decode.pyav import ClipContext
 
 logger = logging.getLogger("bench_loader")
 CAMERAS = ("observation.images.cam_0", "observation.images.cam_1")

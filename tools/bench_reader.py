@@ -41,8 +41,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lerowds import LeRobotWebDataset
+from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.cache import decode_limit, make_decoder
-from lerowds.reader.decode.pyav import ClipContext
 from lerowds.reader.io.store import LocalStore
 from lerowds.reader.order.ranks import rank_plan, worker_segments
 from lerowds.reader.sample.windows import window_positions

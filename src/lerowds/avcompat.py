@@ -5,7 +5,7 @@ differences that matter here:
 
 - ``Codec.canonical_name`` (the codec family, e.g. "av1" for the libdav1d decoder) exists from PyAV 15;
   ``codec_family`` also names it on PyAV 14 (which lerowds does not otherwise support).
-- ``VideoReformatter.reformat(..., threads=)`` exists from PyAV 17 (``reader.decode`` detects it).
+- ``VideoReformatter.reformat(..., threads=)`` exists from PyAV 17 (``reformat_threads_kwarg`` detects it).
 - ``Stream.index_entries`` (the demuxer's sample index) exists from PyAV 17; callers fall back to demuxing
   or to the native mp4 sample table (``convert.mp4``).
 """
@@ -35,3 +35,16 @@ def codec_family(codec: Any) -> str:
 def index_entries(stream: Any) -> Any | None:
     """The demuxer's sample index of ``stream`` (PyAV >= 17), or None where PyAV does not expose it."""
     return getattr(stream, "index_entries", None)
+
+
+def reformat_threads_kwarg() -> dict[str, int]:
+    """``{"threads": 1}`` where ``VideoReformatter.reformat`` takes it (PyAV >= 17), else ``{}``: pass it to
+    keep swscale on the calling thread."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    try:
+        VideoReformatter().reformat(av.VideoFrame(2, 2, "yuv420p"), format="rgb24", threads=1)
+    except TypeError:
+        return {}
+    return {"threads": 1}

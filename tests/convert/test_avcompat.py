@@ -12,8 +12,9 @@ from types import SimpleNamespace
 
 import av
 import pytest
+from av.video.reformatter import VideoReformatter
 
-from lerowds.avcompat import codec_family, index_entries
+from lerowds.avcompat import codec_family, index_entries, reformat_threads_kwarg
 from lerowds.convert import mp4
 from lerowds.convert.remux import _index_end, _raise_if_truncated
 from lerowds.errors import SourceError
@@ -26,6 +27,13 @@ def test_codec_family_without_canonical_name() -> None:
     assert codec_family(SimpleNamespace(name="libaom-av1")) == "av1"
     assert codec_family(SimpleNamespace(name="h264")) == "h264"
     assert codec_family(SimpleNamespace(name="hevc", canonical_name="hevc")) == "hevc"
+
+
+def test_reformat_threads_kwarg_follows_the_installed_pyav() -> None:
+    frame = av.VideoFrame(4, 4, "yuv420p")
+    kwarg = reformat_threads_kwarg()
+    assert kwarg == ({"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {})
+    assert VideoReformatter().reformat(frame, format="rgb24", **kwarg).format.name == "rgb24"  # accepted here
 
 
 def test_codec_family_of_the_fixture_is_av1_with_any_pyav(small_root: Path) -> None:

@@ -23,22 +23,17 @@ from hypothesis import strategies as st
 from lerowds.errors import ConfigError, FormatError, VideoDecodeError
 from lerowds.format import ClipRange
 from lerowds.reader.decode import cache as decoder_cache
+from lerowds.reader.decode.base import BackendDecoder, ClipContext, ClipDecoder, DecodeFailure
 from lerowds.reader.decode.cache import (
     DecoderCache,
     DecoderCacheStats,
     decode_limit,
     make_decoder,
     resolve_decoder_kind,
-    torchcodec_unavailable_reason,
 )
-from lerowds.reader.decode.pyav import (
-    ByteRangeFile,
-    ClipContext,
-    MemoryClipFile,
-    PyAVClipDecoder,
-    describe_source,
-    open_clip,
-)
+from lerowds.reader.decode.clipfile import ByteRangeFile, ClipFile, MemoryClipFile, describe_source, open_clip
+from lerowds.reader.decode.pyav import PyAVClipDecoder
+from lerowds.reader.decode.torchcodec import torchcodec_unavailable_reason
 from lerowds.testing.framecode import decode_frame_id, encode_frame
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
@@ -289,6 +284,72 @@ def _message(exc: pytest.ExceptionInfo[VideoDecodeError]) -> str:
     text = str(exc.value)
     assert text.startswith("episode 3, camera 'observation.images.front', timestamp "), text
     return text
+
+
+class _ScriptedBackend(BackendDecoder):
+    """A backend whose first open fails and whose frame 7 cannot be decoded: what BackendDecoder adds."""
+
+    def _init_backend(self) -> None:
+        self.log: list[str] = []
+        self.files: list[io.RawIOBase] = []
+        self.fail_next_open = True
+
+    def _open_backend(self, file: ClipFile) -> None:
+        self.log.append("open")
+        self.files.append(file)
+        if self.fail_next_open:
+            self.fail_next_open = False
+            raise OSError("disk gone")
+
+    def _decode(self, indices: list[int], wanted: list[int]) -> np.ndarray:
+        self.log.append(f"decode {wanted}")
+        if 7 in wanted:
+            raise DecodeFailure(7, "frame seven is unreadable")
+        return np.array(indices, dtype=np.uint8).reshape(-1, 1, 1, 1).repeat(3, axis=3)
+
+    def _close_backend(self) -> None:
+        self.log.append("close")
+
+    def _after_failure(self) -> None:
+        self.log.append("after failure")
+
+
+def test_backend_base_wraps_errors_opens_lazily_and_closes() -> None:
+    dec = _ScriptedBackend(b"0123456789", FPS, 20, CTX)
+    assert isinstance(dec, ClipDecoder) and dec.log == []  # nothing opened before the first call
+    with pytest.raises(VideoDecodeError) as exc:
+        dec.frames([5, 3])
+    assert _message(exc).endswith(
+        "0.2000 s (frame 3): cannot open: OSError: disk gone in clip <memory 10 bytes>"
+    )
+    assert isinstance(exc.value.__cause__, OSError) and dec.files[0].closed  # the half-opened clip is closed
+    assert dec.frames([5, 3, 5])[:, 0, 0, 0].tolist() == [5, 3, 5]  # the next call opens again
+    dec.open()  # already open: no third open
+    with pytest.raises(VideoDecodeError, match=r"\(frame 20\): frame index out of range \[0, 20\)"):
+        dec.frames([1, 20])  # refused before the backend decodes anything
+    with pytest.raises(VideoDecodeError) as exc:
+        dec.frames([9, 7])
+    assert _message(exc).endswith("0.4667 s (frame 7): frame seven is unreadable in clip <memory 10 bytes>")
+    assert dec.log == [
+        "open",  # fails
+        "close",
+        "after failure",
+        "open",
+        "decode [3, 5]",
+        "after failure",  # frame 20 out of range
+        "decode [7, 9]",
+        "after failure",
+    ]
+    dec.close()
+    dec.close()
+    assert dec.log[-2:] == ["close", "close"] and dec.files[1].closed  # a second close is harmless
+    for call in (lambda: dec.frames([1]), dec.open):
+        with pytest.raises(
+            VideoDecodeError, match=r"camera 'observation.images.front': decoder of clip .* is closed"
+        ):
+            call()
+    with pytest.raises(ConfigError, match="thread_count must be >= 0"):
+        _ScriptedBackend(b"", FPS, 1, CTX, thread_count=-1)
 
 
 def test_out_of_range_index_raises_and_decoder_stays_usable(shard: dict[Path, ClipRange]) -> None:

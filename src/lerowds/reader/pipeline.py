@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from lerowds.reader.decode.base import ClipContext, ClipDecoder
 from lerowds.reader.decode.cache import DecoderCache, make_decoder
-from lerowds.reader.decode.pyav import ClipContext, ClipDecoder
 from lerowds.reader.extras.stats import StatsBoard, StatsSlot
 from lerowds.reader.io.store import EpisodeStore
 from lerowds.reader.order.pool import Admit, Emit, Evict

@@ -23,8 +23,8 @@ from torch.utils.data import get_worker_info
 from webdataset.filters import pipelinefilter
 
 from lerowds.errors import ConfigError, FormatError
+from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.cache import DecoderCache, make_decoder
-from lerowds.reader.decode.pyav import ClipContext
 from lerowds.reader.order.ranks import UniformDraws
 from lerowds.reader.sample.build import SampleSpec, build_sample
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows

@@ -1,188 +1,28 @@
-"""Decode the frames of one episode's camera clip, read in place from a tar shard (or from memory).
+"""The PyAV backend: decode frames of one episode's camera clip, read in place from a tar shard (or memory).
 
 A clip is a standalone mp4 whose frame ``k`` has presentation time ``k / fps``. A decoder stays open while
-its episode is in the pool (see ``decoder_cache.py``) and decodes only the frames asked for: it seeks to
+its episode is in the pool (see ``decode/cache.py``) and decodes only the frames asked for: it seeks to
 the keyframe at or before a target only when decoding forward from where it stands would cost more.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import operator
-import os
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any
 
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from lerowds.errors import ConfigError, FormatError, VideoDecodeError
-from lerowds.format import ClipRange
+from lerowds import avcompat
+from lerowds.reader.decode.base import BackendDecoder, DecodeFailure, failure_text
+from lerowds.reader.decode.clipfile import ClipFile
 
 logger = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from typing_extensions import Self
-
-DEFAULT_TOLERANCE_S = 1e-4
 _SPARE_FRAMES = 8  # decoded frames kept unconverted (e.g. B-frames decoded ahead of a sequential read)
-
-
-ClipSource = ClipRange | str | os.PathLike | bytes | bytearray | memoryview
-
-
-@dataclass(frozen=True, slots=True)
-class ClipContext:
-    """Who a clip belongs to, for error messages: ``episode 12, camera 'observation.images.front'``."""
-
-    episode_index: int
-    camera_key: str
-
-    def __str__(self) -> str:
-        return f"episode {self.episode_index}, camera {self.camera_key!r}"
-
-
-class ClipFile(io.RawIOBase):
-    """A read-only, seekable window of ``size`` bytes; subclasses say how to read at a position."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self._size = size
-        self._pos = 0
-
-    def _read_at(self, pos: int, n: int) -> bytes:
-        raise NotImplementedError
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
-        if base is None:
-            raise ValueError(f"whence must be 0, 1 or 2, got {whence}")
-        if base + offset < 0:
-            raise ValueError(f"cannot seek to {base + offset} (before the start) in {self}")
-        self._pos = base + offset
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        if self.closed:
-            raise ValueError(f"read from closed clip {self}")
-        n = self._size - self._pos if n is None or n < 0 else min(n, self._size - self._pos)
-        if n <= 0:
-            return b""
-        data = self._read_at(self._pos, n)
-        self._pos += len(data)
-        return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
-
-
-class ByteRangeFile(ClipFile):
-    """``[offset, offset + size)`` of a file, read with ``os.pread`` on one fd; nothing is copied up front."""
-
-    def __init__(self, path: str | os.PathLike, offset: int, size: int) -> None:
-        super().__init__(size)
-        self._path = os.fspath(path)
-        self._offset = offset
-        self._fd = os.open(self._path, os.O_RDONLY)
-        file_size = os.fstat(self._fd).st_size
-        if offset < 0 or size < 0 or offset + size > file_size:
-            os.close(self._fd)
-            self._fd = -1  # or the finalizer's close() would close whatever file reuses the number
-            raise FormatError(
-                f"clip {self} lies outside {self._path!r} ({file_size} bytes): shard truncated or index wrong"
-            )
-
-    def _read_at(self, pos: int, n: int) -> bytes:
-        return os.pread(self._fd, n, self._offset + pos)
-
-    def close(self) -> None:
-        if not self.closed and getattr(self, "_fd", -1) >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        super().close()
-
-    def __str__(self) -> str:
-        return f"{self._path}@{self._offset}+{self._size}"
-
-
-class MemoryClipFile(ClipFile):
-    """A clip already in memory (e.g. fetched from a remote cache); the buffer is shared, not copied."""
-
-    def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
-        self._view = memoryview(buffer).cast("B")
-        super().__init__(self._view.nbytes)
-
-    def _read_at(self, pos: int, n: int) -> bytes:
-        return self._view[pos : pos + n].tobytes()
-
-    def __str__(self) -> str:
-        return f"<memory {self._size} bytes>"
-
-
-def describe_source(source: ClipSource) -> str:
-    """How a clip is named in messages: ``shards/shard-000003.tar@123456+7890`` or ``<memory 7890 bytes>``."""
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return f"<memory {memoryview(source).nbytes} bytes>"
-    return str(source) if isinstance(source, ClipRange) else os.fspath(source)
-
-
-def open_clip(source: ClipSource) -> ClipFile:
-    """Open a clip as a seekable file object that PyAV and torchcodec accept."""
-    if isinstance(source, ClipRange):
-        return ByteRangeFile(source.path, source.offset, source.size)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return MemoryClipFile(source)
-    if isinstance(source, (str, os.PathLike)):
-        return ByteRangeFile(source, 0, os.path.getsize(source))
-    raise TypeError(f"a clip source is a ClipRange, a path or bytes, got {type(source).__name__}")
-
-
-@runtime_checkable
-class ClipDecoder(Protocol):
-    """Decodes frames of one clip by index: (T, H, W, 3) uint8 RGB, in the order asked, repeats allowed."""
-
-    def frames(self, indices: Sequence[int]) -> np.ndarray: ...
-
-    def close(self) -> None: ...
-
-
-def check_decoder_args(fps: float, num_frames: int, tolerance_s: float, thread_count: int) -> None:
-    """Raise ConfigError naming the bad value; shared by every decoder backend."""
-    if not fps > 0:
-        raise ConfigError(f"fps must be > 0, got {fps}")
-    if num_frames < 0:
-        raise ConfigError(f"num_frames must be >= 0, got {num_frames}")
-    if not 0 <= tolerance_s < 0.5 / fps:
-        raise ConfigError(f"tolerance_s must be in [0, 0.5/fps={0.5 / fps:g}), got {tolerance_s}")
-    if thread_count < 0:
-        raise ConfigError(f"thread_count must be >= 0 (0 = FFmpeg's choice), got {thread_count}")
-
-
-class _DecodeFailure(Exception):
-    """Internal: what went wrong for one frame; turned into a VideoDecodeError with the clip's context."""
-
-    def __init__(self, frame: int, reason: str) -> None:
-        super().__init__(reason)
-        self.frame = frame
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,8 +83,8 @@ def _scan_packets(container: Any, stream: Any) -> tuple[list[tuple[int, int, boo
     The demuxer's index (mp4: the sample table, no I/O) holds decode times; they are presentation times
     only for codecs without frame reordering (AV1, VP9), so other codecs are demuxed once.
     """
-    entries = getattr(stream, "index_entries", ())  # PyAV < 16 has no index_entries: demux instead
-    if len(entries) and not stream.codec_context.codec.reorder:
+    entries = avcompat.index_entries(stream)  # None on PyAV without it: demux instead
+    if entries is not None and len(entries) and not stream.codec_context.codec.reorder:
         rows = [(e.timestamp, e.timestamp, e.is_keyframe, e.is_discard) for e in entries]
         if not any(r[3] for r in rows):
             return [r[:3] for r in rows], False
@@ -256,43 +96,24 @@ def _scan_packets(container: Any, stream: Any) -> tuple[list[tuple[int, int, boo
     return out, True
 
 
-class PyAVClipDecoder:
+class PyAVClipDecoder(BackendDecoder):
     """Decodes frames of one clip with PyAV, keeping the demuxer and decoder position between calls.
 
     A target is decoded forward from the current position when no keyframe lies between that position
     and the target's own keyframe (same GOP, or its keyframe is the very next packet); otherwise the
     decoder seeks to the target's keyframe. Frames returned by the previous call are kept (not copied),
-    so sliding windows read in order decode each frame once. The clip is opened on the first call, so
-    that an unreadable clip fails with the timestamp that needed it.
+    so sliding windows read in order decode each frame once. Arguments: ``BackendDecoder``.
     """
 
-    def __init__(
-        self,
-        source: ClipSource,
-        fps: float,
-        num_frames: int,
-        context: ClipContext | str,
-        *,
-        tolerance_s: float = DEFAULT_TOLERANCE_S,
-        thread_count: int = 1,
-        channels_first: bool = False,
-    ) -> None:
-        check_decoder_args(fps, num_frames, tolerance_s, thread_count)
-        self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
-        self.thread_count = thread_count
-        self.channels_first = channels_first  # (T, H, W, 3) views of (T, 3, H, W) memory: CHW without a copy
-        self._source: ClipSource | None = source
-        self._source_text = describe_source(source)
-        self._file: ClipFile | None = None
+    def _init_backend(self) -> None:
         self._container: Any = None
         self._packets: Generator[Any, None, None] | None = None  # the demuxer, while decoding can go on
         self._peeked: Any = None
         self._next_pkt = 0  # decode index of the next packet the demuxer yields
         self._run_start = 0  # decode index the decoder started from (open or last seek)
         self._emitted: set[int] = set()  # frames out of the decoder since then
-        self._recent: dict[
-            int, np.ndarray
-        ] = {}  # the previous call's frames (RGB: HWC, or CHW if channels_first)
+        # the previous call's frames (RGB: HWC, or CHW if channels_first)
+        self._recent: dict[int, np.ndarray] = {}
         self._spare: dict[int, Any] = {}  # the last frames decoded but not asked for (YUV)
         self._pending: set[int] = set()  # the current call's frames still to decode, and those done
         self._got: dict[int, np.ndarray] = {}
@@ -300,10 +121,8 @@ class PyAVClipDecoder:
         self.seeks = 0  # counters, for tests and benchmarks
         self.decoded = 0
 
-    def _open(self) -> None:
-        self._file = open_clip(self._source)  # type: ignore[arg-type]
-        self._source_text = str(self._file)
-        self._container = av.open(self._file, mode="r")
+    def _open_backend(self, file: ClipFile) -> None:
+        self._container = av.open(file, mode="r")
         if not self._container.streams.video:
             raise ValueError("the clip has no video stream")
         self._stream = self._container.streams.video[0]
@@ -319,49 +138,24 @@ class PyAVClipDecoder:
         elif len(self._table.dts):  # the scan read the clip to its end: back to its first packet
             self._reposition(0)  # (not a seek of the decoder: nothing decoded yet)
 
-    def open(self) -> None:
-        """Open the clip now instead of at the first ``frames`` call (e.g. before timing); idempotent."""
-        if self._source is None:
-            raise VideoDecodeError(f"{self.context}: decoder of clip {self._source_text} is closed")
-        if self._container is None:
-            try:
-                self._open()
-            except Exception as exc:  # an unreadable clip raises many FFmpeg/OS error types
-                self._close_container()
-                raise self._error(_DecodeFailure(0, f"cannot open: {failure_text(exc)}")) from exc
-
-    def frames(self, indices: Sequence[int]) -> np.ndarray:
-        """Return frames ``indices`` (any order, repeats allowed) as a (T, H, W, 3) uint8 RGB array."""
-        if self._source is None:
-            raise VideoDecodeError(f"{self.context}: decoder of clip {self._source_text} is closed")
-        idx = [operator.index(i) for i in indices]
-        try:
-            got = self._decode_set(sorted(set(idx)))
-        except _DecodeFailure as failure:
-            self._release_packets()
-            raise self._error(failure) from failure.__cause__
+    def _decode(self, indices: list[int], wanted: list[int]) -> np.ndarray:
+        got = self._decode_set(wanted)
         self._recent = got
         if self.channels_first:
             h, w, c = self._shape
-            chw = np.empty((len(idx), c, h, w), dtype=np.uint8)
-            for row, k in enumerate(idx):
+            chw = np.empty((len(indices), c, h, w), dtype=np.uint8)
+            for row, k in enumerate(indices):
                 chw[row] = got[k]
             return chw.transpose(0, 2, 3, 1)
-        out = np.empty((len(idx), *self._shape), dtype=np.uint8)
-        for row, k in enumerate(idx):
+        out = np.empty((len(indices), *self._shape), dtype=np.uint8)
+        for row, k in enumerate(indices):
             out[row] = got[k]
         return out
 
+    def _after_failure(self) -> None:
+        self._release_packets()
+
     def _decode_set(self, wanted: list[int]) -> dict[int, np.ndarray]:
-        for k in wanted:
-            if not 0 <= k < self.num_frames:
-                raise _DecodeFailure(k, f"frame index out of range [0, {self.num_frames})")
-        if self._container is None:
-            try:
-                self._open()
-            except Exception as exc:  # an unreadable clip raises many FFmpeg/OS error types
-                self._close_container()
-                raise _DecodeFailure(wanted[0] if wanted else 0, f"cannot open: {failure_text(exc)}") from exc
         got = self._got = {k: self._recent[k] for k in wanted if k in self._recent}
         for k in wanted:
             if k not in got and k in self._spare:
@@ -371,7 +165,7 @@ class PyAVClipDecoder:
             if self._table.pkt_of_frame[k] < 0:
                 near = self._table.nearest(k / self.fps)
                 near_text = "the clip has no frames" if near is None else f"nearest {near:.4f} s"
-                raise _DecodeFailure(k, f"no frame within {self.tolerance_s:g} s ({near_text})")
+                raise DecodeFailure(k, f"no frame within {self.tolerance_s:g} s ({near_text})")
         self._pending = set(todo)
         inflight: set[int] = set()  # packet sent, frame not out of the decoder yet (B-frames, threads)
         current = todo[0] if todo else 0
@@ -401,12 +195,12 @@ class PyAVClipDecoder:
             if inflight - got.keys() and self._packets is not None:
                 self._drain()
         except Exception as exc:  # corrupt data raises many FFmpeg/OS error types
-            raise _DecodeFailure(current, f"decoding failed: {failure_text(exc)}") from exc
+            raise DecodeFailure(current, f"decoding failed: {failure_text(exc)}") from exc
         finally:
             self._pending = set()
         for k in todo:
             if k not in got:
-                raise _DecodeFailure(k, "the decoder returned no frame for it (clip corrupt or truncated?)")
+                raise DecodeFailure(k, "the decoder returned no frame for it (clip corrupt or truncated?)")
         return got
 
     def _seek(self, key_i: int) -> None:
@@ -489,48 +283,13 @@ class PyAVClipDecoder:
             out[channel] = np.frombuffer(plane, dtype=np.uint8).reshape(h, plane.line_size)[:, :w]
         return out
 
-    def _error(self, failure: _DecodeFailure) -> VideoDecodeError:
-        k = failure.frame
-        return VideoDecodeError(
-            f"{self.context}, timestamp {k / self.fps:.4f} s (frame {k}): {failure.reason} "
-            f"in clip {self._source_text}"
-        )
-
-    def _close_container(self) -> None:
+    def _close_backend(self) -> None:
         self._release_packets()
         self._peeked, self._recent, self._spare = None, {}, {}
         if self._container is not None:
             self._container.close()
             self._container = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def close(self) -> None:
-        """Close the container and the clip file; safe to call twice."""
-        self._close_container()
-        self._source = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
-def _reformat_threads_kwarg() -> dict[str, int]:
-    """``threads=1`` where ``VideoReformatter.reformat`` takes it (PyAV >= 16); PyAV < 16 has no such argument."""
-    try:
-        VideoReformatter().reformat(av.VideoFrame(2, 2, "yuv420p"), format="rgb24", threads=1)
-    except TypeError:
-        return {}
-    return {"threads": 1}
-
-
-_ONE_THREAD = _reformat_threads_kwarg()
+_ONE_THREAD = avcompat.reformat_threads_kwarg()
 _GBRP_TO_RGB = (1, 2, 0)  # gbrp planes are G, B, R: the RGB channel each one fills
-
-
-def failure_text(exc: BaseException) -> str:
-    """How a backend's exception reads inside a VideoDecodeError message."""
-    return f"{type(exc).__name__}: {exc}"
