@@ -192,15 +192,16 @@ def test_ranks_split_each_epoch(paths: dict[str, Path], world: int, remainder: s
             assert len(ids) - len(set(ids)) == world * -(-FRAMES // world) - FRAMES
 
 
-@pytest.mark.parametrize("world", [1, 2])
+@pytest.mark.parametrize("world", [1, 2, 3])
 def test_mix_each_source_pass_exactly_once(paths: dict[str, Path], world: int) -> None:
     """A mix samples each source in passes: per rank, each complete pass is the rank's share of the source
     once; the ranks' first passes of a source are disjoint and cover it."""
     n_of = {"a": FRAMES, "b": sum(B_LENGTHS)}
     firsts: dict[str, list[list[int]]] = {"a": [], "b": []}
     for rank in range(world):
-        mix = mixed(paths, 480, rank=rank, world_size=world, episode_pool_size=2)
+        mix = mixed(paths, 481, rank=rank, world_size=world, episode_pool_size=2)
         ids = flat_ids(Counted(mix).iterate())
+        assert len(ids) == len(mix) == 481 // world  # every rank the same count
         for source, n in n_of.items():
             mine = [i for s, i in ids if s == source]
             share = n // world

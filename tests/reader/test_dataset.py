@@ -25,16 +25,6 @@ def indices(ds, **loader_kw) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("pool", [1, 3, 64])
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_every_frame_exactly_once_per_epoch(tabular_converted, pool: int, num_workers: int) -> None:
-    for seed in (0, 7):
-        ds = LeRobotWebDataset(tabular_converted, episode_pool_size=pool, seed=seed)
-        got = indices(ds, num_workers=num_workers)
-        assert sorted(got) == list(range(ds.meta.total_frames)), (pool, num_workers, seed)
-        assert len(ds) == len(got)
-
-
 def test_video_dataset_exactly_once_and_frames_self_identify(demo_converted) -> None:
     """Every decoded camera frame (video and image-dtype) carries the (episode, frame) of its window slot."""
     spec = sample_spec("demo")

@@ -33,35 +33,6 @@ def _take(loader: Any, n: int) -> list[list[int]]:
     return out
 
 
-def _cuts(total: int) -> list[int]:
-    return sorted({0, 1, total // 2, total - 1, total})
-
-
-@pytest.mark.parametrize(("threads", "batch_size", "drop_last"), [(1, 8, False), (2, 7, False), (3, 4, True)])
-def test_resume_at_batch_boundaries_including_the_last(
-    tabular_converted: Path, threads: int, batch_size: int, drop_last: bool
-) -> None:
-    def make() -> Loader:
-        return Loader(_tabular(tabular_converted), batch_size, num_threads=threads, drop_last=drop_last)
-
-    ref = make()
-    epoch0, epoch1 = _ids(ref), _ids(ref)
-    for n in _cuts(len(epoch0)):
-        first = make()
-        assert _take(first, n) == epoch0[:n]
-        state = first.state_dict()
-        assert (state["epoch"], state["batches_consumed"]) == (0, n)
-        resumed = make()
-        resumed.load_state_dict(state)
-        assert resumed.state_dict()["batches_consumed"] == n
-        rest = _ids(resumed)
-        if n < len(epoch0):
-            assert rest == epoch0[n:], f"resumed after {n} batches"
-            assert _ids(resumed) == epoch1  # and the next epoch is the uninterrupted run's
-        else:
-            assert rest == epoch1, "resumed at the end of epoch 0: epoch 1 starts"
-
-
 def test_resume_with_video_batches_equal(video_small_converted: Path) -> None:
     def make() -> Loader:
         ds = LeRobotWebDataset(

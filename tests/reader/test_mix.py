@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import convert_to, tabular_spec
+from contracts import Counted, check_save_restore
 from httpserver import LoopbackServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loader_helpers import assert_same_batches, epochs, loader
+from loader_helpers import assert_same_batches, loader, numpy_collate
 
 import lerowds
 from lerowds.errors import ConfigError, ResumeMismatchError
@@ -147,53 +148,7 @@ def test_determinism_epochs_and_seeds(tabular_converted: Path, tabular_b: Path) 
     assert ds.weights == pytest.approx({"a": 150 / 210, "b": 60 / 210}), "default: proportional to frames"
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
-def test_rank_split_equal_counts_and_disjoint_first_passes(
-    tabular_converted: Path, tabular_b: Path, world_size: int
-) -> None:
-    runs = []
-    for rank in range(world_size):
-        ds = mix([tabular_converted, tabular_b], samples_per_epoch=301, rank=rank, world_size=world_size)
-        runs.append(list(ds))
-        assert len(runs[-1]) == len(ds) == 301 // world_size
-    assert {len(r) for r in runs} == {301 // world_size}
-    per_rank = ds.sources["lerowds/tabular"].num_frames // world_size  # one consumer per rank
-    firsts = [[int(s["index"]) for s in r if s["source"] == "lerowds/tabular"][:per_rank] for r in runs]
-    flat = [i for f in firsts for i in f]
-    assert len(flat) == len(set(flat)), "the ranks' first passes of a source are disjoint"
-
-
-# ---- exact resume through a real DataLoader ----------------------------------------------------------------
-def _resume_case(make: Any, batch_size: int, cuts_of: Any, drop_last: bool = False) -> None:
-    """Save after ``(epoch, n)`` batches of an uninterrupted two-epoch run, resume in a new dataset and
-    DataLoader: what it yields (to the end of mix epoch 1) equals the rest of the run, value for value."""
-    ds = make()
-    run = epochs(loader(ds, batch_size=batch_size, num_workers=2, drop_last=drop_last), 2)
-    total = len(run[0])
-    assert drop_last or sum(len(b["index"]) for b in run[0]) == len(ds)
-    for epoch, n in cuts_of(total):
-        state = ds.state_dict(
-            batches_consumed=n, batch_size=batch_size, epoch=epoch, num_workers=2, drop_last=drop_last
-        )
-        resumed_ds = make()
-        resumed_ds.load_state_dict(state)
-        resumed = loader(resumed_ds, batch_size=batch_size, num_workers=2, drop_last=drop_last)
-        got = list(resumed)
-        if epoch == 0 and n < total:
-            got += list(resumed)  # the next mix epoch goes on as in the uninterrupted run
-        want = (run[0] + run[1])[n:] if epoch == 0 else run[1][n:]
-        assert_same_batches(got, want, f"resume after {n} of {total} batches of mix epoch {epoch}")
-
-
-def test_exact_resume_with_two_workers(tabular_converted: Path, tabular_b: Path) -> None:
-    def make() -> MixedDataset:
-        return mix({"a": tabular_converted, "b": tabular_b}, {"a": 0.5, "b": 0.5}, samples_per_epoch=300)
-
-    # start, early, middle, before the last batch, at the end (rolls over to mix epoch 1), inside epoch 1
-    _resume_case(make, 7, lambda t: [(0, 0), (0, 1), (0, t // 2), (0, t - 1), (0, t), (1, 3)])
-    _resume_case(make, 8, lambda t: [(0, t // 2), (0, t)], drop_last=True)
-
-
+# ---- exact resume through a real DataLoader (the tabular cases: test_contracts.py) -------------------------
 def test_exact_resume_with_video_and_windows(video_small_converted: Path, seed8_converted: Path) -> None:
     delta = {"observation.images.front": [-1 / 15, 0.0], "action": [0.0, 1 / 15, 2 / 15]}
 
@@ -210,7 +165,13 @@ def test_exact_resume_with_video_and_windows(video_small_converted: Path, seed8_
     sample = next(iter(ds))
     assert sample["observation.images.front"].shape == (2, 3, 32, 32)
     assert sample["action_is_pad"].shape == (3,)
-    _resume_case(make, 8, lambda t: [(0, 3), (0, t - 1)])
+    kw = {"batch_size": 8, "num_workers": 2, "collate_fn": numpy_collate}
+    check_save_restore(
+        lambda: Counted(make(), kw, item=lambda batch: batch),  # whole batches, compared value for value
+        cuts=lambda per_epoch, total: [3, per_epoch - 1],
+        compare=assert_same_batches,
+        what="video mix",
+    )
 
 
 def test_resume_config_mismatch_names_both_values(tabular_converted: Path, tabular_b: Path) -> None:
