@@ -98,13 +98,11 @@ STAGES: dict[str, Case] = {
     "dataset-direct-noshuffle": Case(lambda p: lambda: Counted(ds(p, shuffle=False))),
     "dataset-direct-budget": Case(lambda p: lambda: Counted(ds(p, pool_byte_budget=14000))),
     "dataset-w2-b7": Case(lambda p: lambda: Counted(ds(p, episode_pool_size=2), {"batch_size": 7} | W2)),
-    "dataset-w2-b8-droplast": Case(
-        lambda p: lambda: Counted(ds(p), {"batch_size": 8, "drop_last": True} | W2), whole=False
-    ),
     # one rank's share (the ranks' split: test_ranks_split_each_epoch)
     "dataset-rank1of2-w2-b5": Case(
         lambda p: lambda: Counted(ds(p, rank=1, world_size=2), {"batch_size": 5} | W2), whole=False
     ),
+    "dataset-rank2of3": Case(lambda p: lambda: Counted(ds(p, rank=2, world_size=3)), whole=False),
     "dataset-rank2of4-repeat": Case(
         lambda p: lambda: Counted(ds(p, rank=2, world_size=4, remainder="repeat")), whole=False
     ),
@@ -123,6 +121,9 @@ STAGES: dict[str, Case] = {
     ),
     "loader-t3-b4-droplast": Case(
         lambda p: lambda: SelfSaving(Loader(ds(p), 4, num_threads=3, drop_last=True)), whole=False
+    ),
+    "loader-rank1of2-t2-b6": Case(
+        lambda p: lambda: SelfSaving(Loader(ds(p, rank=1, world_size=2), 6, num_threads=2)), whole=False
     ),
     "ds.loader-t1-b7": Case(lambda p: lambda: SelfSaving(ds(p, seed=7).loader(7, num_threads=1))),
     "loader-mix-t2": Case(lambda p: lambda: SelfSaving(Loader(mixed(p), 8, num_threads=2)), whole=False),
