@@ -86,7 +86,12 @@ def test_same_seed_same_stream_across_epochs(tabular_converted) -> None:
         runs.append([indices(dl) for _ in range(2)])
     assert runs[0] == runs[1]
     other = _loader(LeRobotWebDataset(tabular_converted, **(KW | {"seed": 4})), "persistent")
-    assert [indices(other) for _ in range(2)] != runs[0]
+    pinned = {  # the first 8 samples of epochs 0 and 1 for seeds 3 and 4 (ORDER_VERSION 2)
+        3: [[64, 75, 68, 73, 23, 24, 130, 144], [117, 105, 112, 133, 71, 100, 91, 84]],
+        4: [[102, 89, 76, 83, 16, 12, 21, 110], [125, 129, 43, 7, 23, 18, 38, 36]],
+    }
+    assert [epoch[:8] for epoch in runs[0]] == pinned[3]
+    assert [indices(other)[:8] for _ in range(2)] == pinned[4]
 
 
 @pytest.mark.slow

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import convert_to, tabular_spec
+from contracts import Counted, check_save_restore
 from httpserver import LoopbackServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from loader_helpers import assert_same_batches, epochs, loader
+from loader_helpers import assert_same_batches, loader, numpy_collate
 
 import lerowds
 from lerowds.errors import ConfigError, ResumeMismatchError
@@ -67,9 +68,10 @@ def test_draws_do_not_depend_on_block_sizes_and_counts_match() -> None:
     assert np.array_equal(list(draws().stream(10_000)), whole)
     assert np.array_equal(draws().counts(10_000), np.bincount(whole, minlength=4))
     assert not (whole == 1).any(), "a zero weight is never drawn"
-    assert not np.array_equal(
-        whole, SourceDraws([0.2, 0.0, 0.5, 0.3], seed=3, epoch=3, rank=1, worker=0).take(10_000)
-    )
+    # the first 16 draws of epochs 2 and 3, pinned (ORDER_VERSION 2)
+    assert whole[:16].tolist() == [2, 3, 3, 2, 2, 2, 2, 2, 3, 3, 3, 2, 0, 2, 2, 3]
+    epoch3 = SourceDraws([0.2, 0.0, 0.5, 0.3], seed=3, epoch=3, rank=1, worker=0).take(16)
+    assert epoch3.tolist() == [3, 0, 0, 2, 0, 2, 2, 2, 3, 3, 2, 0, 0, 2, 2, 3]
 
 
 @pytest.mark.parametrize("weights", [(0.7, 0.3), (0.6, 0.3, 0.1), (1.0, 2.0, 3.0, 4.0)])
@@ -118,6 +120,10 @@ def test_each_source_exactly_once_per_pass(tabular_converted: Path, tabular_b: P
     ds = mix({"a": tabular_converted, "b": tabular_b}, [0.5, 0.5], samples_per_epoch=1500)
     runs = [list(ds) for _ in range(2)]
     consumer = Consumer()
+    first_two = {  # the first 10 samples of each source's passes 0 and 1 in mix epoch 0 (pinned)
+        "a": [[6, 47, 36, 126, 118, 98, 144, 139, 13, 2], [133, 135, 82, 9, 59, 13, 0, 48, 52, 2]],
+        "b": [[10, 46, 26, 34, 2, 36, 37, 30, 44, 56], [20, 31, 59, 0, 2, 53, 14, 24, 8, 11]],
+    }
     for epoch, samples in enumerate(runs):
         for name, src in ds.sources.items():
             got = [int(s["index"]) for s in samples if s["source"] == name]
@@ -129,71 +135,34 @@ def test_each_source_exactly_once_per_pass(tabular_converted: Path, tabular_b: P
                 assert part == want[: len(part)], f"{name} epoch {epoch} pass {p}"
                 if len(part) == n:
                     assert sorted(part) == list(range(n)), f"{name} pass {p} is not a permutation"
-            assert passes[0] != passes[1], "the next pass is reshuffled"
+            if epoch == 0:  # pinned (ORDER_VERSION 2): the next pass is another order
+                assert [passes[0][:10], passes[1][:10]] == first_two[name], name
 
 
 def test_determinism_epochs_and_seeds(tabular_converted: Path, tabular_b: Path) -> None:
     def make(seed: int = 0) -> MixedDataset:
         return mix({"a": tabular_converted, "b": tabular_b}, seed=seed, samples_per_epoch=400)
 
+    # the first 16 draws of mix epochs 0 and 1 and of seed 1 as "<source><index>", pinned (ORDER_VERSION 2)
+    first_e0 = "a6 a47 b10 a36 a126 a118 a98 a144 b46 a139 a13 a2 b26 a19 a104 a88"
+    first_e1 = "a11 b3 a64 b43 a110 a140 b27 b34 a131 a67 a103 a38 a144 a60 a65 a34"
+    first_seed1 = "a59 a9 a61 a81 a90 a100 a47 b18 b50 a37 a117 b27 b12 a139 a28 a42"
+
+    def first16(run: list[tuple[str, int]]) -> str:
+        return " ".join(f"{s}{i}" for s, i in run[:16])
+
     ds = make()
     e0, e1 = keys(list(ds)), keys(list(ds))
+    assert first16(e0) == first_e0 and first16(e1) == first_e1 and len(e0) == len(e1) == 400
     assert e0 == keys(list(make()))
-    assert e0 != e1, "another mix epoch draws another order"
     later = make()
     later.set_epoch(1)
     assert keys(list(later)) == e1
-    assert keys(list(make(seed=1))) != e0
+    assert first16(keys(list(make(seed=1)))) == first_seed1
     assert ds.weights == pytest.approx({"a": 150 / 210, "b": 60 / 210}), "default: proportional to frames"
 
 
-@pytest.mark.parametrize("world_size", [2, 3])
-def test_rank_split_equal_counts_and_disjoint_first_passes(
-    tabular_converted: Path, tabular_b: Path, world_size: int
-) -> None:
-    runs = []
-    for rank in range(world_size):
-        ds = mix([tabular_converted, tabular_b], samples_per_epoch=301, rank=rank, world_size=world_size)
-        runs.append(list(ds))
-        assert len(runs[-1]) == len(ds) == 301 // world_size
-    assert {len(r) for r in runs} == {301 // world_size}
-    per_rank = ds.sources["lerowds/tabular"].num_frames // world_size  # one consumer per rank
-    firsts = [[int(s["index"]) for s in r if s["source"] == "lerowds/tabular"][:per_rank] for r in runs]
-    flat = [i for f in firsts for i in f]
-    assert len(flat) == len(set(flat)), "the ranks' first passes of a source are disjoint"
-
-
-# ---- exact resume through a real DataLoader ----------------------------------------------------------------
-def _resume_case(make: Any, batch_size: int, cuts_of: Any, drop_last: bool = False) -> None:
-    """Save after ``(epoch, n)`` batches of an uninterrupted two-epoch run, resume in a new dataset and
-    DataLoader: what it yields (to the end of mix epoch 1) equals the rest of the run, value for value."""
-    ds = make()
-    run = epochs(loader(ds, batch_size=batch_size, num_workers=2, drop_last=drop_last), 2)
-    total = len(run[0])
-    assert drop_last or sum(len(b["index"]) for b in run[0]) == len(ds)
-    for epoch, n in cuts_of(total):
-        state = ds.state_dict(
-            batches_consumed=n, batch_size=batch_size, epoch=epoch, num_workers=2, drop_last=drop_last
-        )
-        resumed_ds = make()
-        resumed_ds.load_state_dict(state)
-        resumed = loader(resumed_ds, batch_size=batch_size, num_workers=2, drop_last=drop_last)
-        got = list(resumed)
-        if epoch == 0 and n < total:
-            got += list(resumed)  # the next mix epoch goes on as in the uninterrupted run
-        want = (run[0] + run[1])[n:] if epoch == 0 else run[1][n:]
-        assert_same_batches(got, want, f"resume after {n} of {total} batches of mix epoch {epoch}")
-
-
-def test_exact_resume_with_two_workers(tabular_converted: Path, tabular_b: Path) -> None:
-    def make() -> MixedDataset:
-        return mix({"a": tabular_converted, "b": tabular_b}, {"a": 0.5, "b": 0.5}, samples_per_epoch=300)
-
-    # start, early, middle, before the last batch, at the end (rolls over to mix epoch 1), inside epoch 1
-    _resume_case(make, 7, lambda t: [(0, 0), (0, 1), (0, t // 2), (0, t - 1), (0, t), (1, 3)])
-    _resume_case(make, 8, lambda t: [(0, t // 2), (0, t)], drop_last=True)
-
-
+# ---- exact resume through a real DataLoader (the tabular cases: test_contracts.py) -------------------------
 def test_exact_resume_with_video_and_windows(video_small_converted: Path, seed8_converted: Path) -> None:
     delta = {"observation.images.front": [-1 / 15, 0.0], "action": [0.0, 1 / 15, 2 / 15]}
 
@@ -210,7 +179,13 @@ def test_exact_resume_with_video_and_windows(video_small_converted: Path, seed8_
     sample = next(iter(ds))
     assert sample["observation.images.front"].shape == (2, 3, 32, 32)
     assert sample["action_is_pad"].shape == (3,)
-    _resume_case(make, 8, lambda t: [(0, 3), (0, t - 1)])
+    kw = {"batch_size": 8, "num_workers": 2, "collate_fn": numpy_collate}
+    check_save_restore(
+        lambda: Counted(make(), kw, item=lambda batch: batch),  # whole batches, compared value for value
+        cuts=lambda per_epoch, total: [3, per_epoch - 1],
+        compare=assert_same_batches,
+        what="video mix",
+    )
 
 
 def test_resume_config_mismatch_names_both_values(tabular_converted: Path, tabular_b: Path) -> None:

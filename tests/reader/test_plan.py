@@ -6,6 +6,7 @@ import json
 import shutil
 import sys
 from collections import Counter
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +121,24 @@ def test_a_bigger_pool_gives_more_distinct_episodes_per_batch(tabular_converted)
     assert abs(distinct[-1] - report.ideal.distinct_episodes) < 0.6
 
 
+def _enumerated_quality(lengths: list[int], batch_size: int) -> tuple[float, float]:
+    """Mean distinct episodes and same-episode pair rate over every possible batch (all combinations)."""
+    frames = [e for e, n in enumerate(lengths) for _ in range(n)]
+    batches = [[frames[i] for i in c] for c in combinations(range(len(frames)), batch_size)]
+    _, distinct, rate = _direct_quality(batches, batch_size)
+    return distinct, rate
+
+
+@pytest.mark.parametrize(("lengths", "batch_size"), [([3, 4, 5], 4), ([1, 6, 2, 2], 3), ([5, 5], 5)])
+def test_ideal_shuffle_equals_the_mean_over_every_possible_batch(lengths: list[int], batch_size: int) -> None:
+    """The closed form against a plain enumeration of all C(N, B) batches (exact, no sampling)."""
+    distinct, rate = _enumerated_quality(lengths, batch_size)
+    ideal = ideal_shuffle(lengths, batch_size=batch_size)
+    assert ideal.distinct_episodes == pytest.approx(distinct, rel=1e-12)
+    assert ideal.collision_rate == pytest.approx(rate, rel=1e-12)
+
+
 def test_ideal_shuffle_is_exact_on_simple_cases_and_agrees_with_a_seeded_simulation() -> None:
-    assert ideal_shuffle([1] * 20, batch_size=8) == pytest.approx(ideal_shuffle([1] * 20, batch_size=8))
     single = ideal_shuffle([1] * 20, batch_size=8)
     assert single.distinct_episodes == pytest.approx(8) and single.collision_rate == 0
     whole = ideal_shuffle([50], batch_size=8)
