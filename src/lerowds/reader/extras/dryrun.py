@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from lerowds.errors import ConfigError
 from lerowds.format import DatasetIndex, EpisodeTable, parse_size, read_local_index
-from lerowds.reader.order.pool import PoolOrder, window_bounds
+from lerowds.reader.order.lifetimes import check_int, window_bounds
+from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.ranks import Remainder, consumer_sample_count, rank_plans, worker_segments
 from lerowds.reader.order.segments import SegmentArray
 from lerowds.reader.resume.batches import dataloader_batch_order, worker_batch_counts
@@ -236,11 +236,6 @@ def ideal_shuffle(lengths: Sequence[int], *, batch_size: int) -> IdealShuffle:
 
 
 # ----------------------------------------------------------------------------------------------- plan
-def _check(name: str, value: int, low: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 def plan_dataset(
     root_or_index: str | os.PathLike[str] | tuple[DatasetIndex, EpisodeTable],
     *,
@@ -262,13 +257,13 @@ def plan_dataset(
     ``pool_sweep``: pool sizes to measure shuffle quality at besides ``episode_pool_size`` (default: powers
     of 4 up to the largest share of a worker; ``()`` for none).
     """
-    _check("world_size", world_size, 1)
-    _check("num_workers", num_workers, 0)
-    _check("batch_size", batch_size, 1)
-    _check("episode_pool_size", episode_pool_size, 1)
+    check_int("world_size", world_size, 1)
+    check_int("num_workers", num_workers, 0)
+    check_int("batch_size", batch_size, 1)
+    check_int("episode_pool_size", episode_pool_size, 1)
     budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
     for pool in pool_sweep or ():
-        _check("pool_sweep sizes", pool, 1)
+        check_int("pool_sweep sizes", pool, 1)
     if isinstance(root_or_index, tuple):
         index, table = root_or_index
         name = index.repo_id
