@@ -16,7 +16,8 @@ from typing import TypeVar
 import numpy as np
 
 from lerowds.errors import ConfigError
-from lerowds.reader.order.ranks import _bit_generator, _check_int
+from lerowds.reader.order.draws import bit_generator
+from lerowds.reader.order.lifetimes import check_int
 
 T = TypeVar("T")
 
@@ -38,10 +39,10 @@ class SourceDraws:
 
     def __init__(self, weights: Sequence[float], *, seed: int, epoch: int, rank: int, worker: int) -> None:
         for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank), ("worker", worker)):
-            _check_int(name, value)
+            check_int(name, value)
         self._edges = np.cumsum(normalized_weights(weights))[:-1]  # u >= edges[s-1] and < edges[s] -> s
         self._sources = self._edges.size + 1
-        self._bitgen = _bit_generator(seed, epoch, rank, worker, MIX_TAG)
+        self._bitgen = bit_generator(seed, epoch, rank, worker, MIX_TAG)
 
     def take(self, count: int) -> np.ndarray:
         """The next ``count`` choices (int64 source positions)."""
