@@ -54,7 +54,7 @@ class SharedArray:
         if len(set(fields)) != len(fields) or not fields:
             raise ValueError(f"fields must be distinct names, at least one, got {tuple(fields)}")
         self.fields = tuple(fields)
-        self.slots = slots
+        self.slots, self.typecode = slots, typecode
         self._index = {name: i for i, name in enumerate(self.fields)}
         size = slots * len(self.fields)
         if values is not None and len(values) != size:
@@ -108,17 +108,16 @@ class SharedArray:
         self.raw[:] = [0] * len(self.raw)
 
     def __getstate__(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"fields": self.fields, "slots": self.slots}
+        state: dict[str, Any] = {"fields": self.fields, "slots": self.slots, "typecode": self.typecode}
         if pickled_for_a_new_process():
             state["arr"] = self._arr
         else:  # a private copy: shared memory and its lock cannot travel through bytes
-            state["typecode"] = self.raw._type_._type_
             state["values"] = list(self.raw)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "arr" in state:
-            self.fields, self.slots = state["fields"], state["slots"]
+            self.fields, self.slots, self.typecode = state["fields"], state["slots"], state["typecode"]
             self._index = {name: i for i, name in enumerate(self.fields)}
             self._arr = state["arr"]
             self.raw = self._arr.get_obj()
