@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lerowds.format import DatasetIndex, EpisodeTable, parse_size, read_local_index
+from lerowds.reader.order.events import Residency
 from lerowds.reader.order.lifetimes import check_int, window_bounds
 from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.ranks import Remainder, consumer_sample_count, rank_plans, worker_segments
@@ -143,17 +144,30 @@ def _peak(
     episode_decoder_bytes: int,
     num_cameras: int,
 ) -> _Peak:
-    """One consumer's peak pool memory: the largest of its pool windows (segments of table rows ``rows``)."""
+    """One consumer's peak pool memory: the largest of its pool windows (segments of table rows ``rows``),
+    an episode counted once however many of its segments the window holds (``Residency``, as the consumer)."""
     if not rows.size:
         return _Peak(0, 0, 0)
     lo, hi = window_bounds(
         rows.size, pool_size=pool_size, sizes=span_sizes[rows], byte_budget=byte_budget, shuffle=shuffle
     )
-    held = np.concatenate([[0], np.cumsum(tabular_sizes[rows])])
-    tabular = held[hi + 1] - held[lo]
-    count = (hi - lo + 1) if num_cameras else np.zeros_like(lo)
-    total = tabular + count * episode_decoder_bytes
-    return _Peak(int(tabular.max()), int(count.max()), int(total.max()))
+    episodes, sizes = rows.tolist(), tabular_sizes[rows].tolist()
+    per_episode = episode_decoder_bytes if num_cameras else 0
+    held, tabular, peak = Residency(), 0, _Peak(0, 0, 0)
+    first, last = 0, -1  # the window held so far: segments [first, last]
+    for a, b in zip(lo.tolist(), hi.tolist()):
+        for i in range(first, a):  # windows only move forward: leave, then enter
+            if held.evict(episodes[i]):
+                tabular -= sizes[i]
+        for j in range(last + 1, b + 1):
+            if held.admit(episodes[j]):
+                tabular += sizes[j]
+        first, last = a, max(last, b)
+        count = len(held) if num_cameras else 0
+        total = tabular + count * per_episode
+        if tabular > peak.tabular or count > peak.open_episodes or total > peak.total:
+            peak = _Peak(max(tabular, peak.tabular), max(count, peak.open_episodes), max(total, peak.total))
+    return peak
 
 
 def _spans(count: int, batch_size: int) -> list[tuple[int, int]]:
