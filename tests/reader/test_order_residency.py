@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lerowds.reader.extras.dryrun import _peak
+from lerowds.reader.extras.dryrun_memory import consumer_peak, peak_refcounted
 from lerowds.reader.order.events import Emit, Load, Release, Residency, residency
+from lerowds.reader.order.lifetimes import window_bounds
 from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.segments import Segment
 
@@ -62,7 +63,7 @@ def test_the_dry_run_bounds_what_the_consumer_holds(episodes, pool_size, seed) -
     real, emits = _resident_stream(segments, pool_size, seed, sizes)
     assert sorted(emits) == sorted((s.episode, f) for s in segments for f in range(s.start, s.stop))
     rows = np.asarray(episodes, dtype=np.int64)
-    plan = _peak(
+    plan = consumer_peak(
         rows,
         pool_size=pool_size,
         shuffle=True,
@@ -75,3 +76,22 @@ def test_the_dry_run_bounds_what_the_consumer_holds(episodes, pool_size, seed) -
     assert real <= plan.tabular
     if pool_size >= len(segments):  # the whole share in the pool: both hold every distinct episode at once
         assert real == plan.tabular == int(sizes[np.unique(rows)].sum())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    pool_size=st.integers(1, 8),
+    budget=st.one_of(st.none(), st.integers(1, 2000)),
+    shuffle=st.booleans(),
+    seed=st.integers(0, 2**32),
+)
+def test_without_repeats_the_window_sums_equal_the_refcount(n, pool_size, budget, shuffle, seed) -> None:
+    """The numpy path (each episode once in the share) gives what walking the windows through Residency does."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 500, 60)
+    rows = rng.permutation(60)[:n]
+    kw = {"tabular_sizes": sizes, "span_sizes": sizes, "byte_budget": budget, "num_cameras": 2}
+    fast = consumer_peak(rows, pool_size=pool_size, shuffle=shuffle, episode_decoder_bytes=7, **kw)
+    lo, hi = window_bounds(n, pool_size=pool_size, sizes=sizes[rows], byte_budget=budget, shuffle=shuffle)
+    assert fast == peak_refcounted(rows, lo, hi, sizes[rows], 7, True)
