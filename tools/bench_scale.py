@@ -196,24 +196,11 @@ def run(root: Path, what: str, **args: object) -> dict:
 
 def legacy_stream(lengths: np.ndarray, pool: int, seed: int) -> np.ndarray:
     """Order version 1: each emit uniform over the pool's frames left (swap-remove), refill on drain."""
-    from lerowds.reader.order.ranks import UniformDraws
+    from lerowds.reader.order.draws import UniformDraws, swap_remove_pool
 
-    draws, flat, left, out = UniformDraws(seed, 0, 0, 0), [], lengths.tolist(), []
-    nxt = 0
-    while nxt < len(left) and nxt < pool:
-        flat += [nxt] * left[nxt]
-        nxt += 1
-    while flat:
-        k = int(draws.next() * len(flat))
-        seg, last = flat[k], flat.pop()
-        if k < len(flat):
-            flat[k] = last
-        out.append(seg)
-        left[seg] -= 1
-        if not left[seg] and nxt < len(left):
-            flat += [nxt] * left[nxt]
-            nxt += 1
-    return np.asarray(out)
+    draws = UniformDraws(seed, 0, 0, 0)
+    stream = swap_remove_pool(range(len(lengths)), lengths.__getitem__, pool_size=pool, draws=draws)
+    return np.asarray([seg for seg, _ in stream])
 
 
 def quality(n: int, batch: int) -> list[dict]:

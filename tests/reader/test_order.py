@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lerowds.errors import ConfigError
+from lerowds.reader.order import draws as draws_module
 from lerowds.reader.order import pool
-from lerowds.reader.order import ranks as order
+from lerowds.reader.order.draws import UniformDraws
 from lerowds.reader.order.pool import Admit, Emit, Evict, PoolOrder, pool_order
 from lerowds.reader.order.ranks import (
-    UniformDraws,
     consumer_sample_count,
     episode_order,
     rank_frame_count,
@@ -68,7 +68,7 @@ def test_episode_order_is_a_permutation(n: int, seed: int, epoch: int) -> None:
 
 def test_order_is_the_same_in_other_processes() -> None:
     code = (
-        "from lerowds.reader.order.ranks import episode_order, pool_order, Segment, Emit\n"
+        "from lerowds.reader.order import episode_order, pool_order, Segment, Emit\n"
         "p = episode_order(50, seed=7, epoch=3, shuffle=True).tolist()\n"
         "e = [(x.episode, x.frame) for x in pool_order([Segment(i, 0, 5) for i in range(9)], pool_size=3,"
         " seed=7, epoch=3, rank=1, worker=2, shuffle=True) if isinstance(x, Emit)]\n"
@@ -280,7 +280,7 @@ def test_uniform_draws_are_one_stream_however_taken(monkeypatch) -> None:
     draws = UniformDraws(4, 2, 1, 0)
     singles = [draws.next() for _ in range(5000)]
     assert singles[:1] == one_by_one and all(0.0 <= u < 1.0 for u in singles)
-    monkeypatch.setattr(order, "_BLOCK", 3)
+    monkeypatch.setattr(draws_module, "_BLOCK", 3)  # the buffering, not the stream
     chunked, draws = [], UniformDraws(4, 2, 1, 0)
     while len(chunked) < 5000:
         chunked += draws.take(min(2, 5000 - len(chunked)))
@@ -293,7 +293,7 @@ def test_pool_order_is_pinned_and_depends_on_consumer() -> None:
     segs = [Segment(3, 0, 3), Segment(7, 2, 4)]
     kw = {"pool_size": 2, "seed": 0, "epoch": 0, "shuffle": True}
     assert emits(pool_order(segs, rank=0, worker=0, **kw)) == [(7, 2), (3, 2), (7, 3), (3, 0), (3, 1)]
-    assert order.ORDER_VERSION == 2
+    assert pool.ORDER_VERSION == 2
     segs = [Segment(i, 0, 4) for i in range(6)]
     orders = {
         tuple(emits(pool_order(segs, pool_size=3, seed=s, epoch=e, rank=r, worker=w, shuffle=True)))

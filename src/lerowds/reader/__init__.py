@@ -9,6 +9,7 @@
 ``resume/``   the saved state and the arithmetic to restore it (also on another world size)
 ``loader/``   the in-process ``Loader`` and the DataLoader wrapper ``StatefulLoader``
 ``extras/``   statistics and the ``lerowds plan`` dry run
+``shared``    numbers shared with DataLoader workers: the epoch clock, statistics, remote counters
 """
 
 from lerowds.reader import _moved

@@ -14,7 +14,7 @@ from lerowds.reader.decode.base import ClipContext, ClipDecoder
 from lerowds.reader.decode.cache import DecoderCache, make_decoder
 from lerowds.reader.extras.stats import StatsBoard, StatsSlot
 from lerowds.reader.io.store import EpisodeStore
-from lerowds.reader.order.pool import Admit, Emit, Evict
+from lerowds.reader.order.events import Admit, Emit, Evict, Load, residency
 from lerowds.reader.sample.augment import sample_seed, seeded_rng
 from lerowds.reader.sample.build import SampleSpec, build_sample
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
@@ -54,8 +54,7 @@ def consume(
 ) -> Iterator[dict[str, Any]]:
     """Turn a consumer's pool events into samples; only emitted frames (and their windows) are decoded."""
     store, spec = cfg.store, cfg.spec
-    rows_of: dict[int, EpisodeRows] = {}  # episode -> rows, shared by its segments in the pool
-    refs: dict[int, int] = {}  # episode -> segments of it in the pool (two with remainder="repeat")
+    rows_of: dict[int, EpisodeRows] = {}  # resident episode -> rows, shared by its segments in the pool
     decoders: DecoderCache[tuple[int, str]] = DecoderCache(cfg.decoder_cache_size)
     next_log = time.perf_counter() + log_every_s if log_every_s else None
 
@@ -115,7 +114,7 @@ def consume(
             return cfg.transform(sample) if cfg.transform is not None else sample
 
     try:
-        for ev in events:
+        for ev in residency(events):  # episode Load / Release from the pool's Admit / Evict
             if isinstance(ev, Emit):
                 yield build(rows_of[ev.episode], ev.frame)
                 if stats is not None:
@@ -123,16 +122,10 @@ def consume(
                     if next_log is not None and board is not None and time.perf_counter() >= next_log:
                         logger.info("lerowds stats: %s", board.format())
                         next_log = time.perf_counter() + (log_every_s or 0.0)
-            elif isinstance(ev, Admit):
-                episode = ev.segment.episode
-                if episode not in rows_of:
-                    admit(episode)
-                refs[episode] = refs.get(episode, 0) + 1
+            elif isinstance(ev, Load):
+                admit(ev.episode)
             else:
-                refs[ev.episode] -= 1
-                if refs[ev.episode] == 0:
-                    del refs[ev.episode]
-                    evict(ev.episode)
+                evict(ev.episode)
     finally:
         # The iteration is over (exhausted, broken off, or failed): close decoders, stop the store's
         # background downloads and release what the pool still held, so no thread outlives the epoch.

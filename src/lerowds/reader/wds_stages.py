@@ -25,7 +25,7 @@ from webdataset.filters import pipelinefilter
 from lerowds.errors import ConfigError, FormatError
 from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.cache import DecoderCache, make_decoder
-from lerowds.reader.order.ranks import UniformDraws
+from lerowds.reader.order.draws import UniformDraws, swap_remove_pool
 from lerowds.reader.sample.build import SampleSpec, build_sample
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
 from lerowds.reader.sample.windows import DeltaWindows, validate_delta_timestamps
@@ -84,9 +84,9 @@ def _episode_pool(
 ) -> Iterator[FrameRef]:
     """Hold up to ``pool_size`` episodes; emit frames uniformly at random over all not-yet-emitted ones.
 
-    The streaming twin of ``order.PoolOrder`` (which needs the whole segment list up front): episodes are
-    pulled from the stream only when the pool has room, and draws come from ``seed``/``epoch`` and the
-    DataLoader worker id, never from global state.
+    The streaming twin of ``order.PoolOrder`` (which needs the whole segment list up front): the order is
+    ``order.draws.swap_remove_pool``; episodes are pulled from the stream only when the pool has room, and
+    draws come from ``seed``/``epoch`` and the DataLoader worker id, never from global state.
     """
     if pool_size < 1:
         raise ConfigError(f"episode_pool size must be >= 1, got {pool_size!r}")
@@ -98,38 +98,12 @@ def _episode_pool(
         return
     info = get_worker_info()
     draws = UniformDraws(seed, epoch, 0, 0 if info is None else info.id)
-    held: list[Episode] = []
-    left: list[int] = []
-    flat: list[tuple[int, int]] = []  # (slot in held, frame) of every not-yet-emitted frame in the pool
-    free: list[int] = []
+    for ep, frame in swap_remove_pool(source, _length, pool_size=pool_size, draws=draws):
+        yield FrameRef(ep, frame)
 
-    def admit() -> bool:
-        ep = next(source, None)
-        if ep is None:
-            return False
-        slot = free.pop() if free else len(held)
-        if slot == len(held):
-            held.append(ep)
-            left.append(0)
-        held[slot], left[slot] = ep, ep.rows.length
-        flat.extend((slot, f) for f in range(ep.rows.length))
-        return True
 
-    active = 0
-    while active < pool_size and admit():
-        active += 1
-    while flat:
-        k = int(draws.next() * len(flat))
-        (slot, frame), last = flat[k], flat.pop()
-        if k < len(flat):
-            flat[k] = last
-        yield FrameRef(held[slot], frame)
-        left[slot] -= 1
-        if left[slot] == 0:
-            free.append(slot)
-            active -= 1
-            if admit():
-                active += 1
+def _length(ep: Episode) -> int:
+    return ep.rows.length
 
 
 def _delta_windows(

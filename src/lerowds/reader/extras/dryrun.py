@@ -20,39 +20,23 @@ from typing import Any
 
 import numpy as np
 
-from lerowds.errors import ConfigError
 from lerowds.format import DatasetIndex, EpisodeTable, parse_size, read_local_index
-from lerowds.reader.order.pool import PoolOrder, window_bounds
+from lerowds.reader.extras.dryrun_memory import (
+    Peak,
+    PoolMemory,
+    consumer_peak,
+    decoder_bytes_estimate,
+)
+from lerowds.reader.order.ints import check_int
+from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.ranks import Remainder, consumer_sample_count, rank_plans, worker_segments
 from lerowds.reader.order.segments import SegmentArray
 from lerowds.reader.resume.batches import dataloader_batch_order, worker_batch_counts
 
 logger = logging.getLogger(__name__)
 
-# Memory of one open PyAV decoder (RSS growth after decoding a frame), measured once with PyAV 18.1, one
-# decoder thread, 128x96..1280x720: libdav1d (AV1) ~5-7 YUV frames, FFmpeg's h264 ~15-16 (its reference
-# buffer), plus a small fixed part. torchcodec and threaded decoding differ; this is an estimate.
-DECODER_FRAMES = {"av1": 7}
-DECODER_FRAMES_DEFAULT = 16
-DECODER_FIXED_BYTES = 256 * 1024
 POOL_SWEEP = (1, 4, 16, 64, 256, 1024)
 QUALITY_SAMPLES = 1 << 16  # samples per worker measured for shuffle quality (in 4 spans) when it has more
-
-
-@dataclass(frozen=True, slots=True)
-class PoolMemory:
-    """Peak pool memory over the epoch, an upper bound: the largest pool window of each consumer (an episode
-    is counted from its admission until the window moves past it). ``*_bytes`` are estimates: tabular ≈
-    parquet bytes of the held episodes, decoders ≈ ``decoder_bytes`` each; a rank's figure sums its workers'
-    peaks."""
-
-    tabular_bytes: int  # max over consumers of the peak tabular bytes held
-    decoders: int  # max over consumers of the peak number of open decoders
-    decoder_bytes: int  # max over consumers of the peak decoder bytes
-    consumer_bytes: int  # max over consumers of the peak of tabular + decoder bytes
-    rank_bytes: int  # max over ranks of the sum of its workers' peaks
-    per_rank_bytes: tuple[int, ...]
-    bytes_per_decoder: dict[str, int]  # camera -> estimated bytes of one open decoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,52 +92,6 @@ class PlanReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def decoder_bytes_estimate(feature: dict[str, Any]) -> int:
-    """Estimated bytes of one open decoder of a video feature (see ``DECODER_FRAMES``)."""
-    info = feature.get("info") or {}
-    shape = feature.get("shape") or [0, 0]
-    height = int(info.get("video.height") or shape[0])
-    width = int(info.get("video.width") or shape[1])
-    pix_fmt = str(info.get("video.pix_fmt") or "yuv420p")
-    per_pixel = 3.0 if "444" in pix_fmt else 2.0 if "422" in pix_fmt else 1.5
-    if any(depth in pix_fmt for depth in ("10", "12")):
-        per_pixel *= 2
-    frames = DECODER_FRAMES.get(str(info.get("video.codec") or ""), DECODER_FRAMES_DEFAULT)
-    return int(frames * height * width * per_pixel) + DECODER_FIXED_BYTES
-
-
-# ----------------------------------------------------------------------------------------------- simulation
-@dataclass(frozen=True, slots=True)
-class _Peak:
-    tabular: int  # bytes
-    open_episodes: int  # episodes whose decoders may be open
-    total: int  # bytes, tabular + decoders
-
-
-def _peak(
-    rows: np.ndarray,
-    *,
-    pool_size: int,
-    shuffle: bool,
-    tabular_sizes: np.ndarray,
-    span_sizes: np.ndarray,
-    byte_budget: int | None,
-    episode_decoder_bytes: int,
-    num_cameras: int,
-) -> _Peak:
-    """One consumer's peak pool memory: the largest of its pool windows (segments of table rows ``rows``)."""
-    if not rows.size:
-        return _Peak(0, 0, 0)
-    lo, hi = window_bounds(
-        rows.size, pool_size=pool_size, sizes=span_sizes[rows], byte_budget=byte_budget, shuffle=shuffle
-    )
-    held = np.concatenate([[0], np.cumsum(tabular_sizes[rows])])
-    tabular = held[hi + 1] - held[lo]
-    count = (hi - lo + 1) if num_cameras else np.zeros_like(lo)
-    total = tabular + count * episode_decoder_bytes
-    return _Peak(int(tabular.max()), int(count.max()), int(total.max()))
 
 
 def _spans(count: int, batch_size: int) -> list[tuple[int, int]]:
@@ -236,11 +174,6 @@ def ideal_shuffle(lengths: Sequence[int], *, batch_size: int) -> IdealShuffle:
 
 
 # ----------------------------------------------------------------------------------------------- plan
-def _check(name: str, value: int, low: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 def plan_dataset(
     root_or_index: str | os.PathLike[str] | tuple[DatasetIndex, EpisodeTable],
     *,
@@ -262,13 +195,13 @@ def plan_dataset(
     ``pool_sweep``: pool sizes to measure shuffle quality at besides ``episode_pool_size`` (default: powers
     of 4 up to the largest share of a worker; ``()`` for none).
     """
-    _check("world_size", world_size, 1)
-    _check("num_workers", num_workers, 0)
-    _check("batch_size", batch_size, 1)
-    _check("episode_pool_size", episode_pool_size, 1)
+    check_int("world_size", world_size, 1)
+    check_int("num_workers", num_workers, 0)
+    check_int("batch_size", batch_size, 1)
+    check_int("episode_pool_size", episode_pool_size, 1)
     budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
     for pool in pool_sweep or ():
-        _check("pool_sweep sizes", pool, 1)
+        check_int("pool_sweep sizes", pool, 1)
     if isinstance(root_or_index, tuple):
         index, table = root_or_index
         name = index.repo_id
@@ -291,7 +224,7 @@ def plan_dataset(
     per_decoder = {k: decoder_bytes_estimate(index.features[k]) for k in video_keys}
     episode_decoder_bytes = sum(per_decoder.values())
     peak_of = functools.partial(
-        _peak,
+        consumer_peak,
         shuffle=shuffle,
         tabular_sizes=np.asarray(table["parquet_size"], dtype=np.int64),
         span_sizes=np.asarray(table["size"], dtype=np.int64),
@@ -302,7 +235,7 @@ def plan_dataset(
     ids_sorted = np.asarray(ids, dtype=np.int64)
 
     started = time.perf_counter()
-    peaks: list[_Peak] = []
+    peaks: list[Peak] = []
     per_rank: list[int] = []
     rank0_segments: list[SegmentArray] = []
     rank0_sizes: list[np.ndarray | None] = []

@@ -1,16 +1,16 @@
 """Live per-stage stats: cheap counters per consumer, shared with the main process, read as one dict.
 
 Each DataLoader worker (or the main process with ``num_workers=0``) writes only its own slot of one
-shared array (no locks: one writer per slot); ``StatsBoard.snapshot()`` in any process sums the slots.
+``shared.SharedArray`` (no locks: one writer per slot); ``StatsBoard.snapshot()`` in any process sums the slots.
 Off by default: a dataset without a board does no timing at all.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
-from multiprocessing import context as mp_context
 from typing import Any
+
+from lerowds.reader.shared import SharedArray
 
 FIELDS = (
     "samples",
@@ -37,6 +37,7 @@ class StatsSlot:
     __slots__ = ("_arr", "_base")
 
     def __init__(self, arr: Any, slot: int) -> None:
+        """``arr``: the board's flat array of slots × ``FIELDS`` (``SharedArray.raw``)."""
         self._arr, self._base = arr, slot * len(FIELDS)
 
     def add(self, field: str, value: float) -> None:
@@ -61,30 +62,28 @@ class StatsBoard:
     """One shared array of ``MAX_SLOTS`` consumer slots (rank-local worker ids)."""
 
     def __init__(self) -> None:
-        self._arr = mp.RawArray("d", MAX_SLOTS * len(FIELDS))
+        self._shared = SharedArray(FIELDS, slots=MAX_SLOTS, typecode="d")  # travels as SharedArray does
 
     def slot(self, worker: int) -> StatsSlot:
         if not 0 <= worker < MAX_SLOTS:
             raise ValueError(f"stats support at most {MAX_SLOTS} workers per rank, got worker {worker}")
-        return StatsSlot(self._arr, worker)
+        return StatsSlot(self._shared.raw, worker)
 
     def reset(self) -> None:
-        self._arr[:] = [0.0] * len(self._arr)
+        self._shared.reset()
 
     def snapshot(self) -> dict[str, float]:
         """Totals over consumers plus derived rates: decode ms per frame, hit rate, samples/s."""
-        n = len(FIELDS)
         total = dict.fromkeys(FIELDS, 0.0)
         starts, ends = [], []
-        for slot in range(MAX_SLOTS):
-            row = self._arr[slot * n : (slot + 1) * n]
-            if not row[0] and not row[_F["episodes_admitted"]]:
+        for row in self._shared.rows():
+            if not row["samples"] and not row["episodes_admitted"]:
                 continue
-            for name, value in zip(FIELDS, row):
+            for name, value in row.items():
                 total[name] += value
-            if row[_F["first_sample_time"]]:
-                starts.append(row[_F["first_sample_time"]])
-                ends.append(row[_F["last_sample_time"]])
+            if row["first_sample_time"]:
+                starts.append(row["first_sample_time"])
+                ends.append(row["last_sample_time"])
         out = {k: v for k, v in total.items() if k not in ("first_sample_time", "last_sample_time")}
         out["fetch_ms"] = out.pop("fetch_s") * 1e3
         out["decode_ms"] = out.pop("decode_s") * 1e3
@@ -105,14 +104,3 @@ class StatsBoard:
             f"({s['frames_decoded']:.0f} frames, decoder hits {100 * s['decoder_hit_rate']:.0f}%), "
             f"pool {s['pool_episodes']:.0f} episodes / {s['pool_bytes'] / 1e6:.1f} MB"
         )
-
-    def __getstate__(self) -> dict[str, Any]:
-        if mp_context.get_spawning_popen() is None:
-            return {"values": list(self._arr)}  # a plain copy (deepcopy/pickle) gets a private board
-        return {"arr": self._arr}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if "arr" in state:
-            self._arr = state["arr"]
-        else:
-            self._arr = mp.RawArray("d", state["values"])

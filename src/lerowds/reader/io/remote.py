@@ -9,14 +9,10 @@ from there; ``release`` unpins it, and the last user deletes it.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing.util
 import os
-import shutil
 import threading
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -46,13 +42,13 @@ from lerowds.reader.io.prefetch import Prefetcher, claim_blocking, quota_message
 from lerowds.reader.io.retry import Counters
 from lerowds.reader.io.sources import ByteSource, FsspecSource, HttpSource
 from lerowds.reader.io.store import EpisodeStore, LocalStore
+from lerowds.reader.shared import ProcessSlots
 
 __all__ = ["RemoteOptions", "RemoteStats", "RemoteStore", "cache_shares", "open_remote_store"]
 
 logger = logging.getLogger(__name__)
 
-_STATS_DIR = ".stats"
-_STATS_MAX_AGE_S = 7 * 24 * 3600
+_COUNTERS = tuple(f.name for f in fields(RemoteStats))
 
 
 def cache_shares(threads: int = 1) -> int:
@@ -73,29 +69,16 @@ def cache_shares(threads: int = 1) -> int:
 class _Runtime:
     """What one process holds: its counters, its prefetcher, and the episodes its consumer has admitted."""
 
-    def __init__(self, stats_dir: Path, counters: Counters | None = None) -> None:
+    def __init__(self, counters: ProcessSlots) -> None:
         self.pid = os.getpid()
-        self.token = f"{self.pid}-{uuid.uuid4().hex[:8]}"
-        self.stats_dir = stats_dir
-        self.counters = counters or Counters()
+        self.counters = counters  # this process writes its own slot of the store's shared counters
         self.lock = threading.Lock()
-        self.flush_lock = threading.Lock()
         self.prefetcher: Prefetcher | None = None
         self.held: dict[int, list[Pin]] = {}
 
     def held_bytes(self) -> int:
         with self.lock:
             return sum(p.size for pins in self.held.values() for p in pins)
-
-    def flush(self) -> None:
-        """Write this process's counters where ``RemoteStore.stats`` of any process sums them."""
-        if self.pid != os.getpid():
-            return
-        with self.flush_lock:
-            self.stats_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.stats_dir / f".{self.token}.tmp"
-            tmp.write_text(json.dumps(self.counters.snapshot()))
-            os.replace(tmp, self.stats_dir / f"{self.token}.json")
 
     def take_all(self) -> tuple[Prefetcher | None, list[Pin]]:
         with self.lock:
@@ -114,7 +97,7 @@ def _shutdown(runtime: _Runtime, cache: EpisodeCache) -> None:
         pf.stop(join_s=0.5)
     for pin in pins:
         cache.unpin(pin)
-    runtime.flush()
+    runtime.counters.release()  # this process's counts stay in the totals; its slot is free again
 
 
 class RemoteStore:
@@ -134,11 +117,12 @@ class RemoteStore:
         self.source, self.index, self.table = source, index, table
         self.cache, self.options, self.name = cache, options, name
         self._shards = tuple(s.name for s in index.shards)
-        self._session = uuid.uuid4().hex[:12]  # names this store's stats files, shared with its workers
+        # requests, bytes, ... of every process using this store (shared with its DataLoader workers)
+        self._counters = ProcessSlots(_COUNTERS)
+        for counter, n in (counters.snapshot() if counters is not None else {}).items():
+            self._counters.add(counter, n)  # what opening the store counted (index, episode table)
         self._rt: _Runtime | None = None
         self.consumer_threads = 1  # consumer threads of this process sharing the cache (lerowds.Loader)
-        self._runtime(counters)
-        self._sweep_stats()
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -148,10 +132,10 @@ class RemoteStore:
     def __repr__(self) -> str:
         return f"RemoteStore({self.name!r}, cache={str(self.cache.dir)!r}, limit={self.cache.limit})"
 
-    def _runtime(self, counters: Counters | None = None) -> _Runtime:
+    def _runtime(self) -> _Runtime:
         rt = self._rt
         if rt is None or rt.pid != os.getpid():
-            rt = self._rt = _Runtime(self._stats_dir(), counters)
+            rt = self._rt = _Runtime(self._counters)
             multiprocessing.util.Finalize(self, _shutdown, args=(rt, self.cache), exitpriority=10)
         return rt
 
@@ -192,7 +176,6 @@ class RemoteStore:
         )
         if isinstance(claim, Pin):
             rt.counters.add("reused")
-            rt.flush()
             return claim
         if claim is None:  # pragma: no cover - the event above is never set
             raise RuntimeError(f"{span.describe()}: claim cancelled")
@@ -201,10 +184,8 @@ class RemoteStore:
             pin = self.cache.commit(claim)
         except BaseException:
             self.cache.abort(claim)
-            rt.flush()
             raise
         rt.counters.add("downloaded")
-        rt.flush()
         return pin
 
     def _acquire(self, row: int) -> Pin:
@@ -246,7 +227,6 @@ class RemoteStore:
             held_bytes=rt.held_bytes,
             quota=self.cache.limit // shares,
             shares=shares,
-            on_done=self._flush_stats,
         )
         with rt.lock:
             rt.prefetcher = pf
@@ -288,46 +268,12 @@ class RemoteStore:
             rt.prefetcher.notify()
 
     def close(self) -> None:
-        rt = self._runtime()
-        _shutdown(rt, self.cache)
-        self._flush_stats()
+        _shutdown(self._runtime(), self.cache)
 
     # -------------------------------------------------------------------------------------- stats
-    def _stats_dir(self) -> Path:
-        return self.cache.root / _STATS_DIR / self._session
-
-    def _flush_stats(self) -> None:
-        rt = self._rt
-        if rt is not None:
-            rt.flush()
-
     def stats(self) -> RemoteStats:
         """Requests, retries, bytes and episodes so far, summed over this store's processes."""
-        self._runtime()
-        self._flush_stats()
-        total: dict[str, int] = {}
-        for f in self._stats_dir().glob("*.json"):
-            try:
-                counts = json.loads(f.read_text())
-            except (OSError, ValueError):
-                continue
-            for k, v in counts.items():
-                total[k] = total.get(k, 0) + int(v)
-        known = {f.name for f in fields(RemoteStats)}
-        return RemoteStats(**{k: v for k, v in total.items() if k in known})
-
-    def _sweep_stats(self) -> None:
-        """Forget stats of stores older than a week."""
-        base = self.cache.root / _STATS_DIR
-        if not base.is_dir():
-            return
-        cutoff = time.time() - _STATS_MAX_AGE_S
-        for d in base.iterdir():
-            try:
-                if d.stat().st_mtime < cutoff:
-                    shutil.rmtree(d, ignore_errors=True)
-            except FileNotFoundError:
-                continue
+        return RemoteStats(**self._counters.totals())
 
 
 # ----------------------------------------------------------------------------------------------- opening

@@ -29,129 +29,43 @@ list order as segments drain (count and budget as above).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lerowds.errors import ConfigError
+from lerowds.reader.order.events import Admit, Emit, Evict, PoolEvent
+from lerowds.reader.order.lifetimes import (
+    KEY_TAG,
+    check_int,
+    frame_keys,
+    key_base,
+    lifetimes,
+    mix64,
+    ordered_fill,
+    pool_windows,
+    window_bounds,
+)
 from lerowds.reader.order.segments import Segment, SegmentArray
 
+__all__ = [  # the pool math and event types are re-exported: their old home was this module
+    "KEY_TAG",
+    "ORDER_VERSION",
+    "Admit",
+    "Emit",
+    "Evict",
+    "PoolEvent",
+    "PoolOrder",
+    "key_base",
+    "lifetimes",
+    "mix64",
+    "pool_order",
+    "pool_windows",
+    "window_bounds",
+]
+
 ORDER_VERSION = 2  # 1: lerowds before the windowed pool (uniform swap-remove draws over the pool's frames)
-KEY_TAG = 0x4C52_504B  # "LRPK": SeedSequence tag of the frame keys
-_GAMMA = np.uint64(0x9E37_79B9_7F4A_7C15)
-_MIX1 = np.uint64(0xBF58_476D_1CE4_E5B9)
-_MIX2 = np.uint64(0x94D0_49BB_1331_11EB)
 _CHUNK_FRAMES = 1 << 16  # frames emitted per computed chunk (about); buffering only, not part of the order
-
-
-def _check_int(name: str, value: object, low: int = 0) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's output function on uint64 (wrapping arithmetic), in place: a bijective 64-bit mixer."""
-    x ^= x >> np.uint64(30)
-    x *= _MIX1
-    x ^= x >> np.uint64(27)
-    x *= _MIX2
-    x ^= x >> np.uint64(31)
-    return x
-
-
-def key_base(seed: int, epoch: int, rank: int, worker: int) -> np.uint64:
-    """The consumer's 64-bit key stream offset."""
-    for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank), ("worker", worker)):
-        _check_int(name, value)
-    words = [int(seed), int(epoch), int(rank), int(worker), KEY_TAG]
-    return np.random.SeedSequence(words).generate_state(1, dtype=np.uint64)[0]
-
-
-def pool_windows(
-    num_segments: int, *, pool_size: int, sizes: np.ndarray | None = None, byte_budget: int | None = None
-) -> np.ndarray:
-    """``lo_j`` for each segment ``j``: the first segment of the pool when ``j`` is admitted (ascending)."""
-    j = np.arange(num_segments, dtype=np.int64)
-    lo = np.maximum(j - pool_size + 1, 0)
-    if byte_budget is not None and num_segments:
-        held = np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))])
-        lo = np.maximum(lo, np.searchsorted(held, held[1:] - byte_budget, side="left"))
-    return np.minimum(lo, j)
-
-
-def window_bounds(
-    num_segments: int,
-    *,
-    pool_size: int,
-    sizes: np.ndarray | None = None,
-    byte_budget: int | None = None,
-    shuffle: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(lo, hi)``: every pool the consumer ever holds lies inside one window ``[lo[j], hi[j]]``."""
-    j = np.arange(num_segments, dtype=np.int64)
-    if shuffle:
-        return pool_windows(num_segments, pool_size=pool_size, sizes=sizes, byte_budget=byte_budget), j
-    return j, _ordered_fill(j, num_segments, pool_size, sizes, byte_budget) - 1
-
-
-def _ordered_fill(
-    c: np.ndarray, m: int, pool_size: int, sizes: np.ndarray | None, byte_budget: int | None
-) -> np.ndarray:
-    """Without shuffle, the pool while segment ``c`` drains is ``[c, g)``: filled in list order up to
-    ``pool_size`` segments and the budget (at least one segment)."""
-    g = np.minimum(c + pool_size, m)
-    if byte_budget is not None:
-        held = np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))])
-        fits = np.searchsorted(held, held[c] + byte_budget, side="right") - 1
-        g = np.minimum(g, np.maximum(c + 1, fits))
-    return g
-
-
-def lifetimes(lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Admission and eviction times ``(a, b)`` of each segment from the windows ``lo`` (both ascending)."""
-    m = lo.size
-    if not m:
-        return lo.copy(), lo.copy()
-    j = np.arange(m, dtype=np.int64)
-    h = int(np.searchsorted(lo, 0, side="right")) - 1
-    if h == m - 1:  # the whole share in the first window: one lifetime for all, a uniform shuffle
-        return np.zeros(m, dtype=np.int64), np.full(m, m, dtype=np.int64)
-    admit = np.where(j <= h, 0, j)
-    e = np.searchsorted(lo, j, side="right")
-    evict = np.where(e < m, e, m + j - lo[-1])
-    return admit, evict
-
-
-# ---- events ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Admit:
-    """Segment ``index`` (its position in the consumer's list) enters the pool; ``frames`` remain to emit."""
-
-    index: int
-    segment: Segment
-    frames: Sequence[int]  # ascending; ``range(start, stop)`` unless the pool was rebuilt by a skip
-
-
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """Emit frame ``frame`` of episode ``episode`` (from pool segment ``index``)."""
-
-    index: int
-    episode: int
-    frame: int
-
-
-@dataclass(frozen=True, slots=True)
-class Evict:
-    """Segment ``index`` (of episode ``episode``) has no frame left and leaves the pool."""
-
-    index: int
-    episode: int
-
-
-PoolEvent = Admit | Emit | Evict
 
 
 class PoolOrder:
@@ -174,11 +88,11 @@ class PoolOrder:
         sizes: Sequence[int] | np.ndarray | None = None,
         byte_budget: int | None = None,
     ) -> None:
-        _check_int("pool_size", pool_size, 1)
+        check_int("pool_size", pool_size, 1)
         segs = SegmentArray.of(segments)
         m = len(segs)
         if byte_budget is not None:
-            _check_int("byte_budget", byte_budget, 1)
+            check_int("byte_budget", byte_budget, 1)
             if sizes is None or len(sizes) != m:
                 raise ConfigError(
                     f"byte_budget needs one size per segment, got {None if sizes is None else len(sizes)} "
@@ -261,15 +175,8 @@ class PoolOrder:
         counter = np.arange(c0, c1, dtype=np.int64)
         frame = counter - np.repeat(self._first[s0:s1] - self._segs.start[s0:s1], n)
         a = self._admit[s0:s1].astype(np.uint64)
-        width = np.repeat(self._evict[s0:s1].astype(np.uint64) - a, n)
-        x = counter.astype(np.uint64)
-        x += np.uint64(1)
-        x *= _GAMMA
-        x += self._base
-        key = mix64(x) >> np.uint64(32)
-        key *= width
-        key += np.repeat(a << np.uint64(32), n)
-        return seg, frame, key
+        width = self._evict[s0:s1].astype(np.uint64) - a
+        return seg, frame, frame_keys(counter, self._base, np.repeat(a, n), np.repeat(width, n))
 
     @staticmethod
     def _emission_order(key: np.ndarray) -> np.ndarray:
@@ -351,11 +258,11 @@ class PoolOrder:
     def _no_shuffle_fill(self, c: int) -> int:
         """Without shuffle: the pool is ``[c, g)`` while segment ``c`` drains; ``g`` = the end of its fill."""
         at = np.asarray([c], dtype=np.int64)
-        return int(_ordered_fill(at, len(self._segs), self._pool_size, self._sizes, self._budget)[0])
+        return int(ordered_fill(at, len(self._segs), self._pool_size, self._sizes, self._budget)[0])
 
     def skip(self, count: int) -> None:
         """Advance past ``count`` emits (and the pool changes they cause) on integers only."""
-        _check_int("skip", count)
+        check_int("skip", count)
         if count > self._total - self._emitted:
             raise ConfigError(
                 f"cannot skip {count} emits: this consumer has {self._total - self._emitted} frames left "
@@ -449,25 +356,17 @@ class PoolOrder:
 
 
 def pool_order(
-    segments: Sequence[Segment] | SegmentArray,
-    *,
-    pool_size: int,
-    seed: int,
-    epoch: int,
-    rank: int,
-    worker: int,
-    shuffle: bool,
-    skip: int = 0,
+    segments: Sequence[Segment] | SegmentArray, *, skip: int = 0, **options: Any
 ) -> Iterator[PoolEvent]:
     """The pool events of consumer ``(rank, worker)``; ``skip=k`` resumes after the first ``k`` emits.
 
-    The stream starts with ``Admit`` for each segment in the pool (after a skip, with the frames still to
-    emit), then ``Emit``s; an ``Admit`` comes right before the first emit at or after its segment's
-    admission time, an ``Evict`` right after its segment's last emit. The ``Emit`` events with ``skip=k``
-    are exactly those of the un-skipped stream after its first ``k``.
+    ``options``: those of ``PoolOrder`` (``pool_size``, ``seed``, ``epoch``, ``rank``, ``worker``,
+    ``shuffle``, optionally ``sizes`` and ``byte_budget``). The stream starts with ``Admit`` for each segment
+    in the pool (after a skip, with the frames still to emit), then ``Emit``s; an ``Admit`` comes right
+    before the first emit at or after its segment's admission time, an ``Evict`` right after its segment's
+    last emit. The ``Emit`` events with ``skip=k`` are exactly those of the un-skipped stream after its
+    first ``k``.
     """
-    order = PoolOrder(
-        segments, pool_size=pool_size, seed=seed, epoch=epoch, rank=rank, worker=worker, shuffle=shuffle
-    )
+    order = PoolOrder(segments, **options)
     order.skip(skip)  # eager: bad arguments raise here, not at the first next()
     return order.events()

@@ -20,53 +20,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from lerowds.errors import ConfigError
-from lerowds.reader.order.ints import bit_generator as _bit_generator
-from lerowds.reader.order.ints import check_int as _check_int
-from lerowds.reader.order.pool import ORDER_VERSION, Admit, Emit, Evict, PoolEvent, PoolOrder, pool_order
+from lerowds.reader.order.ints import bit_generator, check_int
 from lerowds.reader.order.segments import Segment, SegmentArray, cut
 
-__all__ = [
-    "EPISODE_TAG",
-    "ORDER_VERSION",
-    "POOL_TAG",
-    "Admit",
-    "Emit",
-    "Evict",
-    "PoolEvent",
-    "PoolOrder",
-    "RankPlan",
-    "Segment",
-    "SegmentArray",
-    "UniformDraws",
-    "consumer_sample_count",
-    "episode_order",
-    "pool_order",
-    "rank_frame_count",
-    "rank_plan",
-    "rank_plans",
-    "worker_segments",
-]
-
 EPISODE_TAG = 0x4C52_4550  # "LREP": stream tag of the episode permutation
-POOL_TAG = 0x4C52_504C  # "LRPL": stream tag of ``UniformDraws`` (the webdataset pool stage's draws)
-_BLOCK = 4096  # raw draws fetched at once; buffering only, the order does not depend on it
 
 Remainder = Literal["drop", "repeat"]
 
 
 def episode_order(num_episodes: int, *, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     """Positions ``0..num_episodes-1`` in this epoch's order (identity when not ``shuffle``), int64."""
-    _check_int("num_episodes", num_episodes)
-    _check_int("seed", seed)
-    _check_int("epoch", epoch)
+    check_int("num_episodes", num_episodes)
+    check_int("seed", seed)
+    check_int("epoch", epoch)
     if not shuffle:
         return np.arange(num_episodes, dtype=np.int64)
-    keys = _bit_generator(seed, epoch, EPISODE_TAG).random_raw(num_episodes)
+    keys = bit_generator(seed, epoch, EPISODE_TAG).random_raw(num_episodes)
     order = np.argsort(keys)  # NumPy's fast sort; equal keys (~n^2 / 2^65 likely) need the stable one
     sorted_keys = keys[order]
     if sorted_keys.size > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
@@ -92,8 +66,8 @@ class RankPlan:
 
 def rank_frame_count(total_frames: int, *, world_size: int, remainder: Remainder = "drop") -> int:
     """Frames every rank owns: ``N // W`` with "drop", ``ceil(N / W)`` with "repeat"."""
-    _check_int("total_frames", total_frames)
-    _check_int("world_size", world_size, 1)
+    check_int("total_frames", total_frames)
+    check_int("world_size", world_size, 1)
     if remainder not in ("drop", "repeat"):
         raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
     if world_size > total_frames:
@@ -105,7 +79,7 @@ def rank_frame_count(total_frames: int, *, world_size: int, remainder: Remainder
 
 
 def _worker_range(total: int, num_workers: int, worker: int) -> tuple[int, int]:
-    _check_int("num_workers", num_workers, 1)
+    check_int("num_workers", num_workers, 1)
     if not 0 <= worker < num_workers:
         raise ConfigError(f"worker must be in [0, {num_workers}), got {worker!r}")
     q, r = divmod(total, num_workers)
@@ -123,32 +97,16 @@ def consumer_sample_count(
 
 
 def rank_plan(
-    lengths: Sequence[int],
-    episode_ids: Sequence[int] | None = None,
-    *,
-    seed: int,
-    epoch: int,
-    shuffle: bool,
-    world_size: int,
-    rank: int,
-    remainder: Remainder = "drop",
+    lengths: Sequence[int], episode_ids: Sequence[int] | None = None, *, rank: int, **options: Any
 ) -> RankPlan:
     """Rank ``rank``'s frames: episodes in ``episode_order`` laid end to end, cut in ``world_size`` equal parts.
 
+    ``options``: those of ``rank_plans`` (``seed``, ``epoch``, ``shuffle``, ``world_size``, ``remainder``).
     ``episode_ids[i]`` (default ``i``) is the dataset episode index of the episode of ``lengths[i]``.
     "drop" leaves out the sequence's last ``N % W`` frames, "repeat" wraps around to its start.
     """
-    _check_int("rank", rank)
-    return rank_plans(
-        lengths,
-        episode_ids,
-        seed=seed,
-        epoch=epoch,
-        shuffle=shuffle,
-        world_size=world_size,
-        ranks=[rank],
-        remainder=remainder,
-    )[0]
+    check_int("rank", rank)
+    return rank_plans(lengths, episode_ids, ranks=[rank], **options)[0]
 
 
 def rank_plans(
@@ -177,7 +135,7 @@ def rank_plans(
     per_rank = rank_frame_count(total, world_size=world_size, remainder=remainder)
     ranks = range(world_size) if ranks is None else ranks
     for rank in ranks:
-        _check_int("rank", rank)
+        check_int("rank", rank)
         if rank >= world_size:
             raise ConfigError(f"rank must be in [0, {world_size}), got {rank}")
     order = episode_order(lens.size, seed=seed, epoch=epoch, shuffle=shuffle)
@@ -216,38 +174,3 @@ def worker_segments(
     ends = np.cumsum(segs.lengths)
     lo, hi = _worker_range(int(ends[-1]) if len(ends) else 0, num_workers, worker)
     return cut(segs.episode, segs.start, ends - segs.lengths, ends, lo, hi)
-
-
-# ---- the webdataset pool stage's draws --------------------------------------------------------------
-
-
-class UniformDraws:
-    """Consumer ``(seed, epoch, rank, worker)``'s uniform floats in [0, 1): draw ``i`` is raw output ``i`` of
-    ``PCG64(SeedSequence([seed, epoch, rank, worker, POOL_TAG]))`` as ``(raw >> 11) * 2**-53``."""
-
-    def __init__(self, seed: int, epoch: int, rank: int, worker: int) -> None:
-        for name, value in (("seed", seed), ("epoch", epoch), ("rank", rank), ("worker", worker)):
-            _check_int(name, value)
-        self._bitgen = _bit_generator(seed, epoch, rank, worker, POOL_TAG)
-        self._buffer: list[float] = []
-        self._pos = 0
-
-    def _refill(self) -> None:
-        raw = self._bitgen.random_raw(_BLOCK) >> np.uint64(11)
-        self._buffer, self._pos = (raw.astype(np.float64) * 2.0**-53).tolist(), 0
-
-    def take(self, count: int) -> list[float]:
-        """The next ``min(count, buffered)`` draws (at least one when ``count > 0``)."""
-        if self._pos == len(self._buffer):
-            self._refill()
-        out = self._buffer[self._pos : self._pos + count]
-        self._pos += len(out)
-        return out
-
-    def next(self) -> float:
-        """The next draw (the hot path of every shuffled emit: no list slicing)."""
-        if self._pos == len(self._buffer):
-            self._refill()
-        u = self._buffer[self._pos]
-        self._pos += 1
-        return u
