@@ -357,8 +357,8 @@ class LeRobotWebDataset(IterableDataset):
         )
         order.skip(skip)  # integers only: no episode is read for the skipped part
         first = min(order.pool, default=len(segments))
-        self._store.prefetch(rows[first:].tolist())
         info = get_worker_info()
+        self._store.prefetch(rows[first:].tolist(), workers=1 if info is None else info.num_workers)
         slot = None if self._stats is None else self._stats.slot(0 if info is None else info.id)
         return consume(
             order.events(),
