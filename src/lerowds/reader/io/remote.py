@@ -41,11 +41,11 @@ from lerowds.reader.io.cache import (
 from lerowds.reader.io.http import HttpClient
 from lerowds.reader.io.hub import HubPath, endpoint, hub_headers, local_snapshot, offline
 from lerowds.reader.io.integrity import Crc32, Span, span_of, verify_span
+from lerowds.reader.io.local import LocalStore
 from lerowds.reader.io.options import RemoteOptions, RemoteStats
 from lerowds.reader.io.prefetch import Prefetcher, claim_blocking, quota_message
 from lerowds.reader.io.retry import Counters
 from lerowds.reader.io.sources import ByteSource, FsspecSource, HttpSource
-from lerowds.reader.io.local import LocalStore
 
 __all__ = ["RemoteOptions", "RemoteStats", "RemoteStore", "cache_shares", "open_remote_store"]
 
@@ -133,7 +133,9 @@ class RemoteStore:
         self._session = uuid.uuid4().hex[:12]  # names this store's stats files, shared with its workers
         self._rt: _Runtime | None = None
         self.consumer_threads = 1  # consumer threads of this process sharing the cache (lerowds.Loader)
-        self._workers = 1  # DataLoader workers sharing the cache, as the last ``prefetch`` in this process said
+        self._workers = (
+            1  # DataLoader workers sharing the cache, as the last ``prefetch`` in this process said
+        )
         self._runtime(counters)
         self._sweep_stats()
 
