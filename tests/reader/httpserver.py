@@ -54,6 +54,17 @@ class HubRepo:
     token: str | None = None  # if set, resolve requests need ``Authorization: Bearer <token>``
 
 
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server saw it: the request target (absolute-form when sent to a proxy), the
+    client's port (one per connection), and the credential headers."""
+
+    target: str
+    port: int
+    authorization: str | None
+    proxy_authorization: str | None
+
+
 class LoopbackServer:
     """``with LoopbackServer(root) as srv: srv.url`` serves ``root`` on 127.0.0.1 until the block ends."""
 
@@ -77,6 +88,8 @@ class LoopbackServer:
         self.faults_served: Counter[str] = Counter()
         self.auth_seen: list[str | None] = []
         self.resolves: Counter[str] = Counter()  # Hub resolve requests per file
+        self.redirects: dict[str, str] = {}  # path below /data/ -> Location to answer with (a 302)
+        self.seen: list[Seen] = []  # every request, in arrival order
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -153,7 +166,17 @@ class _Handler(BaseHTTPRequestHandler):
         if srv.latency_s:
             time.sleep(srv.latency_s)
         path = unquote(urlsplit(self.path).path)
+        seen = Seen(
+            self.path,
+            self.client_address[1],
+            self.headers.get("Authorization"),
+            self.headers.get("Proxy-Authorization"),
+        )
+        with srv.lock:
+            srv.seen.append(seen)
         extra: dict[str, str] = {}
+        if path.startswith("/data/") and path[len("/data/") :] in srv.redirects:
+            return self._plain(302, {"Location": srv.redirects[path[len("/data/") :]]})
         if path.startswith("/data/"):
             rel = path[len("/data/") :]
         elif path.startswith("/cdn/"):

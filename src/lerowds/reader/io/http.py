@@ -214,7 +214,7 @@ class HttpClient:
                 want = self._range_length(resp, start + got, end, size)
                 etag = resp.headers.get("ETag")
                 if state["etag"] is not None and etag is not None and etag != state["etag"]:
-                    state["got"] = 0
+                    state["got"], state["etag"] = 0, None  # the next attempt starts on the new file
                     raise Transient(f"the file changed on the server (ETag {state['etag']} -> {etag})")
                 state["etag"] = etag or state["etag"]
                 complete = self._read_into(resp, got, want, write, state, counters, cancel)
