@@ -108,7 +108,8 @@ class Transport:
         self.timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
         self._pid = -1
         self._lock = threading.Lock()
-        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._managers: dict[tuple[str | None, bool], urllib3.PoolManager] = {}  # (proxy, https) ->
+        self._proxies: dict[tuple[str, str, int | None], str | None] = {}  # origin -> its proxy
 
     def __getstate__(self) -> dict[str, object]:
         return {"timeouts": self.timeouts}
@@ -117,16 +118,24 @@ class Transport:
         self.__init__(*state["timeouts"])  # type: ignore[misc]
 
     def _manager(self, url: str) -> urllib3.PoolManager:
-        """This process's pool manager for ``url``: direct, or one per proxy."""
-        proxy = proxy_for(url)
+        """This process's pool manager for ``url``: direct or one per proxy; for https, with the CA bundle
+        (loading it costs ~20 ms, so plain http never does)."""
+        p = urlsplit(url)
+        origin = (p.scheme, p.hostname or "", p.port)
         with self._lock:
             if self._pid != os.getpid():  # forked (or new): the parent's managers are not ours
-                self._pid, self._managers = os.getpid(), {}
-            manager = self._managers.get(proxy)
+                self._pid, self._managers, self._proxies = os.getpid(), {}, {}
+            if origin not in self._proxies:  # the environment is read once per origin (it costs ~0.3 ms)
+                self._proxies[origin] = proxy_for(url)
+            key = (self._proxies[origin], p.scheme == "https")
+            manager = self._managers.get(key)
             if manager is None:
-                kw = {"maxsize": _POOL_SIZE, "block": False, "ssl_context": _ssl_context()}
+                proxy, tls = key
+                kw: dict[str, object] = {"maxsize": _POOL_SIZE, "block": False}
+                if tls:
+                    kw["ssl_context"] = _ssl_context()
                 manager = _proxy_manager(proxy, **kw) if proxy else urllib3.PoolManager(**kw)  # type: ignore[arg-type]
-                self._managers[proxy] = manager
+                self._managers[key] = manager
         return manager
 
     def open(self, url: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
