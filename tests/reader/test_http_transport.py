@@ -195,4 +195,4 @@ def test_changed_file_is_fetched_from_the_start(blob: tuple[Path, bytes], caplog
         _client().get_range(f"{srv.url}/blob.bin", 0, 100_000, write, what="t", counters=Counters())
         assert bytes(buf) == data[:100_000]
         assert srv.requests == {("blob.bin", 0): 2, ("blob.bin", 50_000): 1}
-    assert "the file changed on the server" in caplog.text  # type: ignore[attr-defined]
+    assert 'the file changed on the server (ETag "300000" -> "300004")' in caplog.text  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import urllib3
@@ -33,6 +34,7 @@ from lerowds.reader.io.transport import Transport
 
 __all__ = ["Cancelled", "Counters", "HttpClient", "HttpOptions", "Permanent", "RetryPolicy", "Transient"]
 
+T = TypeVar("T")
 Writer = Callable[[int, memoryview], None]  # (position inside the range, bytes)
 _BODY_ERRORS = (OSError, urllib3.exceptions.HTTPError)  # a body cut short: reset, timeout, incomplete read
 
@@ -151,6 +153,19 @@ class HttpClient:
         raise Permanent(status + hint)
 
     # -------------------------------------------------------------------------------------- requests
+    def _retrying(
+        self,
+        attempt: Callable[[], T],
+        what: str,
+        url: str,
+        counters: Counters,
+        cancel: threading.Event | None,
+    ) -> T:
+        policy = self.options.retry
+        return call_with_retries(
+            attempt, policy=policy, what=what, where=url, counters=counters, rng=self.rng, cancel=cancel
+        )
+
     def get(
         self, url: str, *, what: str, counters: Counters, cancel: threading.Event | None = None
     ) -> tuple[bytes, dict[str, str]]:
@@ -170,15 +185,7 @@ class HttpClient:
             counters.add("bytes", len(body))
             return body, {k.lower(): v for k, v in resp.headers.items()}
 
-        return call_with_retries(
-            attempt,
-            policy=self.options.retry,
-            what=what,
-            where=url,
-            counters=counters,
-            rng=self.rng,
-            cancel=cancel,
-        )
+        return self._retrying(attempt, what, url, counters, cancel)
 
     def get_range(
         self,
@@ -214,8 +221,8 @@ class HttpClient:
                 want = self._range_length(resp, start + got, end, size)
                 etag = resp.headers.get("ETag")
                 if state["etag"] is not None and etag is not None and etag != state["etag"]:
-                    state["got"], state["etag"] = 0, None  # the next attempt starts on the new file
-                    raise Transient(f"the file changed on the server (ETag {state['etag']} -> {etag})")
+                    old, state["got"], state["etag"] = state["etag"], 0, None  # next: the new file, anew
+                    raise Transient(f"the file changed on the server (ETag {old} -> {etag})")
                 state["etag"] = etag or state["etag"]
                 complete = self._read_into(resp, got, want, write, state, counters, cancel)
             except _BODY_ERRORS as e:
@@ -233,15 +240,7 @@ class HttpClient:
                     counters.add("verify_failures")
                     raise Transient(f"corrupt download, fetching it again: {e}") from None
 
-        call_with_retries(
-            attempt,
-            policy=self.options.retry,
-            what=what,
-            where=url,
-            counters=counters,
-            rng=self.rng,
-            cancel=cancel,
-        )
+        self._retrying(attempt, what, url, counters, cancel)
 
     @staticmethod
     def _range_length(resp: urllib3.BaseHTTPResponse, first: int, last: int, size: int) -> int:
