@@ -161,19 +161,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_GET(self) -> None:
-        srv = self.srv
-        if srv.latency_s:
-            time.sleep(srv.latency_s)
-        path = unquote(urlsplit(self.path).path)
+    def _record(self) -> None:
         seen = Seen(
             self.path,
             self.client_address[1],
             self.headers.get("Authorization"),
             self.headers.get("Proxy-Authorization"),
         )
-        with srv.lock:
-            srv.seen.append(seen)
+        with self.srv.lock:
+            self.srv.seen.append(seen)
+
+    def do_CONNECT(self) -> None:
+        """A proxy tunnel (an https request through this server as its proxy): recorded, then refused."""
+        self._record()
+        self._plain(502)
+
+    def do_GET(self) -> None:
+        srv = self.srv
+        if srv.latency_s:
+            time.sleep(srv.latency_s)
+        path = unquote(urlsplit(self.path).path)
+        self._record()
         extra: dict[str, str] = {}
         if path.startswith("/data/") and path[len("/data/") :] in srv.redirects:
             return self._plain(302, {"Location": srv.redirects[path[len("/data/") :]]})

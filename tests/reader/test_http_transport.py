@@ -110,6 +110,23 @@ def test_http_proxy_from_the_environment(blob: tuple[Path, bytes], monkeypatch: 
     assert seen.proxy_authorization == "Basic dXNAZXI6cDpzcw=="  # base64("us@er:p:ss")
 
 
+def test_https_proxy_tunnel_from_the_environment(
+    blob: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTPS_PROXY``: an https URL goes through a CONNECT tunnel that carries the proxy's credentials (the
+    loopback server records the CONNECT, then refuses it, which is a retryable failure)."""
+    root, _ = blob
+    with LoopbackServer(root) as srv:
+        monkeypatch.setenv("HTTPS_PROXY", srv.base.replace("http://", "http://u:p@"))
+        with pytest.raises(
+            RemoteError, match="failed after 1 attempts.*cannot connect through the proxy.*502"
+        ):
+            _range(_client(attempts=1), "https://dataset.invalid/data/blob.bin", 0, 10)
+        assert [(s.target, s.proxy_authorization) for s in srv.seen] == [
+            ("dataset.invalid:443", "Basic dTpw")  # base64("u:p")
+        ]
+
+
 def test_no_proxy_bypasses_the_proxy(blob: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
     root, _ = blob
     with LoopbackServer(root) as srv:

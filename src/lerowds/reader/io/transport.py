@@ -83,13 +83,6 @@ def _proxy_manager(proxy: str, **kw: object) -> urllib3.ProxyManager:
     return urllib3.ProxyManager(url, proxy_headers=headers, **kw)  # type: ignore[arg-type]
 
 
-def _reason(e: MaxRetryError) -> BaseException:
-    reason = e.reason if e.reason is not None else e
-    if isinstance(reason, ProxyError) and reason.original_error is not None:
-        return reason.original_error
-    return reason
-
-
 def _cert_error(e: BaseException | None) -> ssl.SSLCertVerificationError | None:
     """The certificate failure under urllib3's ``SSLError`` (it wraps the ``ssl`` error), if that is one."""
     for _ in range(4):
@@ -98,6 +91,21 @@ def _cert_error(e: BaseException | None) -> ssl.SSLCertVerificationError | None:
         inner = e.args[0] if isinstance(e, SSLError) and e.args else None
         e = inner if isinstance(inner, BaseException) else e.__cause__ or e.__context__
     return None
+
+
+def _failure(reason: BaseException) -> Permanent | Transient:
+    """What a failed urllib3 request means to the retry policy, in words a user can act on."""
+    if isinstance(reason, ResponseError):
+        return Permanent(f"more than {MAX_REDIRECTS} redirects")
+    cert = _cert_error(reason)
+    if cert is not None:
+        return Permanent(f"TLS certificate not trusted ({cert}); set SSL_CERT_FILE to your CA bundle")
+    if isinstance(reason, ProxyError):
+        inner = reason.original_error
+        return Transient(f"cannot connect through the proxy: {type(inner).__name__}: {inner}")
+    if isinstance(reason, ConnectTimeoutError):  # refused, unresolvable, or no answer in time
+        return Transient(f"cannot connect: {type(reason).__name__}: {reason}")
+    return Transient(f"{type(reason).__name__}: {reason}")
 
 
 class Transport:
@@ -160,17 +168,7 @@ class Transport:
                 enforce_content_length=True,
             )
         except MaxRetryError as e:
-            reason = _reason(e)
-            if isinstance(reason, ResponseError):
-                raise Permanent(f"more than {MAX_REDIRECTS} redirects") from None
-            cert = _cert_error(reason)
-            if cert is not None:
-                raise Permanent(
-                    f"TLS certificate not trusted ({cert}); set SSL_CERT_FILE to your CA bundle"
-                ) from None
-            if isinstance(reason, (ConnectTimeoutError, ProxyError)):
-                raise Transient(f"cannot connect: {type(reason).__name__}: {reason}") from None
-            raise Transient(f"{type(reason).__name__}: {reason}") from None
+            raise _failure(e.reason if e.reason is not None else e) from None
         except (HTTPError, OSError) as e:
             raise Transient(f"{type(e).__name__}: {e}") from None
 
