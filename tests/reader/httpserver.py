@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+TLS_DIR = Path(__file__).resolve().parent / "tls"
+TLS_CA = TLS_DIR / "ca.pem"  # the CA of the test server's certificate (for 127.0.0.1)
 FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _HUB = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.*)$")
@@ -75,8 +78,10 @@ class LoopbackServer:
         latency_s: float = 0.0,
         bandwidth: float | None = None,
         hub: HubRepo | None = None,
+        tls: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.tls = tls  # serve https with tls/server.pem (its CA: TLS_CA)
         self.latency_s = latency_s
         self.bandwidth = bandwidth  # bytes/s per response
         self.hub = hub
@@ -97,6 +102,10 @@ class LoopbackServer:
     def __enter__(self) -> Self:
         handler = type("Handler", (_Handler,), {"srv": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(TLS_DIR / "server.pem")
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.daemon = True
@@ -114,7 +123,7 @@ class LoopbackServer:
     def base(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def url(self) -> str:

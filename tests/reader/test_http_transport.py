@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from httpserver import Fault, LoopbackServer
+from httpserver import TLS_CA, Fault, LoopbackServer
 
 from lerowds.errors import RemoteError
 from lerowds.reader.io.http import HttpClient, HttpOptions
@@ -213,3 +213,21 @@ def test_changed_file_is_fetched_from_the_start(blob: tuple[Path, bytes], caplog
         assert bytes(buf) == data[:100_000]
         assert srv.requests == {("blob.bin", 0): 2, ("blob.bin", 50_000): 1}
     assert 'the file changed on the server (ETag "300000" -> "300004")' in caplog.text  # type: ignore[attr-defined]
+
+
+def test_https_trusts_ssl_cert_file(blob: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS through urllib3 with lerowds' trust store: a server whose CA is unknown is a permanent failure
+    that says what to set; with ``SSL_CERT_FILE`` naming that CA the same read succeeds."""
+    root, data = blob
+    with LoopbackServer(root, tls=True) as srv:
+        url = f"{srv.url}/blob.bin"
+        assert url.startswith("https://127.0.0.1:")
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with pytest.raises(
+            RemoteError, match=r"TLS certificate not trusted .*set SSL_CERT_FILE.*not retried"
+        ):
+            _range(_client(), url, 0, 10)
+        monkeypatch.setenv("SSL_CERT_FILE", str(TLS_CA))
+        assert _range(_client(), url, 1000, 50_000) == data[1000:51_000]
+        assert srv.requests == {("blob.bin", 1000): 1}
