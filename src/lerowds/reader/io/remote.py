@@ -133,9 +133,8 @@ class RemoteStore:
         self._session = uuid.uuid4().hex[:12]  # names this store's stats files, shared with its workers
         self._rt: _Runtime | None = None
         self.consumer_threads = 1  # consumer threads of this process sharing the cache (lerowds.Loader)
-        self._workers = (
-            1  # DataLoader workers sharing the cache, as the last ``prefetch`` in this process said
-        )
+        # DataLoader workers sharing the cache, as the last ``prefetch`` in this process said
+        self._workers = 1
         self._runtime(counters)
         self._sweep_stats()
 
