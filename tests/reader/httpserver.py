@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,8 @@ from urllib.parse import unquote, urlsplit
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+TLS_DIR = Path(__file__).resolve().parent / "tls"
+TLS_CA = TLS_DIR / "ca.pem"  # the CA of the test server's certificate (for 127.0.0.1)
 FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _HUB = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.*)$")
@@ -54,6 +57,17 @@ class HubRepo:
     token: str | None = None  # if set, resolve requests need ``Authorization: Bearer <token>``
 
 
+@dataclass(frozen=True)
+class Seen:
+    """One request as the server saw it: the request target (absolute-form when sent to a proxy), the
+    client's port (one per connection), and the credential headers."""
+
+    target: str
+    port: int
+    authorization: str | None
+    proxy_authorization: str | None
+
+
 class LoopbackServer:
     """``with LoopbackServer(root) as srv: srv.url`` serves ``root`` on 127.0.0.1 until the block ends."""
 
@@ -64,8 +78,10 @@ class LoopbackServer:
         latency_s: float = 0.0,
         bandwidth: float | None = None,
         hub: HubRepo | None = None,
+        tls: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.tls = tls  # serve https with tls/server.pem (its CA: TLS_CA)
         self.latency_s = latency_s
         self.bandwidth = bandwidth  # bytes/s per response
         self.hub = hub
@@ -77,6 +93,8 @@ class LoopbackServer:
         self.faults_served: Counter[str] = Counter()
         self.auth_seen: list[str | None] = []
         self.resolves: Counter[str] = Counter()  # Hub resolve requests per file
+        self.redirects: dict[str, str] = {}  # path below /data/ -> Location to answer with (a 302)
+        self.seen: list[Seen] = []  # every request, in arrival order
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -84,6 +102,10 @@ class LoopbackServer:
     def __enter__(self) -> Self:
         handler = type("Handler", (_Handler,), {"srv": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(TLS_DIR / "server.pem")
+            self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05})
         self._thread.daemon = True
@@ -101,7 +123,7 @@ class LoopbackServer:
     def base(self) -> str:
         assert self._server is not None
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     @property
     def url(self) -> str:
@@ -148,12 +170,30 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    def _record(self) -> None:
+        seen = Seen(
+            self.path,
+            self.client_address[1],
+            self.headers.get("Authorization"),
+            self.headers.get("Proxy-Authorization"),
+        )
+        with self.srv.lock:
+            self.srv.seen.append(seen)
+
+    def do_CONNECT(self) -> None:
+        """A proxy tunnel (an https request through this server as its proxy): recorded, then refused."""
+        self._record()
+        self._plain(502)
+
     def do_GET(self) -> None:
         srv = self.srv
         if srv.latency_s:
             time.sleep(srv.latency_s)
         path = unquote(urlsplit(self.path).path)
+        self._record()
         extra: dict[str, str] = {}
+        if path.startswith("/data/") and path[len("/data/") :] in srv.redirects:
+            return self._plain(302, {"Location": srv.redirects[path[len("/data/") :]]})
         if path.startswith("/data/"):
             rel = path[len("/data/") :]
         elif path.startswith("/cdn/"):

@@ -434,6 +434,25 @@ def test_too_small_cache_is_an_error_not_a_hang(converted: Path, tmp_path: Path,
         assert ds.remote_stats()["waits"] == 0  # refused at once: no claim waited for room in the cache
 
 
+def test_dataloader_workers_share_the_cache_limit(
+    converted: Path, tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each of 2 DataLoader workers gets half the cache limit: the worker count reaches the store (which
+    imports no torch) through ``prefetch(rows, workers=...)``."""
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    largest = max(size for _, _, size in _spans(converted))
+    with LoopbackServer(converted) as srv:
+        ds = _dataset(srv.url, 0, cache_dir=tmp_path, cache_limit=2 * largest)
+        it = iter(DataLoader(ds, batch_size=None, num_workers=2))
+        with pytest.raises(
+            ConfigError, match=rf"{2 * largest} bytes shared by 2 consumer\(s\) on this machine"
+        ):
+            for _ in it:
+                pass
+        it._shutdown_workers()  # type: ignore[attr-defined]
+        ds._store.close()
+
+
 def test_store_pickles_without_threads(converted: Path, tmp_path: Path, fast: None) -> None:
     with LoopbackServer(converted) as srv:
         store = open_store(srv.url, cache_dir=tmp_path)

@@ -274,8 +274,8 @@ class LeRobotWebDataset(StreamDataset):
         )
         order.skip(skip)  # integers only: no episode is read for the skipped part
         first = min(order.pool, default=len(segments))
-        self._store.prefetch(rows[first:].tolist())
         info = get_worker_info()
+        self._store.prefetch(rows[first:].tolist(), workers=1 if info is None else info.num_workers)
         slot = self._stats_slot if self._stats_slot is not None else 0 if info is None else info.id
         samples = consume(
             order.events(),

@@ -1,24 +1,23 @@
-"""A small ranged HTTP(S) client for remote datasets: timeouts on every call, retries, redirects, keep-alive.
+"""A small ranged HTTP(S) client for remote datasets: timeouts on every call, retries, ranged resume.
 
 Retries use exponential backoff with jitter on connection errors, timeouts, HTTP 408/429 and 5xx, and honour
 ``Retry-After``. A body shorter than asked (a dropped connection, a truncated range) is resumed from where it
-stopped; a body that fails verification is fetched again. Connections live per thread and per process and
-are never pickled.
+stopped; a body that fails verification is fetched again; a file whose ETag changes is fetched from the
+start. Connections, proxies, TLS and redirects are urllib3's (``transport.py``), per process, never pickled.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
 import os
 import random
-import ssl
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urljoin, urlsplit
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import urllib3
 
 from lerowds.errors import ConfigError
 from lerowds.reader.io.retry import (
@@ -31,12 +30,13 @@ from lerowds.reader.io.retry import (
     call_with_retries,
     parse_retry_after,
 )
+from lerowds.reader.io.transport import Transport
 
 __all__ = ["Cancelled", "Counters", "HttpClient", "HttpOptions", "Permanent", "RetryPolicy", "Transient"]
 
+T = TypeVar("T")
 Writer = Callable[[int, memoryview], None]  # (position inside the range, bytes)
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_MAX_REDIRECTS = 5
+_BODY_ERRORS = (OSError, urllib3.exceptions.HTTPError)  # a body cut short: reset, timeout, incomplete read
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,8 +69,8 @@ def redirect_headers(headers: Mapping[str, str], source: str, target: str) -> di
     return {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
 
 
-def _status_text(resp: http.client.HTTPResponse) -> str:
-    return f"HTTP {resp.status} {resp.reason}".rstrip()
+def _status_text(resp: urllib3.BaseHTTPResponse) -> str:
+    return f"HTTP {resp.status} {resp.reason or ''}".rstrip()
 
 
 # ----------------------------------------------------------------------------------------------- client
@@ -84,11 +84,10 @@ class HttpClient:
 
     def _init_runtime(self) -> None:
         self._pid = os.getpid()
-        self._local = threading.local()
+        self._transport = Transport(self.options.connect_timeout_s, self.options.read_timeout_s)
         self._lock = threading.Lock()
         self._redirects: dict[str, tuple[str, float]] = {}
         self._base_headers: dict[str, str] | None = None
-        self._ssl: ssl.SSLContext | None = None
         self.rng = random.Random(f"lerowds-http-{self._pid}")  # backoff jitter only: never sample order
 
     def __getstate__(self) -> dict[str, object]:
@@ -99,7 +98,7 @@ class HttpClient:
         self._init_runtime()
 
     def _check_process(self) -> None:
-        if self._pid != os.getpid():  # forked: sockets and locks of the parent are not ours
+        if self._pid != os.getpid():  # forked: the parent's connections, locks and caches are not ours
             self._init_runtime()
 
     def headers(self) -> dict[str, str]:
@@ -110,147 +109,35 @@ class HttpClient:
             self._base_headers = base
         return dict(self._base_headers)
 
-    # -------------------------------------------------------------------------------------- connections
-    def _context(self) -> ssl.SSLContext:
-        """Trust ``SSL_CERT_FILE`` or ``REQUESTS_CA_BUNDLE``, else certifi's bundle, else the system's."""
-        if self._ssl is None:
-            cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-            if not cafile:
-                try:
-                    import certifi
+    def _open(self, url: str, headers: Mapping[str, str]) -> tuple[urllib3.BaseHTTPResponse, bool]:
+        """GET ``url``, following redirects: (response, whether it came from a cached redirect target).
 
-                    cafile = certifi.where()
-                except ImportError:
-                    cafile = None
-            self._ssl = ssl.create_default_context(cafile=cafile)
-        return self._ssl
-
-    def _pool(self) -> dict[tuple[str, str, int | None], http.client.HTTPConnection]:
-        pool = getattr(self._local, "pool", None)
-        if pool is None:
-            pool = self._local.pool = {}
-        return pool
-
-    def _connect(self, url: str) -> tuple[http.client.HTTPConnection, bool, str | None]:
-        """A connection for ``url``'s origin: (connection, reused, proxy authorization or None)."""
-        key = _origin(url)
-        pool = self._pool()
-        if key in pool:
-            return pool[key], True, getattr(pool[key], "_lerowds_proxy_auth", None)
-        p = urlsplit(url)
-        if p.scheme not in ("http", "https") or not p.hostname:
-            raise Permanent(f"not an http(s) URL: {url}")
-        port = p.port or (443 if p.scheme == "https" else 80)
-        proxy = urllib.request.getproxies().get(p.scheme)
-        if proxy and urllib.request.proxy_bypass(p.hostname):
-            proxy = None
-        auth = None
-        timeout = self.options.connect_timeout_s
-        if proxy:
-            pp = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-            if pp.username:
-                cred = f"{unquote(pp.username)}:{unquote(pp.password or '')}".encode()
-                auth = "Basic " + base64.b64encode(cred).decode()
-            phost, pport = pp.hostname or "", pp.port or 8080
-            if p.scheme == "https":
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    phost, pport, timeout=timeout, context=self._context()
-                )
-                conn.set_tunnel(p.hostname, port, headers={"Proxy-Authorization": auth} if auth else None)
-                auth = None  # sent with CONNECT, not with the requests inside the tunnel
-            else:
-                conn = http.client.HTTPConnection(phost, pport, timeout=timeout)
-            conn._lerowds_proxied = p.scheme == "http"  # type: ignore[attr-defined]
-        elif p.scheme == "https":
-            conn = http.client.HTTPSConnection(p.hostname, port, timeout=timeout, context=self._context())
-        else:
-            conn = http.client.HTTPConnection(p.hostname, port, timeout=timeout)
-        conn._lerowds_proxy_auth = auth  # type: ignore[attr-defined]
-        try:
-            conn.connect()  # the connect timeout covers TCP, the proxy tunnel and TLS
-        except ssl.SSLCertVerificationError as e:
-            conn.close()
-            raise Permanent(
-                f"TLS certificate not trusted ({e}); set SSL_CERT_FILE to your CA bundle"
-            ) from None
-        except OSError as e:
-            conn.close()
-            raise Transient(f"cannot connect: {type(e).__name__}: {e}") from None
-        if conn.sock is not None:
-            conn.sock.settimeout(self.options.read_timeout_s)
-        pool[key] = conn
-        return conn, False, auth
-
-    def _drop(self, url: str) -> None:
-        conn = self._pool().pop(_origin(url), None)
-        if conn is not None:
-            conn.close()
-
-    def _send(self, url: str, headers: Mapping[str, str]) -> http.client.HTTPResponse:
-        for _ in range(2):  # a kept-alive connection the server closed meanwhile is reopened once, silently
-            conn, reused, proxy_auth = self._connect(url)
-            p = urlsplit(url)
-            target = (
-                url
-                if getattr(conn, "_lerowds_proxied", False)
-                else (p.path or "/") + (f"?{p.query}" if p.query else "")
-            )
-            hdrs = dict(headers)
-            if proxy_auth:
-                hdrs["Proxy-Authorization"] = proxy_auth
-            try:
-                conn.request("GET", target, headers=hdrs)
-                return conn.getresponse()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
-                self._drop(url)
-                if not reused:
-                    raise Transient(f"connection lost: {type(e).__name__}: {e}") from None
-            except (OSError, http.client.HTTPException) as e:
-                self._drop(url)
-                raise Transient(f"{type(e).__name__}: {e}") from None
-        raise Transient(f"connection to {url} lost twice before a response")  # pragma: no cover
-
-    def _finish(self, url: str, resp: http.client.HTTPResponse, complete: bool) -> None:
-        """Keep the connection for the next request only if the response was read to its end."""
-        if not complete or resp.will_close:
-            self._drop(url)
-        resp.close()
-
-    def _open(self, url: str, headers: Mapping[str, str]) -> tuple[http.client.HTTPResponse, str, bool]:
-        """GET ``url``, following redirects: (response, the URL it came from, whether a cached redirect)."""
+        The final target of a redirect (e.g. a signed CDN URL) is reused for ``redirect_ttl_s``.
+        """
         now = time.monotonic()
         with self._lock:
             hit = self._redirects.get(url)
         target, cached = (hit[0], True) if hit is not None and hit[1] > now else (url, False)
-        for _ in range(_MAX_REDIRECTS + 1):
-            try:
-                resp = self._send(target, redirect_headers(headers, url, target))
-            except Transient:
-                if cached:  # the next attempt resolves the URL again
-                    with self._lock:
-                        self._redirects.pop(url, None)
-                raise
-            location = resp.getheader("Location")
-            if resp.status not in _REDIRECTS or not location:
-                if target != url and not cached:
-                    with self._lock:
-                        self._redirects[url] = (target, now + self.options.redirect_ttl_s)
-                return resp, target, cached
-            try:
-                resp.read()
-                self._finish(target, resp, True)
-            except (OSError, http.client.HTTPException):
-                self._drop(target)
-            target = urljoin(target, location)
-        raise Permanent(f"more than {_MAX_REDIRECTS} redirects")
+        try:
+            resp = self._transport.open(target, redirect_headers(headers, url, target))
+        except Transient:
+            if cached:  # the next attempt resolves the URL again
+                with self._lock:
+                    self._redirects.pop(url, None)
+            raise
+        final = Transport.final_url(resp, target)
+        if final != url and not cached:
+            with self._lock:
+                self._redirects[url] = (final, now + self.options.redirect_ttl_s)
+        return resp, cached
 
-    def _check(self, url: str, resp: http.client.HTTPResponse, target: str, cached: bool) -> None:
+    def _check(self, url: str, resp: urllib3.BaseHTTPResponse, cached: bool) -> None:
         """Raise ``Transient`` or ``Permanent`` unless the response is a 200 or 206."""
         if resp.status in (200, 206):
             return
-        retry_after = parse_retry_after(resp.getheader("Retry-After"))
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         status = _status_text(resp)
-        self._finish(target, resp, False)
+        Transport.release(resp, False)
         if cached and resp.status in (401, 403, 404, 410):
             with self._lock:
                 self._redirects.pop(url, None)
@@ -266,6 +153,19 @@ class HttpClient:
         raise Permanent(status + hint)
 
     # -------------------------------------------------------------------------------------- requests
+    def _retrying(
+        self,
+        attempt: Callable[[], T],
+        what: str,
+        url: str,
+        counters: Counters,
+        cancel: threading.Event | None,
+    ) -> T:
+        policy = self.options.retry
+        return call_with_retries(
+            attempt, policy=policy, what=what, where=url, counters=counters, rng=self.rng, cancel=cancel
+        )
+
     def get(
         self, url: str, *, what: str, counters: Counters, cancel: threading.Event | None = None
     ) -> tuple[bytes, dict[str, str]]:
@@ -274,27 +174,18 @@ class HttpClient:
 
         def attempt() -> tuple[bytes, dict[str, str]]:
             counters.add("requests")
-            resp, target, cached = self._open(url, self.headers())
-            self._check(url, resp, target, cached)
+            resp, cached = self._open(url, self.headers())
+            self._check(url, resp, cached)
             try:
                 body = resp.read()
-            except (OSError, http.client.HTTPException) as e:
-                self._finish(target, resp, False)
+            except _BODY_ERRORS as e:
+                Transport.release(resp, False)
                 raise Transient(f"body cut short: {type(e).__name__}: {e}") from None
-            self._finish(target, resp, True)
+            Transport.release(resp, True)
             counters.add("bytes", len(body))
-            return body, {k.lower(): v for k, v in resp.getheaders()}
+            return body, {k.lower(): v for k, v in resp.headers.items()}
 
-        rng = self.rng
-        return call_with_retries(
-            attempt,
-            policy=self.options.retry,
-            what=what,
-            where=url,
-            counters=counters,
-            rng=rng,
-            cancel=cancel,
-        )
+        return self._retrying(attempt, what, url, counters, cancel)
 
     def get_range(
         self,
@@ -323,21 +214,21 @@ class HttpClient:
             counters.add("requests")
             headers = self.headers()
             headers["range"] = f"bytes={start + got}-{end}"
-            resp, target, cached = self._open(url, headers)
-            self._check(url, resp, target, cached)
+            resp, cached = self._open(url, headers)
+            self._check(url, resp, cached)
             complete = False
             try:
                 want = self._range_length(resp, start + got, end, size)
-                etag = resp.getheader("ETag")
+                etag = resp.headers.get("ETag")
                 if state["etag"] is not None and etag is not None and etag != state["etag"]:
-                    state["got"] = 0
-                    raise Transient(f"the file changed on the server (ETag {state['etag']} -> {etag})")
+                    old, state["got"], state["etag"] = state["etag"], 0, None  # next: the new file, anew
+                    raise Transient(f"the file changed on the server (ETag {old} -> {etag})")
                 state["etag"] = etag or state["etag"]
                 complete = self._read_into(resp, got, want, write, state, counters, cancel)
-            except (OSError, http.client.HTTPException) as e:
+            except _BODY_ERRORS as e:
                 raise Transient(f"body cut short: {type(e).__name__}: {e}") from None
             finally:
-                self._finish(target, resp, complete)
+                Transport.release(resp, complete)
             got = int(state["got"])  # type: ignore[call-overload]
             if got < size:
                 raise Transient(f"short body: {got} of {size} bytes so far, resuming")
@@ -349,24 +240,16 @@ class HttpClient:
                     counters.add("verify_failures")
                     raise Transient(f"corrupt download, fetching it again: {e}") from None
 
-        call_with_retries(
-            attempt,
-            policy=self.options.retry,
-            what=what,
-            where=url,
-            counters=counters,
-            rng=self.rng,
-            cancel=cancel,
-        )
+        self._retrying(attempt, what, url, counters, cancel)
 
     @staticmethod
-    def _range_length(resp: http.client.HTTPResponse, first: int, last: int, size: int) -> int:
+    def _range_length(resp: urllib3.BaseHTTPResponse, first: int, last: int, size: int) -> int:
         """Bytes the response carries from ``first`` on (at most ``last - first + 1``)."""
         if resp.status == 200:
-            if first == 0 and resp.length == size:
+            if first == 0 and resp.headers.get("Content-Length") == str(size):
                 return size
             raise Permanent(f"the server ignored the Range header (HTTP 200 for bytes {first}-{last})")
-        crange = resp.getheader("Content-Range") or ""
+        crange = resp.headers.get("Content-Range") or ""
         try:
             unit, _, rest = crange.partition(" ")
             a, b = (int(x) for x in rest.split("/")[0].split("-"))
@@ -378,7 +261,7 @@ class HttpClient:
 
     def _read_into(
         self,
-        resp: http.client.HTTPResponse,
+        resp: urllib3.BaseHTTPResponse,
         got: int,
         want: int,
         write: Writer,
@@ -388,8 +271,9 @@ class HttpClient:
     ) -> bool:
         """Read up to ``want`` bytes into ``write`` at ``got``; True if the body was read to its end.
 
-        One socket read per step (``read1``, not ``readinto``, which blocks until its buffer is full), so
-        that a cancel is seen while a slow body trickles in, not only when a whole chunk arrived.
+        One socket read per step (``read1``, not ``read``, which blocks until its ``amt`` is full), so that
+        a cancel is seen while a slow body trickles in, not only when a whole chunk arrived. Streamed into
+        ``write`` chunk by chunk: the range is never held in memory whole.
         """
         left = want
         while left > 0:
@@ -407,4 +291,4 @@ class HttpClient:
             left -= n
             state["got"] = got
             counters.add("bytes", n)
-        return resp.length == 0
+        return resp.length_remaining == 0  # type: ignore[attr-defined]

@@ -37,11 +37,11 @@ from lerowds.reader.io.cache import (
 from lerowds.reader.io.http import HttpClient
 from lerowds.reader.io.hub import HubPath, endpoint, hub_headers, local_snapshot, offline
 from lerowds.reader.io.integrity import Crc32, Span, span_of, verify_span
+from lerowds.reader.io.local import LocalStore
 from lerowds.reader.io.options import RemoteOptions, RemoteStats
 from lerowds.reader.io.prefetch import Prefetcher, claim_blocking, quota_message
 from lerowds.reader.io.retry import Counters
 from lerowds.reader.io.sources import ByteSource, FsspecSource, HttpSource
-from lerowds.reader.io.store import EpisodeStore, LocalStore
 from lerowds.reader.shared import ProcessSlots
 
 __all__ = ["RemoteOptions", "RemoteStats", "RemoteStore", "cache_shares", "open_remote_store"]
@@ -51,19 +51,15 @@ logger = logging.getLogger(__name__)
 _COUNTERS = tuple(f.name for f in fields(RemoteStats))
 
 
-def cache_shares(threads: int = 1) -> int:
-    """Consumers on this machine that share the cache limit evenly: DataLoader workers of this process's
-    loader (or ``threads``, the consumer threads of a ``lerowds.Loader``) times the ranks on this node
-    (``LOCAL_WORLD_SIZE``, as torchrun sets it)."""
-    from torch.utils.data import get_worker_info
-
-    info = get_worker_info()
-    workers = info.num_workers if info is not None else threads
+def cache_shares(threads: int = 1, workers: int = 1) -> int:
+    """Consumers on this machine that share the cache limit evenly: the DataLoader ``workers`` of this
+    process's loader (or ``threads``, the consumer threads of a ``lerowds.Loader``) times the ranks on this
+    node (``LOCAL_WORLD_SIZE``, as torchrun sets it)."""
     try:
         local = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
     except ValueError:
         raise ConfigError(f"LOCAL_WORLD_SIZE={os.environ['LOCAL_WORLD_SIZE']!r} is not an integer") from None
-    return max(1, workers) * max(1, local)
+    return max(1, workers, threads) * max(1, local)
 
 
 class _Runtime:
@@ -123,6 +119,8 @@ class RemoteStore:
             self._counters.add(counter, n)  # what opening the store counted (index, episode table)
         self._rt: _Runtime | None = None
         self.consumer_threads = 1  # consumer threads of this process sharing the cache (lerowds.Loader)
+        # DataLoader workers sharing the cache, as the last ``prefetch`` in this process said
+        self._workers = 1
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
@@ -167,7 +165,7 @@ class RemoteStore:
     def _fetch_now(self, row: int) -> Pin:
         """Fetch an episode the prefetcher does not have in its plan, in the calling thread."""
         rt, span = self._runtime(), self._span(row)
-        shares = cache_shares(self.consumer_threads)
+        shares = cache_shares(self.consumer_threads, self._workers)
         held, pf = rt.held_bytes(), rt.prefetcher
         if held + (pf.pinned_bytes() if pf else 0) + span.size > self.cache.limit // shares:
             raise ConfigError(quota_message(self.cache.limit // shares, shares, held, span))
@@ -205,10 +203,12 @@ class RemoteStore:
             return pins[-1] if pins else None
 
     # -------------------------------------------------------------------------------------- EpisodeStore
-    def prefetch(self, rows: Sequence[int]) -> None:
+    def prefetch(self, rows: Sequence[int], *, workers: int = 1) -> None:
         """Start downloading ``rows`` (the consumer's admission order) in the background; a new call
-        replaces the previous plan and unpins what the previous iteration still held."""
+        replaces the previous plan and unpins what the previous iteration still held. ``workers``: the
+        DataLoader workers of this rank (1 in the main process), which share the cache limit evenly."""
         rt = self._runtime()
+        self._workers = workers
         old, pins = rt.take_all()
         if old is not None:
             old.stop()
@@ -217,7 +217,7 @@ class RemoteStore:
         spans = [self._span(int(r)) for r in rows]
         if not spans:
             return
-        shares = cache_shares(self.consumer_threads)
+        shares = cache_shares(self.consumer_threads, self._workers)
         pf = Prefetcher(
             spans,
             cache=self.cache,
@@ -307,7 +307,7 @@ def open_remote_store(
     cache_limit: int | str | None = None,
     options: RemoteOptions | None = None,
     verify_crc: bool = True,
-) -> EpisodeStore:
+) -> RemoteStore | LocalStore:
     """Open a converted dataset at ``url`` (http(s)://, hf://datasets/ORG/NAME[@REV][/subdir], fsspec URL).
 
     With ``HF_HUB_OFFLINE=1`` an ``hf://`` source is read from the local Hub cache instead.
