@@ -13,7 +13,7 @@ import huggingface_hub
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert, tree_bytes
 
-from lerowds.convert.source import open_source
+from lerowds.convert.hub import open_source
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
