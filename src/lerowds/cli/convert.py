@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lerowds.cli.command import EXIT_OK, Command
+
+if TYPE_CHECKING:
+    from lerowds.convert.run import ConvertOptions
 
 
 def _convert_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,22 +34,14 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from lerowds.convert.plan import parse_size
-    from lerowds.convert.run import ConvertOptions, convert
+    from lerowds.convert.run import convert
 
     if args.executor is not None:
         return _convert_datatrove(args)
     _refuse_executor_options(args)
     result = convert(
-        ConvertOptions(
-            repo_id=args.repo_id,
-            output=args.output,
-            root=args.root,
-            revision=args.revision,
-            shard_size=parse_size(args.shard_size),
-            workers=args.workers,
-            episodes=args.episodes,
-            reencode=args.reencode,
+        _options(
+            args,
             num_tasks=args.num_tasks,
             task_index=args.task_index,
             finalize_only=args.finalize,
@@ -58,6 +54,24 @@ def _convert(args: argparse.Namespace) -> int:
         f"{result.num_shards} in the plan)\n"
     )
     return EXIT_OK
+
+
+def _options(args: argparse.Namespace, **rest: Any) -> ConvertOptions:
+    """The ``ConvertOptions`` the source/output/shard arguments ask for, plus ``rest``."""
+    from lerowds.convert.plan import parse_size
+    from lerowds.convert.run import ConvertOptions
+
+    return ConvertOptions(
+        repo_id=args.repo_id,
+        output=args.output,
+        root=args.root,
+        revision=args.revision,
+        shard_size=parse_size(args.shard_size),
+        workers=args.workers,
+        episodes=args.episodes,
+        reencode=args.reencode,
+        **rest,
+    )
 
 
 def _executor_arguments(p: argparse.ArgumentParser) -> None:
@@ -115,8 +129,6 @@ def _refuse_executor_options(args: argparse.Namespace) -> None:
 
 
 def _convert_datatrove(args: argparse.Namespace) -> int:
-    from lerowds.convert.plan import parse_size
-    from lerowds.convert.run import ConvertOptions
     from lerowds.errors import ConfigError
 
     if args.tasks is None:
@@ -149,17 +161,8 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
         sbatch_args=tuple(sbatch),
         dry_run=args.slurm_dry_run,
     )
-    options = ConvertOptions(
-        repo_id=args.repo_id,
-        output=args.output,
-        root=args.root,
-        revision=args.revision,
-        shard_size=parse_size(args.shard_size),
-        workers=args.workers,
-        episodes=args.episodes,
-        reencode=args.reencode,
-        progress=False,  # tasks log to datatrove's per-task logs; bars of parallel tasks would interleave
-    )
+    # tasks log to datatrove's per-task logs; bars of parallel tasks would interleave
+    options = _options(args, progress=False)
     result = run_with_datatrove(options, run)
     out = sys.stdout.write
     if result.submissions:
