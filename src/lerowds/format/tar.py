@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lerowds.errors import FormatError
-from lerowds.format.names import _FILE_MODE, TAR_BLOCK
+from lerowds.format.names import FILE_MODE, TAR_BLOCK
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -117,7 +117,7 @@ class ShardWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent)
-        os.fchmod(fd, _FILE_MODE)
+        os.fchmod(fd, FILE_MODE)
         self._tmp = Path(tmp)
         self._file = os.fdopen(fd, "wb", buffering=1 << 20)
         self._sha256 = hashlib.sha256()
