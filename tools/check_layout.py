@@ -145,15 +145,16 @@ def _is_parent_package(a: str, b: str) -> bool:
 
 def problems(src: Path = SRC) -> list[str]:
     known = modules(src)
-    graph = {n: {i for i in imports(n, p, known) if i in known and i != n} for n, p in known.items()}
-    # a package's __init__ re-exporting its own submodules is not a cycle with them
-    graph_no_init = {n: {i for i in deps if not _is_parent_package(i, n)} for n, deps in graph.items()}
-    out = [f"import cycle: {' <-> '.join(c)}" for c in find_cycles(graph_no_init)]
+    deps = {n: imports(n, p, known) for n, p in known.items()}
+    # edges inside the package (a package's __init__ re-exporting its own submodules is not a cycle with them)
+    graph = {
+        n: {i for i in d if i in known and i != n and not _is_parent_package(i, n)} for n, d in deps.items()
+    }
+    out = [f"import cycle: {' <-> '.join(c)}" for c in find_cycles(graph)]
     for name, path in known.items():
-        everything = imports(name, path, known)
         for mod, banned in FORBIDDEN:
             if name == mod or name.startswith(mod + "."):
-                for dep in sorted(everything):
+                for dep in sorted(deps[name]):
                     if dep == banned or dep.startswith(banned + "."):
                         out.append(
                             f"{path.relative_to(src)}: {name} imports {dep} ({mod} must not import {banned})"

@@ -93,13 +93,12 @@ def claim_blocking(
 
 
 class _Slot:
-    __slots__ = ("cancelled", "error", "event", "pin")
+    __slots__ = ("error", "event", "pin")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.pin: Pin | None = None
         self.error: BaseException | None = None
-        self.cancelled = False
 
 
 class Prefetcher:
@@ -281,7 +280,6 @@ class Prefetcher:
                 slot.pin = pin
                 slot.event.set()
                 return
-            slot.cancelled = True
             slot.event.set()
         self._cache.unpin(pin)
 
@@ -309,7 +307,7 @@ class Prefetcher:
         with self._cond:
             pins = [s.pin for s in self._slots if s.pin is not None]
             for s in self._slots:
-                s.pin, s.cancelled = None, True
+                s.pin = None
                 s.event.set()
             stuck = list(self._inflight.values())
         for pin in pins:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from lerowds.errors import ConfigError
-from lerowds.reader.io.http import HttpClient, HttpOptions, Writer
+from lerowds.reader.io.http import HttpClient, Writer
 from lerowds.reader.io.retry import Counters, Permanent, RetryPolicy, SinkError, Transient, call_with_retries
 
 
@@ -176,7 +176,3 @@ class FsspecSource:
             rng=self._rng,
             cancel=cancel,
         )
-
-
-def http_source(url: str, options: HttpOptions) -> HttpSource:
-    return HttpSource(url, HttpClient(options))
