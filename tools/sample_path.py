@@ -77,14 +77,16 @@ class _WorkerInit:
         sys.setprofile(profile)
 
 
-def _converted(tmp: Path) -> Path:
+def _converted(tmp: Path) -> tuple[Path, list[str]]:
+    """A small LeRobot v3 dataset converted (one worker: in this process) and the files the conversion crossed."""
     from lerowds.convert.run import ConvertOptions, convert
     from lerowds.testing.v3writer import sample_spec, write_v3_dataset
 
     source, output = tmp / "source", tmp / "converted"
     write_v3_dataset(source, sample_spec("demo"))
-    convert(ConvertOptions(repo_id="lerowds/path", root=source, output=output, progress=False))
-    return output
+    with trace() as files:
+        convert(ConvertOptions(repo_id="lerowds/path", root=source, output=output, progress=False))
+    return output, files
 
 
 def main() -> int:
@@ -100,7 +102,11 @@ def main() -> int:
     from lerowds import LeRobotWebDataset
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.dir or _converted(Path(tmp))
+        if args.dir is None:
+            path, conversion = _converted(Path(tmp))
+            report("lerowds convert (--workers 1, local source)", conversion)
+        else:
+            path = args.dir
 
         meta = LeRobotWebDataset(path).meta
         keys = [*meta.camera_keys[:1], *(k for k in ("observation.state", "action") if k in meta.features)]
