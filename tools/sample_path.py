@@ -3,10 +3,10 @@
 ``python tools/sample_path.py [--dir CONVERTED] [--workers 1]``: opens the dataset (a small one written and
 converted with ``lerowds.testing`` when ``--dir`` is not given), then traces (``sys.setprofile`` and
 ``threading.setprofile``, in DataLoader workers too) every Python function of ``src/lerowds`` that runs from
-``iter(loader)`` to the first batch of one sample, and prints the files in the order they were first entered
-(then the files later samples cross, in-process). Module bodies (imports) are not counted; the dataset's
-constructor is traced on its own, ``Loader``'s with its first batch. The counts are the "files one sample
-crosses" of docs/ARCHITECTURE.md.
+``iter(loader)`` to the first batch of one sample, and prints the files in the order they were first entered;
+then the files later samples cross (in-process) and those of a remote read's first sample (a loopback HTTP
+server). Module bodies (imports) are not counted; the dataset's constructor is traced on its own,
+``Loader``'s with its first batch. The counts are the "files one sample crosses" of docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SRC = Path(__file__).resolve().parent.parent / "src"
-sys.path.insert(0, str(SRC))
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+sys.path[:0] = [str(SRC), str(ROOT / "tests" / "reader")]  # the loopback server of the remote tests
 PKG = str(SRC / "lerowds") + os.sep
 
 
@@ -151,6 +152,18 @@ def main() -> int:
             for _ in range(args.steady):
                 next(samples)
         report(f"LeRobotWebDataset in-process, samples 2..{args.steady + 1}", steady)
+
+        from httpserver import LoopbackServer
+
+        with LoopbackServer(Path(path)) as server:
+            remote = LeRobotWebDataset(
+                server.url, delta_timestamps=deltas, episode_pool_size=4, cache_dir=Path(tmp) / "cache"
+            )
+            with trace() as fetched:
+                samples = iter(remote)
+                next(samples)
+                del samples  # stops the prefetcher before the server goes
+            report("remote (http, loopback) in-process: first sample", fetched)
     return 0
 
 
