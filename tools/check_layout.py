@@ -15,7 +15,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src"
 MAX_LINES = 400
 
-# (module prefix, imported prefix) pairs that must not occur: the layering of docs/ARCHITECTURE in one table
+# (module prefix, imported prefix) pairs that must not occur: the layering of docs/ARCHITECTURE.md in one table
 FORBIDDEN = [
     ("lerowds.convert", "lerowds.reader"),
     ("lerowds.reader", "lerowds.convert"),

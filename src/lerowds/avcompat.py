@@ -1,6 +1,6 @@
 """What differs between the PyAV versions lerowds supports (15 to 18): detected by feature, not by version.
 
-lerobot 0.6.1 pins ``av>=15,<16``; CI also runs the newest PyAV (README, "Supported versions"). The
+lerobot 0.6.1 pins ``av>=15,<16``; CI also runs the newest PyAV (docs/VERSIONS.md). The
 differences that matter here:
 
 - ``Codec.canonical_name`` (the codec family, e.g. "av1" for the libdav1d decoder) exists from PyAV 15;
