@@ -141,11 +141,7 @@ class EpisodeTable:
             missing = [c for c in (*EPISODE_BASE_COLUMNS, "tasks") if c not in names]
             if missing:
                 raise FormatError(f"{where}: episode table lacks columns {missing}")
-            columns = {
-                name: compact_int(f.read(columns=[name], use_threads=False).column(0).to_numpy())
-                for name in names
-                if name != "tasks"
-            }
+            columns = {name: _int_column(f, name, where) for name in names if name != "tasks"}
             tasks = f.read(columns=["tasks"], use_threads=False).column(0).combine_chunks()
             encoded = tasks.flatten().dictionary_encode()
             out = cls(
@@ -179,6 +175,20 @@ class EpisodeTable:
 
     def __repr__(self) -> str:
         return f"EpisodeTable({len(self)} episodes, columns {sorted(self.columns)})"
+
+
+def _int_column(f: pq.ParquetFile, name: str, where: str) -> np.ndarray:
+    """Column ``name`` as compact integers; a float, string or null value (which NumPy would truncate or
+    turn into NaN) is a FormatError naming the column."""
+    column = f.read(columns=[name], use_threads=False).column(0)
+    if not pa.types.is_integer(column.type) or column.null_count:
+        what = (
+            f"{column.null_count} null values" if pa.types.is_integer(column.type) else f"type {column.type}"
+        )
+        raise FormatError(
+            f"{where}: column {name!r} must hold integers, it has {what}; re-convert the dataset"
+        )
+    return compact_int(column.to_numpy())
 
 
 # ----------------------------------------------------------------------------------------------- episode json
