@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -147,7 +148,11 @@ class DatasetIndex:
         }
 
     def to_bytes(self) -> bytes:
-        return (json.dumps(self.to_json(), indent=1, sort_keys=False, ensure_ascii=False) + "\n").encode()
+        """``index.json``: strict JSON (a NaN or infinite statistic is written as ``null``, see
+        ``nonfinite_stats``; anything else non-finite is a ValueError)."""
+        d = {**self.to_json(), "stats": nonfinite_stats(self.stats)[0]}
+        text = json.dumps(d, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False)
+        return (text + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = INDEX_FILE) -> DatasetIndex:
@@ -177,7 +182,7 @@ class DatasetIndex:
                 fps=int(d["fps"]),
                 features=d["features"],
                 tasks=tuple(d["tasks"]),
-                stats=d.get("stats") or {},
+                stats=_null_as_nan(d.get("stats") or {}),
                 total_episodes=int(d["total_episodes"]),
                 total_frames=int(d["total_frames"]),
                 shards=_shards(d["shards"], episode_lists, where),
@@ -211,6 +216,32 @@ class DatasetIndex:
         for s in self.shards:
             h.update(s.sha256.encode())
         return h.hexdigest()[:16]
+
+
+def nonfinite_stats(stats: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``stats`` with every NaN or infinite number replaced by ``None`` (JSON ``null``: most JSON parsers
+    refuse ``NaN``), and the paths of those statistics (``"observation.state/std"``)."""
+    if isinstance(stats, Mapping):
+        out, where = {}, []
+        for k, v in stats.items():
+            out[k], sub = nonfinite_stats(v, f"{path}/{k}" if path else str(k))
+            where += sub
+        return out, where
+    if isinstance(stats, (list, tuple)):
+        items = [nonfinite_stats(v, path) for v in stats]
+        return [v for v, _ in items], [path] if any(w for _, w in items) else []
+    if isinstance(stats, float) and not math.isfinite(stats):
+        return None, [path]
+    return stats, []
+
+
+def _null_as_nan(stats: Any) -> Any:
+    """Statistics as lerobot loads its own ``stats.json`` (which may hold ``NaN``): ``null`` back to NaN."""
+    if isinstance(stats, dict):
+        return {k: _null_as_nan(v) for k, v in stats.items()}
+    if isinstance(stats, list):
+        return [_null_as_nan(v) for v in stats]
+    return math.nan if stats is None else stats
 
 
 def _shards(items: Any, episode_lists: list[np.ndarray], where: str) -> tuple[ShardRecord, ...]:
