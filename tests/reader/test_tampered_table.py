@@ -29,6 +29,9 @@ from lerowds.format import (
     EPISODES_FILE,
     INDEX_FILE,
     EpisodeTable,
+    ShardWriter,
+    check_member_headers,
+    member_names,
     read_local_index,
     video_columns,
 )
@@ -222,3 +225,33 @@ def test_decoded_frames_of_another_size_are_refused(
         _read_all(root, tmp_path, episodes=[1])
     index, _ = read_local_index(root)
     assert (index.frame_size(FRONT), index.frame_size(WRIST)) == ((32, 32), (48, 64))
+
+
+def test_member_headers_with_long_camera_names(tmp_path: Path) -> None:
+    """Names over 100 bytes (GNU long names, UTF-8 included) are checked whole, never falsely refused."""
+    keys = ["observation.images." + "x" * 60, "observation.images." + "é" * 50, "cam"]
+    with ShardWriter(tmp_path / "s.tar") as writer:
+        locs = [
+            writer.add_episode([(n, bytes(100 + i)) for i, n in enumerate(member_names(e, keys))])
+            for e in (3, 4)
+        ]
+        writer.commit()
+    data = (tmp_path / "s.tar").read_bytes()
+
+    def read(off: int, size: int) -> bytes:
+        return data[off : off + size]
+
+    for episode, loc in zip((3, 4), locs):
+        members = [(m.offset, m.size) for m in loc.members]
+        check_member_headers(read, episode, members, keys, f"episode {episode}")
+        key = f"episode_{episode:06d}"
+        swapped = [members[0], members[1], members[3], members[2], members[4]]
+        with pytest.raises(
+            FormatError,
+            match=rf"episode {episode}: its clip of camera '{keys[0]}'.* is '{key}.{keys[1][:30]}",
+        ):
+            check_member_headers(read, episode, swapped, keys, f"episode {episode}")
+    with pytest.raises(
+        FormatError, match=r"json member .* is 'episode_000003.json', not 'episode_000004.json'"
+    ):
+        check_member_headers(read, 4, [(m.offset, m.size) for m in locs[0].members], keys, "episode 4")
