@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lerowds import LeRobotWebDataset
+from lerowds.convert import ConvertOptions, convert
 from lerowds.errors import FormatError
 from lerowds.format import (
     CRC32_COLUMN,
@@ -39,7 +40,6 @@ from lerowds.reader.io.integrity import Span
 from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import convert_to
 from httpserver import LoopbackServer
 
 FRONT, WRIST = "observation.images.front", "observation.images.wrist"
@@ -67,7 +67,11 @@ def two_cameras(tmp_path_factory: pytest.TempPathFactory) -> Path:
         cameras=(CameraSpec(FRONT, h=32, w=32), CameraSpec(WRIST, h=48, w=64)),
     )
     src = write_v3_dataset(base / "src", spec)
-    return convert_to(src, "lerowds/tampered", base / "out", shard_size=1 << 20)
+    out = base / "out"
+    convert(
+        ConvertOptions(repo_id="lerowds/tampered", root=src, output=out, shard_size=1 << 20, progress=False)
+    )
+    return out
 
 
 @pytest.fixture
