@@ -32,6 +32,7 @@ from lerowds.format import (
     EpisodeTable,
     ShardWriter,
     check_member_headers,
+    layout_problems,
     member_names,
     read_local_index,
     video_columns,
@@ -259,3 +260,23 @@ def test_member_headers_with_long_camera_names(tmp_path: Path) -> None:
         FormatError, match=r"json member .* is 'episode_000003.json', not 'episode_000004.json'"
     ):
         check_member_headers(read, 4, [(m.offset, m.size) for m in locs[0].members], keys, "episode 4")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1 << 16])
+def test_layout_problems_count_rows_across_chunks(two_cameras: Path, tmp_path: Path, chunk: int) -> None:
+    index, table = read_local_index(two_cameras)
+    columns = {k: np.array(v, dtype=np.int64) for k, v in table.columns.items()}
+    for row in (3, 1):
+        columns["parquet_size"][row] = -1
+    columns["size"][2] = 1 << 40
+    bad = EpisodeTable(columns, table.tasks)
+    sizes, names = [s.size for s in index.shards], [s.name for s in index.shards]
+    problems = layout_problems(bad, sizes, names, index.video_keys, chunk=chunk)
+    assert len(problems) == 2
+    assert (
+        problems[0].startswith("episode 2 (shards/shard-000000.tar): span offset=")
+        and "rows like" not in problems[0]
+    )
+    assert problems[1].startswith("episode 1 (shards/shard-000000.tar): parquet member offset=")
+    assert problems[1].endswith("(2 rows like it)")
+    assert layout_problems(table, sizes, names, index.video_keys, chunk=chunk) == []

@@ -64,56 +64,75 @@ def header_blocks(name: str) -> int:
     return 1 if n <= NAME_FIELD else 2 + -(-(n + 1) // TAR_BLOCK)
 
 
+def _bad_rows(
+    table: EpisodeTable, rows: slice, sizes: np.ndarray, columns: list[tuple[str, str, int]]
+) -> list[np.ndarray]:
+    """Masks of the rows in ``rows`` whose span (first), then each member (``(offset column, size column,
+    header bytes)``), lies outside where it must. A row is bad if any single value is out of range, so sums
+    are only trusted where every value is within a shard's size (no int64 overflow)."""
+    limit = sizes[np.asarray(table["shard"][rows], np.int64)]  # shard numbers are checked before
+    start = np.asarray(table["offset"][rows], np.int64)
+    size = np.asarray(table["size"][rows], np.int64)
+    bad_span = (start < 0) | (size <= 0) | (start > limit) | (size > limit)
+    bad_span |= (start + size > limit) | (start % TAR_BLOCK != 0) | (size % TAR_BLOCK != 0)
+    masks = [bad_span]
+    for off_col, size_col, head in columns:
+        off = np.asarray(table[off_col][rows], np.int64)
+        msize = np.asarray(table[size_col][rows], np.int64)
+        bad = (off < 0) | (msize <= 0) | (off > limit) | (msize > limit) | (off % TAR_BLOCK != 0)
+        bad |= (off - head < start) | (off + msize > start + size)
+        masks.append(bad & ~bad_span)
+    return masks
+
+
 def layout_problems(
-    table: EpisodeTable, shard_sizes: Sequence[int], shard_names: Sequence[str], video_keys: Sequence[str]
+    table: EpisodeTable,
+    shard_sizes: Sequence[int],
+    shard_names: Sequence[str],
+    video_keys: Sequence[str],
+    *,
+    chunk: int = 1 << 16,
 ) -> list[str]:
     """Rows whose members, headers included, do not lie inside their span, or whose span does not lie inside
     its shard (``shard_sizes`` from the index); sizes and offsets must be block-aligned where tar puts them.
-    Each problem names the episode, shard and member; shard numbers must already be in range."""
-    if len(table) == 0:
-        return []
-    episodes = np.asarray(table["episode_index"], np.int64)
-    shard = np.asarray(table["shard"], np.int64)
-    limit = np.asarray(shard_sizes, np.int64)[shard]  # shard numbers are checked before (shard_problems)
-    start = np.asarray(table["offset"], np.int64)
-    size = np.asarray(table["size"], np.int64)
-    problems: list[str] = []
-
-    def report(bad: np.ndarray, what: Callable[[int], str]) -> None:
-        rows = np.flatnonzero(bad)
-        if rows.size:
-            r = int(rows[0])
-            more = f" ({rows.size} rows like it)" if rows.size > 1 else ""
-            problems.append(f"episode {int(episodes[r])} ({shard_names[int(shard[r])]}): {what(r)}{more}")
-
-    # a row is bad if any single value is out of range; sums are only trusted where none is (no overflow)
-    bad_span = (start < 0) | (size <= 0) | (start > limit) | (size > limit)
-    bad_span |= (start + size > limit) | (start % TAR_BLOCK != 0) | (size % TAR_BLOCK != 0)
-    report(
-        bad_span,
-        lambda r: (
-            f"span offset={int(start[r])} size={int(size[r])} does not lie inside its shard "
-            f"({int(limit[r])} bytes) in whole {TAR_BLOCK}-byte blocks"
-        ),
-    )
-    end = start + size
+    Each problem names the episode, shard and member; shard numbers must already be in range. Checked
+    ``chunk`` rows at a time (a million-episode table in ~0.1 CPU-s, a few MB)."""
+    members = member_columns(video_keys)
     names = member_names(0, video_keys)  # the header's size depends on the name's length only
-    for (what, off_col, size_col), name in zip(member_columns(video_keys), names):
-        off = np.asarray(table[off_col], np.int64)
-        msize = np.asarray(table[size_col], np.int64)
-        head = header_blocks(name) * TAR_BLOCK
-        bad = (off < 0) | (msize <= 0) | (off > limit) | (msize > limit) | (off % TAR_BLOCK != 0)
-        bad |= (off - head < start) | (off + msize > end)
+    columns = [(o, z, header_blocks(n) * TAR_BLOCK) for (_, o, z), n in zip(members, names)]
+    sizes = np.asarray(shard_sizes, np.int64)
+    first: list[int | None] = [None] * (1 + len(columns))
+    counts = [0] * (1 + len(columns))
+    for lo in range(0, len(table), chunk):
+        for i, mask in enumerate(_bad_rows(table, slice(lo, lo + chunk), sizes, columns)):
+            bad = np.flatnonzero(mask)
+            if bad.size:
+                first[i] = lo + int(bad[0]) if first[i] is None else first[i]
+                counts[i] += int(bad.size)
 
-        def text(
-            r: int, what: str = what, off: np.ndarray = off, msize: np.ndarray = msize, head: int = head
-        ) -> str:
-            return (
-                f"{what} offset={int(off[r])} size={int(msize[r])} (after its {head}-byte tar header) does "
-                f"not lie inside the episode's span, bytes {int(start[r])}-{int(end[r]) - 1}"
+    def value(column: str, r: int) -> int:
+        return int(table[column][r])
+
+    problems = []
+    for i, r in enumerate(first):
+        if r is None:
+            continue
+        start, end = value("offset", r), value("offset", r) + value("size", r)
+        if i == 0:
+            what = (
+                f"span offset={start} size={value('size', r)} does not lie inside its shard "
+                f"({int(sizes[value('shard', r)])} bytes) in whole {TAR_BLOCK}-byte blocks"
             )
-
-        report(bad & ~bad_span, text)
+        else:
+            off_col, size_col, head = columns[i - 1]
+            what = (
+                f"{members[i - 1][0]} offset={value(off_col, r)} size={value(size_col, r)} (after its "
+                f"{head}-byte tar header) does not lie inside the episode's span, bytes {start}-{end - 1}"
+            )
+        more = f" ({counts[i]} rows like it)" if counts[i] > 1 else ""
+        problems.append(
+            f"episode {value('episode_index', r)} ({shard_names[value('shard', r)]}): {what}{more}"
+        )
     return problems
 
 
