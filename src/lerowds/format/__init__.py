@@ -8,18 +8,19 @@ A converted dataset is a directory::
 
 Nothing here imports torch or video libraries. The code lives in ``names`` (constants, sizes, member names,
 atomic I/O), ``tar`` (shard writing, member locations), ``table`` (episode table, episode json), ``layout`` (where
-members may lie, their tar headers, shard names) and ``index`` (dataset index, loading a dataset); import from ``lerowds.format``.
+members may lie, their tar headers, shard names), ``index`` (dataset index, loading a dataset) and
+``index_json`` (its episode id lists and non-finite stats); import from ``lerowds.format``.
 """
 
 from lerowds.format.index import (
     DatasetIndex,
     ShardRecord,
     check_episode_table,
-    nonfinite_stats,
     read_local_index,
     shard_problems,
     total_problems,
 )
+from lerowds.format.index_json import nonfinite_stats
 from lerowds.format.layout import (
     check_layout,
     check_member_headers,
