@@ -280,3 +280,15 @@ def test_layout_problems_count_rows_across_chunks(two_cameras: Path, tmp_path: P
     assert problems[1].startswith("episode 1 (shards/shard-000000.tar): parquet member offset=")
     assert problems[1].endswith("(2 rows like it)")
     assert layout_problems(table, sizes, names, index.video_keys, chunk=chunk) == []
+
+
+@pytest.mark.parametrize(("column", "value"), [("episode_index", -1), ("length", 0), ("length", -3)])
+def test_negative_episode_or_empty_length_is_refused(
+    two_cameras: Path, tmp_path: Path, column: str, value: int
+) -> None:
+    def edit(c: Columns) -> None:
+        c[column][0] = value
+
+    root = resign(two_cameras, tmp_path / "ds", edit)
+    with pytest.raises(FormatError, match=rf"{EPISODES_FILE}: row 0 \(episode -?\d+\): {column} {value} < "):
+        read_local_index(root)

@@ -160,6 +160,13 @@ class EpisodeTable:
         ids = out.columns["episode_index"]
         if ids.size > 1 and not bool((ids[1:] > ids[:-1]).all()):
             raise FormatError(f"{where}: episode_index must be strictly increasing")
+        for name, low in (("episode_index", 0), ("length", 1)):
+            bad = np.flatnonzero(out.columns[name] < low)
+            if bad.size:
+                raise FormatError(
+                    f"{where}: row {int(bad[0])} (episode {int(ids[bad[0]])}): {name} "
+                    f"{int(out.columns[name][bad[0]])} < {low}; re-download or re-convert the dataset"
+                )
         return out
 
     def __eq__(self, other: object) -> bool:
