@@ -113,10 +113,15 @@ def _read_all(source: str | Path, tmp_path: Path, episodes: list[int] | None = N
 
 
 def _point(row: int, col: str, from_row: int, from_col: str | None = None, span: bool = False):
-    """An edit: row ``row``'s member ``col`` takes the (offset, size) of row ``from_row``'s ``from_col``;
-    with ``span``, the row's span grows to cover both (so that only the member's header can tell)."""
-    off_col, size_col = video_columns(col)
-    src_off, src_size = video_columns(from_col or col)
+    """An edit: row ``row``'s member ``col`` (a camera, or "parquet") takes the (offset, size) of row
+    ``from_row``'s ``from_col``; with ``span``, the row's span grows to cover both (so that only the member's
+    header can tell)."""
+
+    def columns(c: str) -> tuple[str, str]:
+        return ("parquet_offset", "parquet_size") if c == "parquet" else video_columns(c)
+
+    off_col, size_col = columns(col)
+    src_off, src_size = columns(from_col or col)
 
     def edit(c: Columns) -> None:
         c[off_col][row], c[size_col][row] = c[src_off][from_row], c[src_size][from_row]
@@ -146,8 +151,21 @@ def _shift(member: str, by: int):
 
 # ----------------------------------------------------------------------------------------------- item 2
 ADMISSION = {  # refused when the episode is admitted: the member is a real one, of the wrong episode/camera
-    "other episode's clip, span widened": (_point(1, FRONT, 2, span=True), "episode_000002"),
-    "same episode's other camera": (_point(1, FRONT, 1, WRIST), f"episode_000001.{WRIST}.mp4"),
+    "other episode's clip, span widened": (
+        _point(1, FRONT, 2, span=True),
+        f"clip of camera '{FRONT}'",
+        f"episode_000002.{FRONT}.mp4",
+    ),
+    "same episode's other camera": (
+        _point(1, FRONT, 1, WRIST),
+        f"clip of camera '{FRONT}'",
+        f"episode_000001.{WRIST}.mp4",
+    ),
+    "other episode's parquet, span widened": (
+        _point(1, "parquet", 0, span=True),
+        "parquet member",
+        "episode_000000.parquet",
+    ),
 }
 
 
@@ -155,10 +173,10 @@ ADMISSION = {  # refused when the episode is admitted: the member is a real one,
 def test_member_of_another_episode_or_camera_is_refused_at_admission_locally(
     two_cameras: Path, tmp_path: Path, case: str
 ) -> None:
-    edit, found = ADMISSION[case]
+    edit, what, found = ADMISSION[case]
     root = resign(two_cameras, tmp_path / "ds", edit)
     read_local_index(root)  # the table loads: every pointer lies inside its span and shard
-    pattern = rf"episode 1 \(shards/shard-000000.tar .*clip of camera '{FRONT}'.*{found}"
+    pattern = rf"episode 1 \(shards/shard-000000.tar .*{what}.*'{found}', not 'episode_000001"
     with pytest.raises(FormatError, match=pattern):
         _read_all(root, tmp_path, episodes=[1])
     assert len(_read_all(root, tmp_path, episodes=[0, 2, 3])) == 5 + 6 + 4  # the others read as before
@@ -168,10 +186,11 @@ def test_member_of_another_episode_or_camera_is_refused_at_admission_locally(
 def test_member_of_another_episode_or_camera_is_refused_at_admission_remotely(
     two_cameras: Path, tmp_path: Path, fast: None, case: str
 ) -> None:
-    edit, found = ADMISSION[case]
+    edit, what, found = ADMISSION[case]
     root = resign(two_cameras, tmp_path / "ds", edit)
+    pattern = rf"episode 1 \(shards/shard-000000.tar .*{what}.*'{found}', not 'episode_000001"
     with LoopbackServer(root) as srv:
-        with pytest.raises(FormatError, match=rf"episode 1 \(shards/shard-000000.tar .*{FRONT}.*{found}"):
+        with pytest.raises(FormatError, match=pattern):
             _read_all(srv.url, tmp_path, episodes=[1])
         span_requests = sum(n for (path, start), n in srv.requests.items() if start is not None)
     assert span_requests == 1  # a bad table is not a bad download: no refetch
