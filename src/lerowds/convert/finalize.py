@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from lerowds.format import (
     atomic_write_bytes,
     episode_key,
     json_member,
+    nonfinite_stats,
     parquet_member,
     video_columns,
     video_member,
@@ -87,6 +89,23 @@ def episode_table(records: list[DoneRecord], video_keys: list[str]) -> EpisodeTa
     return EpisodeTable(columns, tuple(e.tasks for _, e in rows))
 
 
+def _finite_stats(stats: dict[str, Any], output: Path) -> dict[str, Any]:
+    """The source's stats with NaN and infinite values as ``null`` (strict JSON; lerowds reads them back as
+    NaN, as lerobot reads its own ``stats.json``), each one logged: such a statistic cannot normalize."""
+    clean, where = nonfinite_stats(stats)
+    for path in where:
+        feature, _, statistic = path.rpartition("/")
+        log.warning(
+            "%s: meta/stats.json: statistic %r of feature %r is NaN or infinite; written to %s as null "
+            "(read back as NaN): normalizing with it gives NaN, recompute the source's stats",
+            output,
+            statistic,
+            feature,
+            INDEX_FILE,
+        )
+    return clean
+
+
 def finalize(output: str | Path) -> DatasetIndex:
     """Write ``episodes.parquet`` and then ``index.json`` once every planned shard has a done-record."""
     output = Path(output)
@@ -111,7 +130,7 @@ def finalize(output: str | Path) -> DatasetIndex:
         fps=int(src["fps"]),
         features=features,
         tasks=tuple(plan.dataset["tasks"]),
-        stats=plan.dataset["stats"],
+        stats=_finite_stats(plan.dataset["stats"], output),
         total_episodes=sum(len(r.episodes) for r in records),
         total_frames=sum(r.num_frames for r in records),
         shards=tuple(

@@ -23,10 +23,12 @@ from lerowds.format import (
     EpisodeTable,
     episode_key,
     json_member,
+    layout_problems,
     parquet_member,
     read_range,
     sha256_file,
     shard_problems,
+    total_problems,
     video_columns,
     video_member,
 )
@@ -122,9 +124,12 @@ def _check_table(root: Path, index: DatasetIndex, problems: list[str]) -> Episod
     except FormatError as e:
         problems.append(str(e))
         return None
-    if len(table) != index.total_episodes:
-        problems.append(f"{EPISODES_FILE}: {len(table)} episodes, the index says {index.total_episodes}")
-    problems += shard_problems(index, table)
+    shards = shard_problems(index, table)
+    problems += total_problems(index, table) + shards
+    if not shards:  # every row's shard is listed: where its members lie can be checked
+        problems += layout_problems(
+            table, [s.size for s in index.shards], [s.name for s in index.shards], index.video_keys
+        )
     return table
 
 

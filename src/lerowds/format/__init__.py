@@ -7,8 +7,9 @@ A converted dataset is a directory::
     shards/shard-000000.tar ...
 
 Nothing here imports torch or video libraries. The code lives in ``names`` (constants, sizes, member names,
-atomic I/O), ``tar`` (shard writing, member locations), ``table`` (episode table, episode json) and ``index``
-(dataset index, loading a dataset); import from ``lerowds.format``.
+atomic I/O), ``tar`` (shard writing, member locations), ``table`` (episode table, episode json), ``layout`` (where
+members may lie, their tar headers, shard names), ``index`` (dataset index, loading a dataset) and
+``index_json`` (its episode id lists and non-finite stats); import from ``lerowds.format``.
 """
 
 from lerowds.format.index import (
@@ -17,6 +18,15 @@ from lerowds.format.index import (
     check_episode_table,
     read_local_index,
     shard_problems,
+    total_problems,
+)
+from lerowds.format.index_json import nonfinite_stats
+from lerowds.format.layout import (
+    check_layout,
+    check_member_headers,
+    check_shard_name,
+    layout_problems,
+    member_names,
 )
 from lerowds.format.names import (
     EPISODES_FILE,
@@ -73,9 +83,15 @@ __all__ = [
     "ShardWriter",
     "atomic_write_bytes",
     "check_episode_table",
+    "check_layout",
+    "check_member_headers",
+    "check_shard_name",
     "episode_key",
     "episode_metadata",
     "json_member",
+    "layout_problems",
+    "member_names",
+    "nonfinite_stats",
     "parquet_member",
     "parse_size",
     "read_local_index",
@@ -83,6 +99,7 @@ __all__ = [
     "sha256_file",
     "shard_name",
     "shard_problems",
+    "total_problems",
     "video_columns",
     "video_member",
 ]

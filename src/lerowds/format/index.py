@@ -6,8 +6,7 @@ import hashlib
 import itertools
 import json
 import os
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,44 +14,12 @@ from typing import Any
 import numpy as np
 
 from lerowds.errors import FormatError
+from lerowds.format.index_json import EpisodeIds, cut_episode_lists, nonfinite_stats, null_as_nan
+from lerowds.format.layout import check_layout, check_shard_name
 from lerowds.format.names import EPISODES_FILE, FORMAT_NAME, FORMAT_VERSION, INDEX_FILE, SHARDS_DIR
-from lerowds.format.table import EpisodeTable, compact_int
+from lerowds.format.table import EpisodeTable
 
-
-class EpisodeIds(Sequence[int]):
-    """A shard's episode indices as one compact read-only array (a tuple of a million Python ints cost
-    ~36 MB in every reader process, which never needs them); compares equal to any sequence of the same ints."""
-
-    __slots__ = ("_ids",)
-
-    def __init__(self, ids: Iterable[int] | np.ndarray) -> None:
-        if not isinstance(ids, (list, tuple, np.ndarray)):
-            ids = np.fromiter(ids, dtype=np.int64)
-        self._ids = compact_int(np.asarray(ids, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return int(self._ids.size)
-
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
-        if isinstance(i, slice):
-            return EpisodeIds(self._ids[i])
-        return int(self._ids[i])
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._ids.tolist())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, EpisodeIds):
-            return bool(np.array_equal(self._ids, other._ids))
-        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
-            return len(other) == len(self) and list(other) == self._ids.tolist()
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(tuple(self))
-
-    def __repr__(self) -> str:
-        return f"EpisodeIds({self._ids.tolist()[:8]}{'...' if len(self) > 8 else ''})"
+MAX_SIZE = 1 << 62  # bytes of a shard (and frames): larger is not a real dataset, and sums stay in int64
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +42,17 @@ class ShardRecord:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> ShardRecord:
-        return cls(d["name"], int(d["size"]), d["sha256"], EpisodeIds(d["episodes"]), int(d["num_frames"]))
+    def from_json(cls, d: Mapping[str, Any], where: str = INDEX_FILE) -> ShardRecord:
+        """A shard record of ``index.json``: its name must be the format's (nothing outside ``shards/`` is
+        ever opened) and its size and frame count integers."""
+        name = check_shard_name(d["name"], where)
+        size, frames = d["size"], d["num_frames"]
+        for what, value in (("size", size), ("num_frames", frames)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_SIZE:
+                raise FormatError(
+                    f"{where}: shard {name}: {what} must be an integer in [0, 2**62), got {value!r}"
+                )
+        return cls(name, size, d["sha256"], EpisodeIds(d["episodes"]), frames)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +111,16 @@ class DatasetIndex:
         }
 
     def to_bytes(self) -> bytes:
-        return (json.dumps(self.to_json(), indent=1, sort_keys=False, ensure_ascii=False) + "\n").encode()
+        """``index.json``: strict JSON (a NaN or infinite statistic is written as ``null``, see
+        ``nonfinite_stats``; anything else non-finite is a ValueError)."""
+        d = {**self.to_json(), "stats": nonfinite_stats(self.stats)[0]}
+        text = json.dumps(d, indent=1, sort_keys=False, ensure_ascii=False, allow_nan=False)
+        return (text + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = INDEX_FILE) -> DatasetIndex:
         try:
-            data, episode_lists = _cut_episode_lists(data)
+            data, episode_lists = cut_episode_lists(data)
             d = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError, ValueError, DeprecationWarning) as e:
             raise FormatError(
@@ -165,18 +145,33 @@ class DatasetIndex:
                 fps=int(d["fps"]),
                 features=d["features"],
                 tasks=tuple(d["tasks"]),
-                stats=d.get("stats") or {},
+                stats=null_as_nan(d.get("stats") or {}),
                 total_episodes=int(d["total_episodes"]),
                 total_frames=int(d["total_frames"]),
-                shards=tuple(
-                    ShardRecord.from_json({**s, "episodes": episode_lists[i]})
-                    for i, s in enumerate(d["shards"])
-                ),
+                shards=_shards(d["shards"], episode_lists, where),
                 episodes_sha256=d["episodes_table"]["sha256"],
                 options=d.get("options") or {},
             )
         except (KeyError, TypeError, ValueError, IndexError) as e:
             raise FormatError(f"{where}: malformed lerowds index, missing or bad field {e}") from e
+
+    def frame_size(self, key: str) -> tuple[int, int] | None:
+        """(height, width) the features declare for camera ``key`` (``names`` give the order; HWC unless the
+        shape reads as CHW); None when the feature declares no 3-axis shape."""
+        ft = self.features.get(key)
+        shape = ft.get("shape") if isinstance(ft, Mapping) else None
+        names = ft.get("names") if isinstance(ft, Mapping) else None
+        if (
+            not isinstance(shape, (list, tuple))
+            or len(shape) != 3
+            or not all(isinstance(v, int) for v in shape)
+        ):
+            return None
+        if isinstance(names, (list, tuple)) and len(names) == 3 and "height" in names and "width" in names:
+            return int(shape[list(names).index("height")]), int(shape[list(names).index("width")])
+        if shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):  # channels first
+            return int(shape[1]), int(shape[2])
+        return int(shape[0]), int(shape[1])
 
     def fingerprint(self) -> str:
         """A short id of the dataset's content (its episode table and shard checksums)."""
@@ -186,28 +181,18 @@ class DatasetIndex:
         return h.hexdigest()[:16]
 
 
-_EPISODE_LIST = re.compile(rb'"episodes": \[([0-9,\s]*)\]')
-_SPACED_DIGITS = re.compile(rb"[0-9]\s+[0-9]")  # "1 2": NumPy would read 1 and stop, one id short
-
-
-def _cut_episode_lists(data: bytes) -> tuple[bytes, list[np.ndarray]]:
-    """``index.json`` with each shard's ``"episodes": [...]`` emptied, and those lists parsed by NumPy.
-
-    A million episode ids parsed by ``json`` cost ~0.2 CPU-s and ~45 MB that CPython's allocator keeps;
-    the key and an integer list cannot occur inside a JSON string (its quotes would be escaped)."""
-    lists: list[np.ndarray] = []
-
-    def take(match: re.Match[bytes]) -> bytes:
-        body = match.group(1).strip()
-        # NumPy stops (with a warning) at text it cannot read: the count below catches that. No
-        # warnings.catch_warnings here: it swaps process-wide filters, and Loader threads read indexes at once.
-        ids = np.fromstring(body.decode(), dtype=np.int64, sep=",") if body else np.zeros(0, np.int64)
-        if ids.size != (body.count(b",") + 1 if body else 0) or _SPACED_DIGITS.search(body):
-            raise ValueError(f"bad episode list {body[:80]!r}")
-        lists.append(ids)
-        return b'"episodes": []'
-
-    return _EPISODE_LIST.sub(take, data), lists
+def _shards(items: Any, episode_lists: list[np.ndarray], where: str) -> tuple[ShardRecord, ...]:
+    shards = tuple(
+        ShardRecord.from_json({**s, "episodes": episode_lists[i]}, where) for i, s in enumerate(items)
+    )
+    seen: set[str] = set()
+    for s in shards:
+        if s.name in seen:
+            raise FormatError(
+                f"{where}: shard {s.name} is listed twice; re-download or re-convert the dataset"
+            )
+        seen.add(s.name)
+    return shards
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -234,11 +219,29 @@ def check_episode_table(index: DatasetIndex, table_bytes: bytes, where: str) -> 
     if hashlib.sha256(table_bytes).hexdigest() != index.episodes_sha256:
         raise FormatError(f"{where}: checksum does not match {INDEX_FILE}; re-convert the dataset")
     table = EpisodeTable.from_parquet_bytes(table_bytes, where)
-    problems = shard_problems(index, table)
+    problems = shard_problems(index, table) + total_problems(index, table)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise FormatError(f"{where}: {problems[0]}{more}; re-convert or re-download the dataset")
+    check_layout(
+        table, [s.size for s in index.shards], [s.name for s in index.shards], index.video_keys, where
+    )
     return table
+
+
+def total_problems(index: DatasetIndex, table: EpisodeTable) -> list[str]:
+    """Where the index's ``total_episodes`` / ``total_frames`` disagree with the episode table's."""
+    problems = []
+    if index.total_episodes != len(table):
+        problems.append(
+            f"{INDEX_FILE} says total_episodes={index.total_episodes}, {EPISODES_FILE} has {len(table)} episodes"
+        )
+    frames = int(np.asarray(table["length"], np.int64).sum()) if len(table) else 0
+    if index.total_frames != frames:
+        problems.append(
+            f"{INDEX_FILE} says total_frames={index.total_frames}, the lengths in {EPISODES_FILE} sum to {frames}"
+        )
+    return problems
 
 
 def shard_problems(index: DatasetIndex, table: EpisodeTable) -> list[str]:

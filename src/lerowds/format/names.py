@@ -116,13 +116,17 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def read_range(path: str | os.PathLike[str], offset: int, size: int) -> bytes:
-    """Read ``size`` bytes at ``offset`` with one pread; a short read is a FormatError naming the file."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
+def read_range(path: str | os.PathLike[str], offset: int, size: int, *, fd: int | None = None) -> bytes:
+    """Read ``size`` bytes at ``offset`` with one pread (of ``fd`` if given, the open ``path``); a short
+    read is a FormatError naming the file."""
+    if fd is not None:
         data = os.pread(fd, size, offset)
-    finally:
-        os.close(fd)
+    else:
+        own = os.open(path, os.O_RDONLY)
+        try:
+            data = os.pread(own, size, offset)
+        finally:
+            os.close(own)
     if len(data) != size:
         raise FormatError(
             f"{path}: short read at offset {offset}: wanted {size} bytes, got {len(data)} "

@@ -141,11 +141,7 @@ class EpisodeTable:
             missing = [c for c in (*EPISODE_BASE_COLUMNS, "tasks") if c not in names]
             if missing:
                 raise FormatError(f"{where}: episode table lacks columns {missing}")
-            columns = {
-                name: compact_int(f.read(columns=[name], use_threads=False).column(0).to_numpy())
-                for name in names
-                if name != "tasks"
-            }
+            columns = {name: _int_column(f, name, where) for name in names if name != "tasks"}
             tasks = f.read(columns=["tasks"], use_threads=False).column(0).combine_chunks()
             encoded = tasks.flatten().dictionary_encode()
             out = cls(
@@ -164,6 +160,13 @@ class EpisodeTable:
         ids = out.columns["episode_index"]
         if ids.size > 1 and not bool((ids[1:] > ids[:-1]).all()):
             raise FormatError(f"{where}: episode_index must be strictly increasing")
+        for name, low in (("episode_index", 0), ("length", 1)):
+            bad = np.flatnonzero(out.columns[name] < low)
+            if bad.size:
+                raise FormatError(
+                    f"{where}: row {int(bad[0])} (episode {int(ids[bad[0]])}): {name} "
+                    f"{int(out.columns[name][bad[0]])} < {low}; re-download or re-convert the dataset"
+                )
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -179,6 +182,20 @@ class EpisodeTable:
 
     def __repr__(self) -> str:
         return f"EpisodeTable({len(self)} episodes, columns {sorted(self.columns)})"
+
+
+def _int_column(f: pq.ParquetFile, name: str, where: str) -> np.ndarray:
+    """Column ``name`` as compact integers; a float, string or null value (which NumPy would truncate or
+    turn into NaN) is a FormatError naming the column."""
+    column = f.read(columns=[name], use_threads=False).column(0)
+    if not pa.types.is_integer(column.type) or column.null_count:
+        what = (
+            f"{column.null_count} null values" if pa.types.is_integer(column.type) else f"type {column.type}"
+        )
+        raise FormatError(
+            f"{where}: column {name!r} must hold integers, it has {what}; re-convert the dataset"
+        )
+    return compact_int(column.to_numpy())
 
 
 # ----------------------------------------------------------------------------------------------- episode json

@@ -62,7 +62,14 @@ def consume(
         clip = store.clip(cfg.row_of[rows.episode_index], key)
         context = ClipContext(rows.episode_index, key)
         return make_decoder(  # channels first: the CHW tensors of build_sample need no transposing copy
-            cfg.decoder, clip, cfg.fps, rows.length, context, tolerance_s=cfg.tolerance_s, channels_first=True
+            cfg.decoder,
+            clip,
+            cfg.fps,
+            rows.length,
+            context,
+            tolerance_s=cfg.tolerance_s,
+            channels_first=True,
+            frame_size=store.index.frame_size(key),
         )
 
     def decode(rows: EpisodeRows, key: str, positions: np.ndarray) -> np.ndarray:

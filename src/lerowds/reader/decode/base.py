@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from lerowds.errors import ConfigError, VideoDecodeError
+from lerowds.errors import ConfigError, FormatError, VideoDecodeError
 from lerowds.reader.decode.clipfile import ClipFile, ClipSource, describe_source, open_clip
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ class DecodeFailure(Exception):
 class BackendDecoder:
     """A ``ClipDecoder`` on one clip; subclasses decode. Frames are (T, H, W, 3) uint8 RGB; with
     ``channels_first`` they are (T, H, W, 3) views of (T, 3, H, W) memory (same values, CHW without a copy).
+    With ``frame_size`` (height, width: what the dataset's features declare), frames of another size are a
+    ``FormatError`` (a table pointing the camera at another camera's clip), never a wrongly shaped sample.
     """
 
     def __init__(
@@ -87,8 +89,10 @@ class BackendDecoder:
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         thread_count: int = 1,
         channels_first: bool = False,
+        frame_size: tuple[int, int] | None = None,
     ) -> None:
         check_decoder_args(fps, num_frames, tolerance_s, thread_count)
+        self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
         self.thread_count = thread_count
         self.channels_first = channels_first
@@ -137,10 +141,18 @@ class BackendDecoder:
                 if not 0 <= k < self.num_frames:
                     raise DecodeFailure(k, f"frame index out of range [0, {self.num_frames})")
             self._ensure_open(wanted[0] if wanted else 0)
-            return self._decode(idx, wanted)
+            out = self._decode(idx, wanted)
         except DecodeFailure as failure:
             self._after_failure()
             raise self._error(failure) from failure.__cause__
+        if self.frame_size is not None and out.shape[1:3] != self.frame_size:
+            (h, w), (eh, ew) = out.shape[1:3], self.frame_size
+            raise FormatError(
+                f"{self.context}: clip {self._source_text} decodes to {h}x{w} frames (height x width), the "
+                f"dataset's features declare {eh}x{ew}: the episode table points this camera at another "
+                "camera's clip; re-download or re-convert the dataset"
+            )
+        return out
 
     def _ensure_open(self, frame: int) -> None:
         if self._file is not None:

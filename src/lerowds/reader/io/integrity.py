@@ -3,7 +3,9 @@
 Without a per-episode checksum in the index, a flipped byte inside a video member cannot be seen; where the
 episode table has a ``crc32`` column (CRC-32 of the whole span, see docs/REMOTE.md), it is checked too.
 ``check_crc32`` alone is what the local reader checks when it admits an episode.
-Every failure is a ``ValueError`` naming what is wrong, so the downloader fetches the span again.
+Every failure is a ``ValueError`` naming what is wrong, so the downloader fetches the span again; except a
+member whose tar header names another episode or camera in intact bytes: a ``FormatError`` (the table is
+wrong, not the download). ``Span.check_headers`` alone is what the local reader checks at admission.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import mmap
 import os
 import tarfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lerowds.format import CRC32_COLUMN, EpisodeTable, video_columns
+from lerowds.format import CRC32_COLUMN, EpisodeTable, check_member_headers, video_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,12 @@ class Span:
     length: int  # frames
     members: tuple[tuple[int, int], ...]  # (offset inside the span, size) of json, parquet, videos
     crc32: int | None
+    video_keys: tuple[str, ...] = ()  # the cameras of ``members[2:]``
+
+    def check_headers(self, read: Callable[[int, int], bytes]) -> None:
+        """FormatError unless each member's tar header names this episode's member (and camera);
+        ``read(offset, size)`` reads bytes at offsets inside the span."""
+        check_member_headers(read, self.episode, self.members, self.video_keys, self.describe())
 
     def describe(self) -> str:
         return f"episode {self.episode} ({self.shard} bytes {self.offset}-{self.offset + self.size - 1})"
@@ -57,6 +66,7 @@ def span_of(table: EpisodeTable, shard_names: tuple[str, ...], video_keys: list[
         length=int(table["length"][row]),
         members=tuple(members),
         crc32=None if crc is None else int(crc[row]) & 0xFFFFFFFF,
+        video_keys=tuple(video_keys),
     )
 
 
@@ -78,10 +88,16 @@ class Crc32:
 
 
 def verify_span(fd: int, span: Span, crc: int | None = None) -> None:
-    """Raise ``ValueError`` unless the span in file ``fd`` looks like the episode the index describes."""
+    """Raise ``ValueError`` unless the span in file ``fd`` looks like the episode the index describes
+    (a corrupt download: fetched again), ``FormatError`` if its bytes are intact (CRC-32) but a member the
+    table points at belongs to another episode or camera (a bad table: fetching again cannot help)."""
     if span.crc32 is not None and crc is not None and crc != span.crc32:
         raise ValueError(f"{span.describe()}: CRC-32 {crc:08x}, the index says {span.crc32:08x}")
+    if span.crc32 is not None and crc is None:
+        check_crc32(fd, span, 0)
     with mmap.mmap(fd, span.size, prot=mmap.PROT_READ) as mm:
+        if span.crc32 is not None:  # the CRC-32 matched: intact bytes, so a wrong member is the table's fault
+            span.check_headers(lambda off, size: mm[off : off + size])
         found = {}
         try:
             with tarfile.open(fileobj=mm, mode="r:") as tar:  # type: ignore[call-overload]
@@ -93,6 +109,8 @@ def verify_span(fd: int, span: Span, crc: int | None = None) -> None:
             info = found.get(off)
             if info is None or info.size != size:
                 raise ValueError(f"{span.describe()}: no {size}-byte member at span offset {off}")
+        if span.crc32 is None:  # headers that parse, at the right offsets: not a corrupt download
+            span.check_headers(lambda off, size: mm[off : off + size])
         (j_off, j_size), (p_off, p_size) = span.members[:2]
         try:
             meta = json.loads(mm[j_off : j_off + j_size])
@@ -109,8 +127,6 @@ def verify_span(fd: int, span: Span, crc: int | None = None) -> None:
             raise ValueError(
                 f"{span.describe()}: parquet member has {rows} rows, the index says {span.length}"
             )
-    if span.crc32 is not None and crc is None:
-        check_crc32(fd, span, 0)
 
 
 def check_crc32(fd: int, span: Span, offset: int) -> None:

@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lerowds.errors import FormatError
-from lerowds.format import ClipRange, DatasetIndex, EpisodeTable, read_local_index, video_columns
+from lerowds.format import (
+    ClipRange,
+    DatasetIndex,
+    EpisodeTable,
+    read_local_index,
+    read_range,
+    video_columns,
+)
 from lerowds.reader.io.integrity import check_crc32, span_of
 
 __all__ = ["LocalStore"]
@@ -20,6 +27,8 @@ class LocalStore:
     ``episodes.parquet`` stores, once per process, when its parquet member is first read (its admission to
     the pool): a flipped bit on disk is a ``FormatError`` naming the episode and shard, not silently wrong
     values or pixels. Costs one read of the episode's bytes (from the page cache, usually) and their CRC-32.
+    Whatever ``verify_crc`` says, each member's tar header must name that episode's member (and camera): a
+    table pointing a member at another episode's or camera's bytes is a ``FormatError``, not wrong frames.
 
     Pickled (into spawned DataLoader workers) as its path and table checksum only: the worker reads the
     index and table again on first use (a million-episode table is ~70 MB) and refuses a changed dataset.
@@ -33,7 +42,7 @@ class LocalStore:
         self._index, self._table = read_local_index(self.root)
         self._sha = self._index.episodes_sha256
         self._fds: dict[str, int] = {}
-        self._checked: set[int] = set()  # rows whose CRC-32 this process has checked
+        self._checked: set[int] = set()  # rows this process has admitted (CRC-32 and member headers checked)
 
     @property
     def index(self) -> DatasetIndex:
@@ -69,21 +78,26 @@ class LocalStore:
             self._fds[path] = fd
         return fd
 
-    def _check_crc(self, row: int, path: str) -> None:
+    def _admit(self, row: int, path: str) -> None:
+        """First read of ``row`` in this process: its CRC-32 (with ``verify_crc``), then its members' tar
+        headers (always: a few hundred bytes, read from the page cache)."""
         span = span_of(self.table, tuple(s.name for s in self.index.shards), self.index.video_keys, row)
-        try:
-            check_crc32(self._fd(path), span, span.offset)
-        except ValueError as e:
-            raise FormatError(
-                f"{path}: {e}: the shard is corrupt on disk; run `lerowds verify {self.root}`, then "
-                "convert or download that shard again"
-            ) from None
+        fd = self._fd(path)
+        if self.verify_crc:
+            try:
+                check_crc32(fd, span, span.offset)
+            except ValueError as e:
+                raise FormatError(
+                    f"{path}: {e}: the shard is corrupt on disk; run `lerowds verify {self.root}`, then "
+                    "convert or download that shard again"
+                ) from None
+        span.check_headers(lambda off, size: read_range(path, span.offset + off, size, fd=fd))
         self._checked.add(row)
 
     def parquet_bytes(self, row: int) -> bytes:
         path = self._shard_path(row)
-        if self.verify_crc and row not in self._checked:
-            self._check_crc(row, path)
+        if row not in self._checked:
+            self._admit(row, path)
         offset, size = int(self.table["parquet_offset"][row]), int(self.table["parquet_size"][row])
         data = os.pread(self._fd(path), size, offset)
         if len(data) != size:
