@@ -201,6 +201,7 @@ class LeRobotWebDataset(StreamDataset):
     def config(self, num_workers: int | None = None) -> dict[str, Any]:
         """The configuration a resume state records and must match on load."""
         return {
+            "kind": "dataset",
             "seed": self.seed,
             "world_size": self.stream.consumer().world_size,
             "num_workers": num_workers,

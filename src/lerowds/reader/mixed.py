@@ -192,8 +192,11 @@ class MixedDataset(StreamDataset):
         per_source = {}
         for name, ds in self.sources.items():
             cfg = ds.config()
-            per_source[name] = {k: v for k, v in cfg.items() if k not in ("world_size", "num_workers")}
+            per_source[name] = {
+                k: v for k, v in cfg.items() if k not in ("kind", "world_size", "num_workers")
+            }
         return {
+            "kind": "mix",
             "seed": self.seed,
             "world_size": self.stream.consumer().world_size,
             "num_workers": num_workers,

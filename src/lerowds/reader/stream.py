@@ -92,7 +92,6 @@ class Stream:
         resume = ResumeState.from_dict(state)
         current = source.config(resume.config.get("num_workers"))
         resume.check_config(current)
-        check_nested_config(resume.config, current)
         legs = resume.all_legs()
         if legs is not None:  # counters past their legs' batches are an error here, not in a worker
             world, workers = legs[-1].topology.split
@@ -211,28 +210,6 @@ class StreamDataset(IterableDataset):
         """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches,
         elastically when the world size or worker count differs (see ``resume/elastic.py``)."""
         self.stream.load_state_dict(self, state)  # type: ignore[arg-type]
-
-
-def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def check_nested_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
-    """Raise naming the first (dotted) key recorded on both sides with different values, but the topology:
-    a mix's per-source configurations included (``ResumeState.check_config`` compares the top level)."""
-    flat_saved, flat_now = _flat(saved), _flat(now)
-    for key in list(flat_now) + [k for k in flat_saved if k not in flat_now]:
-        if key in ("world_size", "num_workers"):
-            continue  # the epoch continues elastically on another topology
-        a, b = flat_saved.get(key), flat_now.get(key)
-        if a is not None and b is not None and a != b:
-            raise ResumeMismatchError(f"resume state was saved with {key}={a!r} but this run has {key}={b!r}")
 
 
 def _refuse_elastic(resume: ResumeState, world_size: int, num_threads: int) -> None:

@@ -16,9 +16,11 @@ from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Remainder, Topology
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Fields that change which frames a consumer owns or their order: a resume across a change is inexact.
-# world_size and num_workers may change: the epoch continues elastically (elastic.py).
-MUST_MATCH = (
+# Compared first, in this order, so the message names the field that decides (kind, then the order's inputs).
+# Every other recorded field must match too, a field recorded on one side only included; world_size and
+# num_workers may change: the epoch continues elastically (elastic.py).
+FIRST = (
+    "kind",
     "seed",
     "episode_pool_size",
     "pool_byte_budget",
@@ -29,6 +31,58 @@ MUST_MATCH = (
     "episodes",
     "order_version",
 )
+TOPOLOGY = ("world_size", "num_workers")
+_ABSENT = "(not recorded)"
+
+
+def _kind(config: Mapping[str, Any]) -> Any:
+    """What stream a configuration belongs to: its ``kind``, or for a state saved before ``kind`` was
+    recorded, what its fields say (a mix records its sources, a dataset its fingerprint)."""
+    if "kind" in config:
+        return config["kind"]
+    return "mix" if "mix_sources" in config else "dataset" if "dataset" in config else None
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _belongs_to(config: Mapping[str, Any]) -> str:
+    if _kind(config) == "mix":
+        return f"a mix of sources {config.get('mix_sources')!r}"
+    if "dataset" in config:
+        return f"dataset {config['dataset']!r}"
+    return "a stream"
+
+
+def check_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Refuse ``saved`` (a state's ``config``) unless every field but the topology equals ``now``'s, nested
+    per-source fields of a mix included; the message names the first field that differs and both values. An
+    empty ``saved`` is a trainer's plain counters: nothing recorded to compare."""
+    if not saved:
+        return
+    check_order_version(saved)
+    a, b = _flat(saved), _flat(now)
+    a["kind"], b["kind"] = _kind(saved), _kind(now)
+    if a["kind"] != b["kind"]:
+        raise ResumeMismatchError(
+            f"resume state was saved with kind={a['kind']!r} ({_belongs_to(saved)}) but this run has "
+            f"kind={b['kind']!r} ({_belongs_to(now)}): a state loads only into the kind of stream and the "
+            "sources it was saved from"
+        )
+    keys = [k for k in FIRST if k in a or k in b] + list(b) + [k for k in a if k not in b]
+    for key in dict.fromkeys(keys):
+        if key in TOPOLOGY:
+            continue
+        if (key in a) != (key in b) or a[key] != b[key]:
+            was, has = (repr(d[key]) if key in d else _ABSENT for d in (a, b))
+            raise ResumeMismatchError(f"resume state was saved with {key}={was} but this run has {key}={has}")
 
 
 def check_order_version(config: Mapping[str, Any]) -> None:
@@ -94,15 +148,7 @@ class ResumeState:
 
     def check_config(self, current: Mapping[str, Any]) -> None:
         """Raise naming the first field that differs between the saved and the current configuration."""
-        check_order_version(self.config)
-        for name in MUST_MATCH:
-            if name not in self.config or name not in current:
-                continue  # not recorded on one side (e.g. a trainer's plain counters)
-            saved, now = self.config[name], current[name]
-            if saved != now:
-                raise ResumeMismatchError(
-                    f"resume state was saved with {name}={saved!r} but this run has {name}={now!r}"
-                )
+        check_config(self.config, current)
 
     def all_legs(self) -> tuple[Leg, ...] | None:
         """Every leg of the epoch, the last one ending at ``batches_consumed``; None when the state does not
