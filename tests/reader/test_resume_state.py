@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from torch.utils.data import DataLoader
 
-from lerowds import LeRobotWebDataset
-from lerowds.errors import ResumeMismatchError
+from lerowds import LeRobotWebDataset, StatefulLoader
+from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.mix import mix
 
 KW = {"seed": 7, "episode_pool_size": 2}
@@ -85,3 +86,61 @@ def test_plain_counters_still_load_anywhere(tabular_converted: Path) -> None:
     counters = {"epoch": 0, "batches_consumed": 2, "batch_size": 4}
     LeRobotWebDataset(tabular_converted, **KW).load_state_dict(counters)
     _mix(tabular_converted).load_state_dict(counters)
+
+
+# ---- counters that are not integers -----------------------------------------------------------------------
+COUNTERS = {"epoch": 0, "batches_consumed": 3, "batch_size": 4}
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [
+        (
+            COUNTERS | {"batches_consumed": "ten"},
+            "resume state's batches_consumed must be an integer >= 0, got 'ten'",
+        ),
+        (
+            COUNTERS | {"batches_consumed": 10.7},
+            "resume state's batches_consumed must be an integer >= 0, got 10.7",
+        ),
+        (
+            COUNTERS | {"batches_consumed": True},
+            "resume state's batches_consumed must be an integer >= 0, got True",
+        ),
+        (COUNTERS | {"epoch": "1"}, "resume state's epoch must be an integer >= 0, got '1'"),
+        (COUNTERS | {"batch_size": False}, "resume state's batch_size must be an integer >= 1, got False"),
+        (COUNTERS | {"drop_last": "no"}, "resume state's drop_last must be True or False, got 'no'"),
+        (COUNTERS | {"config": "abc"}, "resume state's config must be a dict .*, got 'abc'"),
+        (
+            COUNTERS | {"config": {"world_size": "two", "num_workers": 0}},
+            "resume state's config world_size must be an integer >= 1, got 'two'",
+        ),
+        (
+            COUNTERS | {"config": {"world_size": 1, "num_workers": 1.5}},
+            "resume state's config num_workers must be an integer >= 0, got 1.5",
+        ),
+        (COUNTERS | {"elastic": "abc"}, "resume state's elastic must be a list of legs .*, got 'abc'"),
+        (
+            COUNTERS
+            | {"elastic": [{"world_size": "two", "num_workers": 1, "batch_size": 2, "batches_consumed": 1}]},
+            "resume state's elastic leg 0 world_size must be an integer >= 1, got 'two'",
+        ),
+        ("abc", r"a resume state must be a dict like .*got 'abc' \(str\)"),
+        (None, r"a resume state must be a dict like .*got None \(NoneType\)"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and " " in v else None,
+)
+def test_a_malformed_state_is_named_with_its_bad_value(
+    tabular_converted: Path, state: Any, message: str
+) -> None:
+    ds = LeRobotWebDataset(tabular_converted, **KW)
+    with pytest.raises(ConfigError, match=message):
+        ds.load_state_dict(state)
+
+
+def test_a_string_state_into_a_stateful_loader_is_named(tabular_converted: Path) -> None:
+    loader = StatefulLoader(DataLoader(LeRobotWebDataset(tabular_converted, **KW), batch_size=4))
+    with pytest.raises(
+        ConfigError, match=r"a resume state must be a dict like .*got '\{\"epoch\": 0\}' \(str\)"
+    ):
+        loader.load_state_dict('{"epoch": 0}')  # type: ignore[arg-type]  # e.g. a JSON string not parsed

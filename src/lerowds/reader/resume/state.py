@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+
 from lerowds.errors import ConfigError, OrderVersionError, ResumeMismatchError
 from lerowds.reader.env import Consumer
+from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.resume.batches import resume_plan
 from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Remainder, Topology
@@ -85,6 +88,11 @@ def check_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
             raise ResumeMismatchError(f"resume state was saved with {key}={was} but this run has {key}={has}")
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def check_order_version(config: Mapping[str, Any]) -> None:
     """Refuse a state saved under another order version (a saved ``config`` without one is version 1)."""
     if not config:
@@ -111,14 +119,18 @@ class ResumeState:
     legs: tuple[Leg, ...] = ()  # earlier legs of this epoch under other topologies (elastic resume)
 
     def __post_init__(self) -> None:
-        for name in ("epoch", "batches_consumed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ResumeMismatchError(f"resume state: {name} must be an integer >= 0, got {value!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ResumeMismatchError(
-                f"resume state: batch_size must be an integer >= 1, got {self.batch_size!r}"
+        for name, low in (("epoch", 0), ("batches_consumed", 0), ("batch_size", 1)):
+            check_int(f"resume state's {name}", getattr(self, name), low)
+            object.__setattr__(self, name, int(getattr(self, name)))  # a NumPy integer becomes an int
+        if not isinstance(self.drop_last, (bool, np.bool_)):
+            raise ConfigError(f"resume state's drop_last must be True or False, got {self.drop_last!r}")
+        if not isinstance(self.config, Mapping):
+            raise ConfigError(
+                f"resume state's config must be a dict (what state_dict() saved), got {_short(self.config)}"
             )
+        for name, low in (("world_size", 1), ("num_workers", 0)):
+            if self.config.get(name) is not None:
+                check_int(f"resume state's config {name}", self.config[name], low)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,20 +142,33 @@ class ResumeState:
         } | ({"elastic": [leg.to_dict() for leg in self.legs]} if self.legs else {})
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> ResumeState:
+    def from_dict(cls, state: Any) -> ResumeState:
+        """The state ``state_dict()`` returned (or a trainer's bare counters); a malformed one is a
+        ``ConfigError`` naming the field, the bad value and what is expected."""
+        if not isinstance(state, Mapping):
+            raise ConfigError(
+                'a resume state must be a dict like {"epoch": e, "batches_consumed": n, "batch_size": b} '
+                f"(what state_dict() returns), got {_short(state)} ({type(state).__name__})"
+            )
         missing = [k for k in ("batches_consumed", "batch_size") if k not in state]
         if missing:
             raise ResumeMismatchError(
                 f"resume state lacks {missing}; save at least "
                 '{"epoch": e, "batches_consumed": n, "batch_size": b}'
             )
+        legs = state.get("elastic") or ()
+        if not isinstance(legs, (list, tuple)):
+            raise ConfigError(
+                f"resume state's elastic must be a list of legs (what state_dict() saved), got {_short(legs)}"
+            )
+        config = state.get("config")
         return cls(
-            epoch=int(state.get("epoch", 0)),
-            batches_consumed=int(state["batches_consumed"]),
-            batch_size=int(state["batch_size"]),
-            drop_last=bool(state.get("drop_last", False)),
-            config=dict(state.get("config") or {}),
-            legs=tuple(Leg.from_dict(d) for d in state.get("elastic") or ()),
+            epoch=state.get("epoch", 0),
+            batches_consumed=state["batches_consumed"],
+            batch_size=state["batch_size"],
+            drop_last=state.get("drop_last", False),
+            config={} if config is None else config,
+            legs=tuple(Leg.from_dict(d, f"resume state's elastic leg {i}") for i, d in enumerate(legs)),
         )
 
     def check_config(self, current: Mapping[str, Any]) -> None:
@@ -162,7 +187,7 @@ class ResumeState:
                 f"resume state: batches_consumed={self.batches_consumed} is less than the {earlier} batches of "
                 "its earlier legs; batches_consumed counts every batch of the epoch, across resumes"
             )
-        now = Topology(int(world), int(workers), self.batch_size, self.drop_last)
+        now = Topology(world, workers, self.batch_size, bool(self.drop_last))
         return self.legs + (Leg(now, self.batches_consumed - earlier),)
 
     def legs_for_save(
