@@ -17,14 +17,19 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.env import Consumer, detect_consumer
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.ranks import Remainder
 from lerowds.reader.resume.batches import worker_batch_counts
 from lerowds.reader.resume.elastic import ElasticEpoch
-from lerowds.reader.resume.state import ResumeState, plan_for_worker, resume_elastically, state_to_save
+from lerowds.reader.resume.state import (
+    ResumeState,
+    elastic_epoch,
+    plan_for_worker,
+    resume_elastically,
+    state_to_save,
+)
 
 Sample = dict[str, Any]
 
@@ -56,6 +61,20 @@ class ThreadedEpoch:
     batches_consumed: int  # batches of this epoch consumed before this iteration (a resume), else 0
     consumers: tuple[Consumer, ...]  # thread t plays consumer consumers[t] (worker: the stream it continues)
     skips: tuple[int, ...]  # samples of that stream already consumed
+    elastic: ElasticEpoch | None = None  # set when the epoch continues on another setup: it decides instead
+
+    def stream(self, source: StreamSource, thread: int) -> Iterator[Sample]:
+        """Thread ``thread``'s samples of this epoch, read through ``source`` (the thread's copy)."""
+        me = self.consumers[thread]
+        if self.elastic is None:
+            return source.consumer_stream(self.epoch, me, self.skips[thread])
+        first = self.elastic.legs[0].topology
+
+        def open_first(rank: int, worker: int, skip: int) -> Iterator[Sample]:
+            old = Consumer(rank, first.world_size, worker, first.streams)
+            return source.consumer_stream(self.epoch, old, skip)
+
+        return self.elastic.stream(me.rank, thread, open_first)
 
 
 class Stream:
@@ -129,32 +148,31 @@ class Stream:
         me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
         return source.consumer_stream(epoch, me, skip)
 
-    def begin_threads(
-        self, source: StreamSource, num_threads: int, *, batch_size: int, drop_last: bool
-    ) -> ThreadedEpoch:
+    def begin_threads(self, source: StreamSource, num_threads: int) -> ThreadedEpoch:
         """Begin the next epoch for ``num_threads`` consumer threads at once (call from the training thread):
-        what ``iterate`` does in each of ``num_threads`` DataLoader workers. A pending resume continues only on
-        the world size and consumer count it was saved on."""
+        what ``iterate`` does in each of ``num_threads`` DataLoader workers, a pending resume included (on
+        another world size, thread count or batch size it continues elastically, as a DataLoader's does)."""
         c = self.consumer()
         epoch = self._clock.begin(None)  # a new iteration of this process's copy: advances like iter(ds)
-        counts = source.sample_counts(c.world_size, num_threads)
-        roles, skips, consumed = list(range(num_threads)), [0] * num_threads, 0
+        roles, skips, consumed, elastic = list(range(num_threads)), [0] * num_threads, 0, None
         resume = self._resume
         if resume is not None and resume.epoch == epoch:
-            if resume.batch_size != batch_size or resume.drop_last != drop_last:
-                raise ConfigError(
-                    f"resume state was saved with batch_size={resume.batch_size} drop_last={resume.drop_last}, "
-                    f"this loader has batch_size={batch_size} drop_last={drop_last}"
-                )
-            _refuse_elastic(resume, c.world_size, num_threads)
-            steps = [plan_for_worker(resume, counts, w) for w in range(num_threads)]
-            if steps[0].epoch_complete:
-                epoch = self._clock.advance_past(epoch)
-            else:
-                roles, skips = [s.role for s in steps], [s.skip for s in steps]
+            me = Consumer(c.rank, c.world_size, 0, num_threads)
+            elastic = elastic_epoch(resume, me, first_counts=source.sample_counts, remainder=source.remainder)
+            if elastic is not None and elastic.complete:
+                epoch, elastic = self._clock.advance_past(epoch), None
+            elif elastic is not None:
                 consumed = resume.batches_consumed
+            else:
+                counts = source.sample_counts(c.world_size, num_threads)
+                steps = [plan_for_worker(resume, counts, w) for w in range(num_threads)]
+                if steps[0].epoch_complete:
+                    epoch = self._clock.advance_past(epoch)
+                else:
+                    roles, skips = [s.role for s in steps], [s.skip for s in steps]
+                    consumed = resume.batches_consumed
         consumers = tuple(Consumer(c.rank, c.world_size, r, num_threads) for r in roles)
-        return ThreadedEpoch(epoch, consumed, consumers, tuple(skips))
+        return ThreadedEpoch(epoch, consumed, consumers, tuple(skips), elastic)
 
     def epoch_batches(
         self, source: StreamSource, num_threads: int, *, batch_size: int, drop_last: bool
@@ -210,26 +228,3 @@ class StreamDataset(IterableDataset):
         """Resume: the next iteration continues epoch ``state['epoch']`` after ``batches_consumed`` batches,
         elastically when the world size or worker count differs (see ``resume/elastic.py``)."""
         self.stream.load_state_dict(self, state)  # type: ignore[arg-type]
-
-
-def _refuse_elastic(resume: ResumeState, world_size: int, num_threads: int) -> None:
-    """The Loader continues an epoch only on the world size and consumer count it was saved on."""
-    legs = resume.all_legs()
-    if legs is None:
-        saved = resume.config.get("world_size")
-        same = saved is None or saved == world_size
-    else:
-        same = len(legs) == 1 and legs[0].topology.world_size == world_size  # threads: plan_for_worker checks
-    if not same:
-        where = (
-            "several setups"
-            if legs and len(legs) > 1
-            else f"{legs[0].topology}"
-            if legs
-            else f"world_size={saved}"
-        )
-        raise ResumeMismatchError(
-            f"resume state was saved on {where}; this Loader runs world_size={world_size} with "
-            f"num_threads={num_threads}: lerowds.Loader resumes on the same setup only; for an elastic resume "
-            "iterate a DataLoader over the dataset (ds.load_state_dict), see docs/ELASTIC.md"
-        )

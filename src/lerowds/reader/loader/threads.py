@@ -104,13 +104,13 @@ def start_epoch(ds: LoaderSource, num_threads: int, *, batch_size: int, drop_las
     """Begin the dataset's next epoch for ``num_threads`` thread consumers (call from the training thread)."""
     check_dataset(ds)
     total = epoch_batches(ds, num_threads, batch_size, drop_last)
-    plan = ds.stream.begin_threads(ds, num_threads, batch_size=batch_size, drop_last=drop_last)
+    plan = ds.stream.begin_threads(ds, num_threads)
     uint8 = travels_uint8(ds)
 
     def factory(thread: int) -> StreamFactory:
         def open_stream() -> Iterator[Sample]:
             view = thread_view(ds, thread, num_threads, uint8=uint8)
-            return view.consumer_stream(plan.epoch, plan.consumers[thread], plan.skips[thread])
+            return plan.stream(view, thread)
 
         return open_stream
 

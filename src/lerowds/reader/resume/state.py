@@ -297,14 +297,15 @@ def plan_for_worker(state: ResumeState, worker_counts: Sequence[int], worker: in
 
 def elastic_epoch(
     state: ResumeState,
+    consumer: Consumer,
     *,
-    world_size: int,
-    num_workers: int,
     first_counts: Callable[[int, int], Sequence[int]],
     remainder: Remainder,
 ) -> ElasticEpoch | None:
-    """The elastic continuation of ``state``'s epoch on ``world_size`` x ``num_workers``; None when the plain
-    exact resume applies (one leg, saved on this world size and worker count, or no topology recorded)."""
+    """The elastic continuation of ``state``'s epoch on ``consumer``'s world size and worker (or thread)
+    count; None when the plain exact resume applies (one leg, saved on this world size and worker count, or
+    no topology recorded). Worker 0 logs what is left."""
+    world_size, num_workers = consumer.world_size, consumer.num_workers
     legs = state.all_legs()
     if legs is None:
         saved = state.config.get("world_size")
@@ -316,9 +317,18 @@ def elastic_epoch(
         return None
     if len(legs) == 1 and legs[0].topology.split == (world_size, max(num_workers, 1)):
         return None
-    return ElasticEpoch(
+    elastic = ElasticEpoch(
         first_counts, legs, world_size=world_size, num_workers=num_workers, remainder=remainder
     )
+    if consumer.worker == 0:
+        logger.info(
+            "epoch %d resumed on %d rank(s) x %d worker(s): %s",
+            state.epoch,
+            world_size,
+            num_workers,
+            elastic.describe(),
+        )
+    return elastic
 
 
 def resume_elastically(
@@ -335,23 +345,9 @@ def resume_elastically(
     ``open_stream(epoch, consumer, skip)`` opens a consumer's stream of a fresh epoch after ``skip`` samples;
     ``advance(epoch)`` moves the epoch clock past a finished epoch and returns the next one.
     """
-    elastic = elastic_epoch(
-        state,
-        world_size=consumer.world_size,
-        num_workers=consumer.num_workers,
-        first_counts=first_counts,
-        remainder=remainder,
-    )
+    elastic = elastic_epoch(state, consumer, first_counts=first_counts, remainder=remainder)
     if elastic is None:
         return None
-    if consumer.worker == 0:
-        logger.info(
-            "epoch %d resumed on %d rank(s) x %d worker(s): %s",
-            state.epoch,
-            consumer.world_size,
-            consumer.num_workers,
-            elastic.describe(),
-        )
     if elastic.complete:
         return open_stream(advance(state.epoch), consumer, 0)
     first = elastic.legs[0].topology
