@@ -248,8 +248,8 @@ class Loader:
         )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """The next iteration continues the saved epoch after the saved batch (also a DataLoader's state
-        saved with ``num_workers`` equal to this loader's ``num_threads``)."""
+        """The next iteration continues the saved epoch after the saved batch (also a DataLoader's state);
+        on another world size, thread count or batch size elastically (docs/ELASTIC.md)."""
         self.close()
         self.dataset.load_state_dict(state)
         resume = ResumeState.from_dict(state)
