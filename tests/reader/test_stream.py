@@ -1,9 +1,10 @@
-"""``Stream`` on a list-backed source: epochs, resume and thread starts need only the ``StreamSource`` methods."""
+"""``Stream`` on a list-backed source: epochs, resume and thread starts need only the ``Source`` methods."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,13 +13,18 @@ from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.env import Consumer
 from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.order.ranks import consumer_sample_count
-from lerowds.reader.stream import Stream, StreamDataset, StreamSource
+from lerowds.reader.stream import Source, Stream, StreamDataset
 
 
 class Numbers(StreamDataset):
     """Sample ``(epoch, i)`` for the frames ``i`` of ``n``: each consumer owns a contiguous run of them."""
 
     remainder = "drop"
+    meta = SimpleNamespace(camera_keys=[])  # no cameras
+    plain_float_cameras = False
+
+    def thread_copy(self, thread: int, threads: int, *, uint8: bool, lock: Any) -> Numbers:
+        return self  # nothing mutable to copy
 
     def __init__(self, n: int, seed: int = 0, rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
@@ -66,8 +72,8 @@ def _thread_batches(ds: Numbers, threads: int, batch_size: int) -> tuple[int, in
 
 
 def test_a_numbers_dataset_is_a_stream_source() -> None:
-    assert isinstance(Numbers(3), StreamSource)
-    assert not isinstance(object(), StreamSource)
+    assert isinstance(Numbers(3), Source)
+    assert not isinstance(object(), Source)
 
 
 def test_epochs_count_up_and_set_epoch_restarts_them() -> None:

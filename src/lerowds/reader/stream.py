@@ -1,7 +1,7 @@
 """One stream type for ``LeRobotWebDataset`` and the mix: epoch clock, resume state, per-consumer entry point.
 
-A dataset or a mix is a ``StreamSource``: it says how many samples each consumer of a rank yields in a fresh
-epoch (``sample_counts``) and what consumer ``c`` yields in epoch ``e`` after its first ``skip`` samples
+A dataset or a mix is a ``Source``: it says how many samples each consumer of a rank yields in a fresh epoch
+(``sample_counts``) and what consumer ``c`` yields in epoch ``e`` after its first ``skip`` samples
 (``consumer_stream``, a pure replay). ``Stream`` owns the rest, the same for both: which epoch an iteration
 is (``EpochClock``), the state loaded by ``load_state_dict`` and, from it, which original consumer's stream
 each consumer continues after how many samples (``resume/``). ``StreamDataset`` is the ``IterableDataset``
@@ -11,14 +11,17 @@ face the dataset and the mix share (``__iter__``, ``set_epoch``, ``state_dict``,
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from lerowds.errors import ConfigError
 from lerowds.reader.env import Consumer, detect_consumer
 from lerowds.reader.epochs import EpochClock
+from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.ranks import Remainder
 from lerowds.reader.resume.batches import worker_batch_counts
@@ -35,10 +38,12 @@ Sample = dict[str, Any]
 
 
 @runtime_checkable
-class StreamSource(Protocol):
-    """What a stream iterates: one dataset (its pool order) or a mix (weighted draws over datasets)."""
+class Source(Protocol):
+    """What the stream and ``lerowds.Loader`` need of a dataset (its pool order) or a mix (weighted draws over
+    datasets): ``LeRobotWebDataset`` and ``MixedDataset`` are the two."""
 
     remainder: Remainder  # how an epoch that does not divide by the world size is cut (elastic resume)
+    meta: DatasetMeta  # the camera keys (the Loader converts cameras), fps, features
 
     def sample_counts(self, world_size: int, num_workers: int) -> list[int]:
         """Samples each of ``num_workers`` consumers of a rank yields in a fresh epoch on ``world_size`` ranks."""
@@ -52,6 +57,26 @@ class StreamSource(Protocol):
         """The configuration a resume state records and must match on load."""
         ...
 
+    @property
+    def plain_float_cameras(self) -> bool:
+        """Cameras come out as float32 and no transform sees them (threads may build them as uint8)."""
+        ...
+
+    def thread_copy(self, thread: int, threads: int, *, uint8: bool, lock: threading.Lock) -> Source:
+        """A copy for consumer thread ``thread`` of ``threads`` of this process: its own store and stats slot,
+        cameras built as uint8 when ``uint8``, transforms applied one sample at a time under ``lock``."""
+        ...
+
+
+def check_source(ds: Any) -> None:
+    """Refuse what ``lerowds.Loader`` and ``StatefulLoader`` cannot read: anything but a ``StreamDataset``
+    that is a ``Source`` (a ``LeRobotWebDataset`` or a ``lerowds.mix``)."""
+    if not isinstance(ds, StreamDataset) or not isinstance(ds, Source) or not isinstance(ds.stream, Stream):
+        raise ConfigError(
+            f"lerowds.Loader reads a LeRobotWebDataset or a lerowds.mix(...), got {type(ds).__name__}; "
+            "use torch's DataLoader for other datasets"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ThreadedEpoch:
@@ -63,7 +88,7 @@ class ThreadedEpoch:
     skips: tuple[int, ...]  # samples of that stream already consumed
     elastic: ElasticEpoch | None = None  # set when the epoch continues on another setup: it decides instead
 
-    def stream(self, source: StreamSource, thread: int) -> Iterator[Sample]:
+    def stream(self, source: Source, thread: int) -> Iterator[Sample]:
         """Thread ``thread``'s samples of this epoch, read through ``source`` (the thread's copy)."""
         me = self.consumers[thread]
         if self.elastic is None:
@@ -106,7 +131,7 @@ class Stream:
         self._clock.set(int(epoch))
 
     # ------------------------------------------------------------------------------------------ state
-    def load_state_dict(self, source: StreamSource, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, source: Source, state: Mapping[str, Any]) -> None:
         """Check ``state`` against ``source`` now (not in a worker) and make the next iteration resume it."""
         resume = ResumeState.from_dict(state)
         current = source.config(resume.config.get("num_workers"))
@@ -121,7 +146,7 @@ class Stream:
         self._clock.set(resume.epoch)
 
     # ------------------------------------------------------------------------------------------ iteration
-    def iterate(self, source: StreamSource) -> Iterator[Sample]:
+    def iterate(self, source: Source) -> Iterator[Sample]:
         """This consumer's samples of the next epoch: a DataLoader worker's (or the main process's) iteration."""
         info = get_worker_info()
         consumer = self.consumer()
@@ -148,7 +173,7 @@ class Stream:
         me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
         return source.consumer_stream(epoch, me, skip)
 
-    def begin_threads(self, source: StreamSource, num_threads: int) -> ThreadedEpoch:
+    def begin_threads(self, source: Source, num_threads: int) -> ThreadedEpoch:
         """Begin the next epoch for ``num_threads`` consumer threads at once (call from the training thread):
         what ``iterate`` does in each of ``num_threads`` DataLoader workers, a pending resume included (on
         another world size, thread count or batch size it continues elastically, as a DataLoader's does)."""
@@ -175,7 +200,7 @@ class Stream:
         return ThreadedEpoch(epoch, consumed, consumers, tuple(skips), elastic)
 
     def epoch_batches(
-        self, source: StreamSource, num_threads: int, *, batch_size: int, drop_last: bool
+        self, source: Source, num_threads: int, *, batch_size: int, drop_last: bool
     ) -> int:
         """Batches this rank's ``num_threads`` consumers yield in one fresh epoch."""
         counts = source.sample_counts(self.consumer().world_size, num_threads)
@@ -183,12 +208,12 @@ class Stream:
 
 
 class StreamDataset(IterableDataset):
-    """The ``IterableDataset`` face of a ``StreamSource``: iteration, epochs and resume go through ``stream``."""
+    """The ``IterableDataset`` face of a ``Source``: iteration, epochs and resume go through ``stream``."""
 
     stream: Stream
 
     def __iter__(self) -> Iterator[Sample]:
-        return self.stream.iterate(self)  # type: ignore[arg-type]  # subclasses are StreamSources
+        return self.stream.iterate(self)  # type: ignore[arg-type]  # subclasses are Sources
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next iteration (later iterations count up from it)."""
@@ -217,7 +242,7 @@ class StreamDataset(IterableDataset):
             stream.resume,
             epoch=stream.epoch if epoch is None else epoch,
             world_size=stream.consumer().world_size,
-            config=self.config(num_workers),  # type: ignore[attr-defined]  # subclasses are StreamSources
+            config=self.config(num_workers),  # type: ignore[attr-defined]  # subclasses are Sources
             batches_consumed=batches_consumed,
             batch_size=batch_size,
             num_workers=num_workers,
