@@ -30,7 +30,6 @@ from lerowds.reader.resume.state import (
     ResumeState,
     elastic_epoch,
     plan_for_worker,
-    resume_elastically,
     state_to_save,
 )
 
@@ -79,27 +78,28 @@ def check_source(ds: Any) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class ThreadedEpoch:
-    """One epoch of ``len(consumers)`` consumer threads of this process: what each continues, from where."""
+class EpochStart:
+    """How consumers ``workers`` of one rank begin an epoch: the stream each continues, from where."""
 
     epoch: int
     batches_consumed: int  # batches of this epoch consumed before this iteration (a resume), else 0
-    consumers: tuple[Consumer, ...]  # thread t plays consumer consumers[t] (worker: the stream it continues)
+    workers: tuple[int, ...]  # the consumers (DataLoader workers or Loader threads) this start is for
+    consumers: tuple[Consumer, ...]  # consumers[i]: whose stream workers[i] continues (its worker: the role)
     skips: tuple[int, ...]  # samples of that stream already consumed
     elastic: ElasticEpoch | None = None  # set when the epoch continues on another setup: it decides instead
 
-    def stream(self, source: Source, thread: int) -> Iterator[Sample]:
-        """Thread ``thread``'s samples of this epoch, read through ``source`` (the thread's copy)."""
-        me = self.consumers[thread]
+    def stream(self, source: Source, i: int) -> Iterator[Sample]:
+        """Consumer ``workers[i]``'s samples of this epoch, read through ``source`` (a thread's own copy)."""
+        me = self.consumers[i]
         if self.elastic is None:
-            return source.consumer_stream(self.epoch, me, self.skips[thread])
+            return source.consumer_stream(self.epoch, me, self.skips[i])
         first = self.elastic.legs[0].topology
 
         def open_first(rank: int, worker: int, skip: int) -> Iterator[Sample]:
             old = Consumer(rank, first.world_size, worker, first.streams)
             return source.consumer_stream(self.epoch, old, skip)
 
-        return self.elastic.stream(me.rank, thread, open_first)
+        return self.elastic.stream(me.rank, self.workers[i], open_first)
 
 
 class Stream:
@@ -149,59 +149,42 @@ class Stream:
     def iterate(self, source: Source) -> Iterator[Sample]:
         """This consumer's samples of the next epoch: a DataLoader worker's (or the main process's) iteration."""
         info = get_worker_info()
-        consumer = self.consumer()
+        c = self.consumer()
         epoch = self._clock.begin(None if info is None else info.seed - info.id)
-        role, skip = consumer.worker, 0
-        resume = self._resume
-        if resume is not None and resume.epoch == epoch:
-            elastic = resume_elastically(
-                resume,
-                consumer,
-                first_counts=source.sample_counts,
-                remainder=source.remainder,
-                open_stream=source.consumer_stream,
-                advance=self._clock.advance_past,
-            )
-            if elastic is not None:
-                return elastic
-            counts = source.sample_counts(consumer.world_size, consumer.num_workers)
-            step = plan_for_worker(resume, counts, consumer.worker)
-            if step.epoch_complete:
-                epoch = self._clock.advance_past(epoch)
-            else:
-                role, skip = step.role, step.skip
-        me = Consumer(consumer.rank, consumer.world_size, role, consumer.num_workers)
-        return source.consumer_stream(epoch, me, skip)
+        return self._start(source, c, epoch, (c.worker,)).stream(source, 0)
 
-    def begin_threads(self, source: Source, num_threads: int) -> ThreadedEpoch:
+    def begin_threads(self, source: Source, num_threads: int) -> EpochStart:
         """Begin the next epoch for ``num_threads`` consumer threads at once (call from the training thread):
         what ``iterate`` does in each of ``num_threads`` DataLoader workers, a pending resume included (on
         another world size, thread count or batch size it continues elastically, as a DataLoader's does)."""
         c = self.consumer()
         epoch = self._clock.begin(None)  # a new iteration of this process's copy: advances like iter(ds)
-        roles, skips, consumed, elastic = list(range(num_threads)), [0] * num_threads, 0, None
+        me = Consumer(c.rank, c.world_size, 0, num_threads)
+        return self._start(source, me, epoch, tuple(range(num_threads)))
+
+    def _start(self, source: Source, c: Consumer, epoch: int, workers: tuple[int, ...]) -> EpochStart:
+        """How ``workers`` of ``c``'s rank (``c.num_workers`` in all) begin ``epoch``: fresh, the plain exact
+        resume of a pending state, or its elastic continuation; a finished epoch moves the clock on."""
+        roles, skips, consumed, elastic = list(workers), [0] * len(workers), 0, None
         resume = self._resume
         if resume is not None and resume.epoch == epoch:
-            me = Consumer(c.rank, c.world_size, 0, num_threads)
-            elastic = elastic_epoch(resume, me, first_counts=source.sample_counts, remainder=source.remainder)
+            elastic = elastic_epoch(resume, c, first_counts=source.sample_counts, remainder=source.remainder)
             if elastic is not None and elastic.complete:
                 epoch, elastic = self._clock.advance_past(epoch), None
             elif elastic is not None:
                 consumed = resume.batches_consumed
             else:
-                counts = source.sample_counts(c.world_size, num_threads)
-                steps = [plan_for_worker(resume, counts, w) for w in range(num_threads)]
+                counts = source.sample_counts(c.world_size, c.num_workers)
+                steps = [plan_for_worker(resume, counts, w) for w in workers]
                 if steps[0].epoch_complete:
                     epoch = self._clock.advance_past(epoch)
                 else:
                     roles, skips = [s.role for s in steps], [s.skip for s in steps]
                     consumed = resume.batches_consumed
-        consumers = tuple(Consumer(c.rank, c.world_size, r, num_threads) for r in roles)
-        return ThreadedEpoch(epoch, consumed, consumers, tuple(skips), elastic)
+        consumers = tuple(Consumer(c.rank, c.world_size, r, c.num_workers) for r in roles)
+        return EpochStart(epoch, consumed, workers, consumers, tuple(skips), elastic)
 
-    def epoch_batches(
-        self, source: Source, num_threads: int, *, batch_size: int, drop_last: bool
-    ) -> int:
+    def epoch_batches(self, source: Source, num_threads: int, *, batch_size: int, drop_last: bool) -> int:
         """Batches this rank's ``num_threads`` consumers yield in one fresh epoch."""
         counts = source.sample_counts(self.consumer().world_size, num_threads)
         return sum(worker_batch_counts(counts, batch_size=batch_size, drop_last=drop_last))

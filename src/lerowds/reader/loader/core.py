@@ -34,7 +34,7 @@ from lerowds.errors import ConfigError
 from lerowds.reader.loader.buffers import BufferPool, BufferSet
 from lerowds.reader.loader.stateful import Position
 from lerowds.reader.order.ints import check_int
-from lerowds.reader.stream import Sample, ThreadedEpoch
+from lerowds.reader.stream import EpochStart, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class Loader:
         self._position.begin(start.epoch, start.batches_consumed)
         return self._batches(start)
 
-    def _open(self, start: ThreadedEpoch, thread: int) -> Callable[[], Iterator[Sample]]:
+    def _open(self, start: EpochStart, thread: int) -> Callable[[], Iterator[Sample]]:
         """Thread ``thread``'s stream of ``start``, opened in that thread on its own copy of the dataset."""
         uint8 = self._convert
 
@@ -280,7 +280,7 @@ class Loader:
 
         return open_stream
 
-    def _batches(self, start: ThreadedEpoch) -> Iterator[dict[str, Any]]:
+    def _batches(self, start: EpochStart) -> Iterator[dict[str, Any]]:
         self.close()
         for pool in self._pools:
             pool.reset()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +17,6 @@ from lerowds.reader.resume.batches import resume_plan
 from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Remainder, Topology
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Compared first, in this order, so the message names the field that decides (kind, then the order's inputs).
 # Every other recorded field must match too, a field recorded on one side only included; world_size and
@@ -329,30 +328,3 @@ def elastic_epoch(
             elastic.describe(),
         )
     return elastic
-
-
-def resume_elastically(
-    state: ResumeState,
-    consumer: Consumer,
-    *,
-    first_counts: Callable[[int, int], Sequence[int]],
-    remainder: Remainder,
-    open_stream: Callable[[int, Consumer, int], Iterator[T]],
-    advance: Callable[[int], int],
-) -> Iterator[T] | None:
-    """``consumer``'s samples for the rest of ``state``'s epoch when it resumes elastically, else None.
-
-    ``open_stream(epoch, consumer, skip)`` opens a consumer's stream of a fresh epoch after ``skip`` samples;
-    ``advance(epoch)`` moves the epoch clock past a finished epoch and returns the next one.
-    """
-    elastic = elastic_epoch(state, consumer, first_counts=first_counts, remainder=remainder)
-    if elastic is None:
-        return None
-    if elastic.complete:
-        return open_stream(advance(state.epoch), consumer, 0)
-    first = elastic.legs[0].topology
-
-    def open_first(rank: int, worker: int, skip: int) -> Iterator[T]:
-        return open_stream(state.epoch, Consumer(rank, first.world_size, worker, first.streams), skip)
-
-    return elastic.stream(consumer.rank, consumer.worker, open_first)
