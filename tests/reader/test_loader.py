@@ -158,6 +158,8 @@ def test_bad_arguments(tabular_converted: Path) -> None:
         Loader(ds, 4, num_threads=0)
     with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
         Loader(ds, 0)
+    with pytest.raises(ConfigError, match="prefetch must be an integer >= 1, got True"):
+        Loader(ds, 4, prefetch=True)  # a bool is not a count (it was accepted as 1)
     with pytest.raises(ConfigError, match="reads a LeRobotWebDataset or a lerowds.mix"):
         Loader([1, 2, 3], 4)  # type: ignore[arg-type]
     if not torch.cuda.is_available():
