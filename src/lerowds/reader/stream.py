@@ -28,6 +28,7 @@ from lerowds.reader.resume.batches import worker_batch_counts
 from lerowds.reader.resume.elastic import ElasticEpoch
 from lerowds.reader.resume.state import (
     ResumeState,
+    check_config,
     elastic_epoch,
     plan_for_worker,
     state_to_save,
@@ -134,8 +135,7 @@ class Stream:
     def load_state_dict(self, source: Source, state: Mapping[str, Any]) -> None:
         """Check ``state`` against ``source`` now (not in a worker) and make the next iteration resume it."""
         resume = ResumeState.from_dict(state)
-        current = source.config(resume.config.get("num_workers"))
-        resume.check_config(current)
+        check_config(resume.config, source.config(resume.config.get("num_workers")))
         legs = resume.all_legs()
         if legs is not None:  # counters past their legs' batches are an error here, not in a worker
             world, workers = legs[-1].topology.split

@@ -123,6 +123,7 @@ class ResumeState:
             object.__setattr__(self, name, int(getattr(self, name)))  # a NumPy integer becomes an int
         if not isinstance(self.drop_last, (bool, np.bool_)):
             raise ConfigError(f"resume state's drop_last must be True or False, got {self.drop_last!r}")
+        object.__setattr__(self, "drop_last", bool(self.drop_last))
         if not isinstance(self.config, Mapping):
             raise ConfigError(
                 f"resume state's config must be a dict (what state_dict() saved), got {_short(self.config)}"
@@ -170,10 +171,6 @@ class ResumeState:
             legs=tuple(Leg.from_dict(d, f"resume state's elastic leg {i}") for i, d in enumerate(legs)),
         )
 
-    def check_config(self, current: Mapping[str, Any]) -> None:
-        """Raise naming the first field that differs between the saved and the current configuration."""
-        check_config(self.config, current)
-
     def all_legs(self) -> tuple[Leg, ...] | None:
         """Every leg of the epoch, the last one ending at ``batches_consumed``; None when the state does not
         record its world size and worker count (then only a resume on the same topology is possible)."""
@@ -186,7 +183,7 @@ class ResumeState:
                 f"resume state: batches_consumed={self.batches_consumed} is less than the {earlier} batches of "
                 "its earlier legs; batches_consumed counts every batch of the epoch, across resumes"
             )
-        now = Topology(world, workers, self.batch_size, bool(self.drop_last))
+        now = Topology(world, workers, self.batch_size, self.drop_last)
         return self.legs + (Leg(now, self.batches_consumed - earlier),)
 
     def legs_for_save(
