@@ -76,6 +76,14 @@ def test_a_numbers_dataset_is_a_stream_source() -> None:
     assert not isinstance(object(), Source)
 
 
+def test_the_dataset_and_the_mix_are_the_one_source(tabular_converted) -> None:
+    from lerowds import LeRobotWebDataset, mix
+
+    a = LeRobotWebDataset(tabular_converted, episodes=range(6))
+    b = LeRobotWebDataset(tabular_converted, episodes=range(6, 13))
+    assert isinstance(a, Source) and isinstance(mix({"a": a, "b": b}), Source)
+
+
 def test_epochs_count_up_and_set_epoch_restarts_them() -> None:
     ds = Numbers(5)
     assert list(ds) == [(0, i) for i in range(5)]
