@@ -42,12 +42,10 @@ FORBIDDEN = [
     # the loader and the stream know sources only through their protocols, not the concrete datasets
     ("lerowds.reader.loader", "lerowds.reader.dataset"),
     ("lerowds.reader.loader", "lerowds.reader.mix"),
-    ("lerowds.reader.loader", "lerowds.reader.mixed"),
     ("lerowds.reader.stream", "lerowds.reader.dataset"),
     ("lerowds.reader.stream", "lerowds.reader.mix"),
-    ("lerowds.reader.stream", "lerowds.reader.mixed"),
     ("lerowds.reader.stream", "lerowds.reader.loader"),
-    ("lerowds.reader.mixed", "lerowds.reader.dataset"),
+    ("lerowds.reader.dataset", "lerowds.reader.mix"),  # the mix is built on the dataset, not the reverse
 ]
 
 

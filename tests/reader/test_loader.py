@@ -18,7 +18,6 @@ import lerowds
 from lerowds import LeRobotWebDataset, Loader
 from lerowds.errors import ConfigError, FormatError, VideoDecodeError
 from lerowds.format import read_local_index, video_columns
-from lerowds.reader.loader.threads import thread_view
 
 CAM = "observation.images.front"
 FPS = 15
@@ -159,6 +158,8 @@ def test_bad_arguments(tabular_converted: Path) -> None:
         Loader(ds, 4, num_threads=0)
     with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
         Loader(ds, 0)
+    with pytest.raises(ConfigError, match="prefetch must be an integer >= 1, got True"):
+        Loader(ds, 4, prefetch=True)  # a bool is not a count (it was accepted as 1)
     with pytest.raises(ConfigError, match="reads a LeRobotWebDataset or a lerowds.mix"):
         Loader([1, 2, 3], 4)  # type: ignore[arg-type]
     if not torch.cuda.is_available():
@@ -174,7 +175,9 @@ def test_remote_source_equals_local(video_small_converted: Path, tmp_path: Path)
         got = _copied(Loader(ds, 4, num_threads=2))
     assert_same_batches(got, want, "remote")
     assert ds.remote_stats()["requests"] > 0
-    view = thread_view(ds, 1, 2, uint8=True)  # each thread's store: own runtime, a half share of the cache
+    view = ds.thread_copy(
+        1, 2, uint8=True, lock=threading.Lock()
+    )  # each thread's store: own runtime, a half share of the cache
     assert view._store is not ds._store and (view._store.consumer_threads, ds._store.consumer_threads) == (
         2,
         1,

@@ -1,9 +1,10 @@
-"""``Stream`` on a list-backed source: epochs, resume and thread starts need only the ``StreamSource`` methods."""
+"""``Stream`` on a list-backed source: epochs, resume and thread starts need only the ``Source`` methods."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import islice
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,18 +13,23 @@ from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.env import Consumer
 from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.order.ranks import consumer_sample_count
-from lerowds.reader.stream import Stream, StreamDataset, StreamSource
+from lerowds.reader.stream import Source, Stream, StreamDataset
 
 
 class Numbers(StreamDataset):
     """Sample ``(epoch, i)`` for the frames ``i`` of ``n``: each consumer owns a contiguous run of them."""
 
     remainder = "drop"
+    meta = SimpleNamespace(camera_keys=[])  # no cameras
+    plain_float_cameras = False
 
-    def __init__(self, n: int, seed: int = 0) -> None:
+    def thread_copy(self, thread: int, threads: int, *, uint8: bool, lock: Any) -> Numbers:
+        return self  # nothing mutable to copy
+
+    def __init__(self, n: int, seed: int = 0, rank: int | None = None, world_size: int | None = None) -> None:
         super().__init__()
         self.n, self.seed = n, seed
-        self.stream = Stream()
+        self.stream = Stream(rank, world_size)
 
     def sample_counts(self, world_size: int, num_workers: int) -> list[int]:
         return [
@@ -40,7 +46,7 @@ class Numbers(StreamDataset):
         return {
             "seed": self.seed,
             "order_version": ORDER_VERSION,
-            "world_size": 1,
+            "world_size": self.stream.consumer().world_size,
             "num_workers": num_workers,
             "source": {"numbers": {"num_frames": self.n}},
         }
@@ -60,14 +66,22 @@ def _round_robin(streams: list[Iterator[Any]], batch_size: int) -> list[list[Any
 
 
 def _thread_batches(ds: Numbers, threads: int, batch_size: int) -> tuple[int, int, list[list[Any]]]:
-    start = ds.stream.begin_threads(ds, threads, batch_size=batch_size, drop_last=False)
-    streams = [ds.consumer_stream(start.epoch, c, k) for c, k in zip(start.consumers, start.skips)]
+    start = ds.stream.begin_threads(ds, threads)
+    streams = [start.stream(ds, t) for t in range(threads)]
     return start.epoch, start.batches_consumed, _round_robin(streams, batch_size)
 
 
 def test_a_numbers_dataset_is_a_stream_source() -> None:
-    assert isinstance(Numbers(3), StreamSource)
-    assert not isinstance(object(), StreamSource)
+    assert isinstance(Numbers(3), Source)
+    assert not isinstance(object(), Source)
+
+
+def test_the_dataset_and_the_mix_are_the_one_source(tabular_converted) -> None:
+    from lerowds import LeRobotWebDataset, mix
+
+    a = LeRobotWebDataset(tabular_converted, episodes=range(6))
+    b = LeRobotWebDataset(tabular_converted, episodes=range(6, 13))
+    assert isinstance(a, Source) and isinstance(mix({"a": a, "b": b}), Source)
 
 
 def test_epochs_count_up_and_set_epoch_restarts_them() -> None:
@@ -114,17 +128,37 @@ def test_threads_resume_where_the_batches_stopped(consumed: int) -> None:
     assert rest == whole[consumed:]
 
 
-def test_threads_refuse_another_batch_size_or_world() -> None:
-    ds = Numbers(10)
-    state = ds.state_dict(batches_consumed=1, batch_size=2, epoch=0, num_workers=2)
-    ds.load_state_dict(state)
-    with pytest.raises(
-        ConfigError, match="saved with batch_size=2 drop_last=False, this loader has batch_size=4"
-    ):
-        ds.stream.begin_threads(ds, 2, batch_size=4, drop_last=False)
-    ds.load_state_dict(state | {"config": state["config"] | {"world_size": 2}})
-    with pytest.raises(ResumeMismatchError, match="resumes on the same setup only"):
-        ds.stream.begin_threads(ds, 2, batch_size=2, drop_last=False)
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ((1, 2, 2, 3), (1, 2, 4)),
+        ((1, 2, 2, 3), (1, 3, 2)),
+        ((2, 3, 2, 2), (3, 1, 3)),
+        ((3, 1, 4, 1), (1, 4, 1)),
+    ],
+    ids=str,
+)
+def test_threads_resume_elastically_on_another_setup(old: tuple[int, ...], new: tuple[int, ...]) -> None:
+    """(world, threads, batch size, batches consumed) -> (world', threads', batch size'): the rest of the
+    epoch comes once over the new ranks (the last R % W' dropped), every rank yields as many samples."""
+    (w0, k0, b0, n), (w1, k1, b1) = old, new
+    consumed, state = [], None
+    for rank in range(w0):
+        ds = Numbers(40, rank=rank, world_size=w0)
+        consumed += [i for b in _thread_batches(ds, k0, b0)[2][:n] for _, i in b]
+        state = ds.state_dict(batches_consumed=n, batch_size=b0, epoch=0, num_workers=k0)
+    rest = []
+    for rank in range(w1):
+        ds = Numbers(40, rank=rank, world_size=w1)
+        ds.load_state_dict(state)
+        epoch, before, batches = _thread_batches(ds, k1, b1)
+        assert (epoch, before) == (0, n)
+        rest.append([i for b in batches for _, i in b])
+    assert len({len(r) for r in rest}) == 1
+    got = consumed + [i for r in rest for i in r]
+    assert len(set(got)) == len(got)
+    left = 40 - 40 % w0 - len(consumed)
+    assert len(got) == len(consumed) + left - left % w1
 
 
 def test_load_refuses_a_nested_config_that_differs() -> None:

@@ -5,7 +5,7 @@
 ``sample/``   an episode's rows -> delta windows -> the sample dict
 ``decode/``   the video frames a sample needs, decoded on exit
 ``pipeline``  one consumer's loop tying them together; ``dataset`` / ``mix`` are the public datasets
-``stream``    what both share: the epoch clock, resume and per-consumer iteration (``mixed``: the mix itself)
+``stream``    what both share: the epoch clock, resume and per-consumer iteration
 ``resume/``   the saved state and the arithmetic to restore it (also on another world size)
 ``loader/``   the in-process ``Loader`` and the DataLoader wrapper ``StatefulLoader``
 ``extras/``   statistics and the ``lerowds plan`` dry run

@@ -37,7 +37,7 @@ MOVED = {
     "windows": "sample.windows",
     "augment": "sample.augment",
     "consumer": "pipeline",
-    "threads": "loader.threads",
+    "threads": "loader.core",
     "buffers": "loader.buffers",
     "stateful": "loader.stateful",
     "stats": "extras.stats",

@@ -28,7 +28,6 @@ from lerowds.reader.env import Consumer
 from lerowds.reader.extras.stats import StatsBoard
 from lerowds.reader.io.store import EpisodeStore, open_store
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.mixed import open_mix
 from lerowds.reader.order.pool import ORDER_VERSION, PoolOrder
 from lerowds.reader.order.ranks import (
     Remainder,
@@ -171,11 +170,6 @@ class LeRobotWebDataset(StreamDataset):
             raise ConfigError(f"episodes {bad} are not in this dataset (it has {len(all_ids)} episodes)")
         return rows.astype(np.int64)
 
-    @classmethod
-    def mix(cls, sources: Any, weights: Any = None, **kwargs: Any) -> Any:
-        """Weighted mix of several datasets: see ``lerowds.reader.mix.mix`` (returns a ``MixedDataset``)."""
-        return open_mix(sources, weights, open_source=cls, **kwargs)
-
     @property
     def num_frames(self) -> int:
         """Frames of the selected episodes."""
@@ -201,6 +195,7 @@ class LeRobotWebDataset(StreamDataset):
     def config(self, num_workers: int | None = None) -> dict[str, Any]:
         """The configuration a resume state records and must match on load."""
         return {
+            "kind": "dataset",
             "seed": self.seed,
             "world_size": self.stream.consumer().world_size,
             "num_workers": num_workers,

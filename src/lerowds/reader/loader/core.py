@@ -1,10 +1,17 @@
 """``lerowds.Loader``: batches from consumer threads of this process, checkpointable as a torch Stateful.
 
-Thread ``w`` is DataLoader worker ``w``: it owns the same frames in the same pool order (``threads.py``),
-decodes (PyAV releases the GIL) and writes each sample straight into a preallocated batch buffer
-(``buffers.py``). The training thread takes batches round-robin over the threads, skipping threads whose
-stream has ended: torch's DataLoader rule, so the batches equal ``DataLoader(ds, batch_size,
-num_workers=num_threads)``'s, batch for batch, and the resume arithmetic of ``resume.py`` applies as is.
+Thread ``w`` is DataLoader worker ``w``: it owns the same frames in the same pool order, decodes (PyAV
+releases the GIL) and writes each sample straight into a preallocated batch buffer (``buffers.py``). The
+training thread takes batches round-robin over the threads, skipping threads whose stream has ended:
+torch's DataLoader rule, so the batches equal ``DataLoader(ds, batch_size, num_workers=num_threads)``'s,
+batch for batch, and the resume arithmetic of ``resume/`` applies as is.
+
+Each iteration begins the dataset's next epoch for all threads at once (``Stream.begin_threads``: the
+epoch, and a pending resume's continuation) and each thread iterates a *thread copy* of the dataset
+(``Source.thread_copy``): its own store (file descriptors, remote prefetcher), as a worker process's
+unpickled copy has, so the threads share no mutable reader state. ``transform``/``image_transforms`` run
+under torch's *process-wide* RNG seeded per sample: the copies build samples without them and apply them
+afterwards one sample at a time under one lock, with the same seeds: the DataLoader's augmentations.
 
 Where cameras become float32: when the dataset promises float32 cameras and has no transforms, threads
 build uint8 cameras. Without ``device`` each thread converts a sample's frames as it writes them into the
@@ -18,28 +25,22 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 
 from lerowds.errors import ConfigError
 from lerowds.reader.loader.buffers import BufferPool, BufferSet
-from lerowds.reader.loader.threads import (
-    EpochStart,
-    StreamFactory,
-    camera_keys,
-    check_dataset,
-    epoch_batches,
-    start_epoch,
-    travels_uint8,
-)
-from lerowds.reader.resume.state import ResumeState
+from lerowds.reader.loader.stateful import Position
+from lerowds.reader.order.ints import check_int
+from lerowds.reader.stream import EpochStart, Sample
 
 logger = logging.getLogger(__name__)
 
 _POLL_S = 0.05
 _JOIN_S = 10.0
+_TRANSFORM_LOCK = threading.Lock()  # torch's CPU RNG is one per process: one seeded transform at a time
 
 
 class _Pending:
@@ -52,22 +53,28 @@ class _Pending:
 class _Run:
     """One iteration's threads and queues; ``close()`` stops and joins them."""
 
-    def __init__(self, start: EpochStart, pools: list[BufferPool], prefetch: int, drop_last: bool) -> None:
+    def __init__(
+        self,
+        streams: list[Callable[[], Iterator[Sample]]],
+        pools: list[BufferPool],
+        prefetch: int,
+        drop_last: bool,
+    ) -> None:
         self.queues: list[queue.Queue[tuple[int, BufferSet] | None]] = [
-            queue.Queue(maxsize=prefetch) for _ in start.streams
+            queue.Queue(maxsize=prefetch) for _ in streams
         ]
         self.stop = threading.Event()
         self.error: BaseException | None = None
-        self.active = list(range(len(start.streams)))
+        self.active = list(range(len(streams)))
         self.pos = 0
         self.threads = [
             threading.Thread(
                 target=self._work,
-                args=(w, factory, pools[w], drop_last),
+                args=(w, open_stream, pools[w], drop_last),
                 name=f"lerowds-loader-{w}",
                 daemon=True,
             )
-            for w, factory in enumerate(start.streams)
+            for w, open_stream in enumerate(streams)
         ]
         for t in self.threads:
             t.start()
@@ -81,10 +88,12 @@ class _Run:
                 continue
         return False
 
-    def _work(self, w: int, factory: StreamFactory, pool: BufferPool, drop_last: bool) -> None:
-        stream: Iterator[dict[str, Any]] | None = None
+    def _work(
+        self, w: int, open_stream: Callable[[], Iterator[Sample]], pool: BufferPool, drop_last: bool
+    ) -> None:
+        stream: Iterator[Sample] | None = None
         try:
-            stream = factory()
+            stream = open_stream()
             s: BufferSet | None = None
             for sample in stream:
                 if self.stop.is_set():
@@ -184,12 +193,9 @@ class Loader:
         device: str | torch.device | None = None,
         prefetch: int = 1,
     ) -> None:
-        check_dataset(dataset)
-        for name, value, low in (("batch_size", batch_size, 1), ("num_threads", num_threads, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(prefetch, int) or prefetch < 1:
-            raise ConfigError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        self._position = Position(dataset)
+        for name, value in (("batch_size", batch_size), ("num_threads", num_threads), ("prefetch", prefetch)):
+            check_int(name, value, 1)
         self.dataset = dataset
         self.batch_size, self.num_threads, self.drop_last, self.prefetch = (
             batch_size,
@@ -202,8 +208,8 @@ class Loader:
         self.pin_memory = cuda if pin_memory is None else bool(pin_memory)
         if self.pin_memory and not torch.cuda.is_available():
             raise ConfigError("pin_memory=True needs CUDA, and torch.cuda.is_available() is False")
-        self._cameras = frozenset(camera_keys(dataset))
-        self._convert = travels_uint8(dataset)
+        self._cameras = frozenset(dataset.meta.camera_keys)
+        self._convert = dataset.plain_float_cameras  # cameras travel as uint8, become float32 per batch
         # float32 cameras travel as uint8: the threads convert them as they fill the buffers, or (with a
         # device) the training thread after the host-to-device copy. Per thread: ``prefetch`` sets queued,
         # one being filled, the user's current and previous batch.
@@ -212,15 +218,16 @@ class Loader:
             BufferPool(batch_size, pin_memory=self.pin_memory, capacity=prefetch + 3, to_float=to_float)
             for _ in range(num_threads)
         ]
-        self._epoch: int | None = None  # None: not started, the dataset's next epoch
-        self._consumed = 0
         self._run: _Run | None = None
         self._divisor: torch.Tensor | None = None
 
     # ------------------------------------------------------------------------------------------ sizes
     def __len__(self) -> int:
         """Batches of one epoch on this rank."""
-        return epoch_batches(self.dataset, self.num_threads, self.batch_size, self.drop_last)
+        ds = self.dataset
+        return ds.stream.epoch_batches(
+            ds, self.num_threads, batch_size=self.batch_size, drop_last=self.drop_last
+        )
 
     def buffer_bytes(self) -> int:
         """Bytes of the batch buffers held now (all threads' sets)."""
@@ -233,27 +240,19 @@ class Loader:
     # ------------------------------------------------------------------------------------------ state
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the next iteration (later iterations count up from it)."""
-        self.dataset.set_epoch(epoch)
-        self._epoch, self._consumed = None, 0
+        self._position.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """Where the training stands: the epoch and the batches yielded in it, plus the configuration."""
-        epoch = self.dataset.epoch if self._epoch is None else self._epoch
-        return self.dataset.state_dict(
-            batches_consumed=self._consumed,
-            batch_size=self.batch_size,
-            epoch=epoch,
-            num_workers=self.num_threads,
-            drop_last=self.drop_last,
+        return self._position.state_dict(
+            batch_size=self.batch_size, num_workers=self.num_threads, drop_last=self.drop_last
         )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """The next iteration continues the saved epoch after the saved batch (also a DataLoader's state
-        saved with ``num_workers`` equal to this loader's ``num_threads``)."""
+        """The next iteration continues the saved epoch after the saved batch (also a DataLoader's state);
+        on another world size, thread count or batch size elastically (docs/ELASTIC.md)."""
         self.close()
-        self.dataset.load_state_dict(state)
-        resume = ResumeState.from_dict(state)
-        self._epoch, self._consumed = resume.epoch, resume.batches_consumed
+        self._position.load_state_dict(state)
 
     # ------------------------------------------------------------------------------------------ iteration
     def close(self) -> None:
@@ -266,17 +265,27 @@ class Loader:
         """The next epoch's batches; threads start at the first ``next()`` (a generator never started
         holds none) and stop when it ends, breaks, fails or is dropped."""
         self.close()  # one iteration at a time, like a DataLoader's single iterator
-        start = start_epoch(
-            self.dataset, self.num_threads, batch_size=self.batch_size, drop_last=self.drop_last
-        )
-        self._epoch, self._consumed = start.epoch, start.batches_consumed
+        ds = self.dataset
+        start = ds.stream.begin_threads(ds, self.num_threads)
+        self._position.begin(start.epoch, start.batches_consumed)
         return self._batches(start)
+
+    def _open(self, start: EpochStart, thread: int) -> Callable[[], Iterator[Sample]]:
+        """Thread ``thread``'s stream of ``start``, opened in that thread on its own copy of the dataset."""
+        uint8 = self._convert
+
+        def open_stream() -> Iterator[Sample]:
+            view = self.dataset.thread_copy(thread, self.num_threads, uint8=uint8, lock=_TRANSFORM_LOCK)
+            return start.stream(view, thread)
+
+        return open_stream
 
     def _batches(self, start: EpochStart) -> Iterator[dict[str, Any]]:
         self.close()
         for pool in self._pools:
             pool.reset()
-        run = _Run(start, self._pools, self.prefetch, self.drop_last)
+        streams = [self._open(start, w) for w in range(self.num_threads)]
+        run = _Run(streams, self._pools, self.prefetch, self.drop_last)
         self._run = run
         pending: list[BufferSet] = []  # pinned sets handed out, waiting for an event after the user's copies
         try:
@@ -288,7 +297,7 @@ class Loader:
                     return
                 w, s = item
                 batch = self._deliver(self._pools[w], s, pending)
-                self._consumed += 1
+                self._position.consumed += 1
                 yield batch
         finally:
             run.close()

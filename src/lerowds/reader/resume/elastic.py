@@ -27,7 +27,7 @@ the slice's end. Samples a DataLoader had prefetched but the trainer never took 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Literal, TypeVar
@@ -35,6 +35,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.reader.order.ints import check_int
 from lerowds.reader.resume.batches import resume_plan, worker_batch_counts
 
 logger = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ class Topology:
 
     def __post_init__(self) -> None:
         for name, low in (("world_size", 1), ("num_workers", 0), ("batch_size", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ResumeMismatchError(f"topology: {name} must be an integer >= {low}, got {value!r}")
+            check_int(f"topology: {name}", getattr(self, name), low)
 
     @property
     def streams(self) -> int:
@@ -81,9 +80,7 @@ class Leg:
     batches_consumed: int
 
     def __post_init__(self) -> None:
-        n = self.batches_consumed
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-            raise ResumeMismatchError(f"leg: batches_consumed must be an integer >= 0, got {n!r}")
+        check_int("leg: batches_consumed", self.batches_consumed, 0)
 
     def to_dict(self) -> dict[str, Any]:
         t = self.topology
@@ -96,17 +93,23 @@ class Leg:
         }
 
     @classmethod
-    def from_dict(cls, d: Any) -> Leg:
-        try:
-            topo = Topology(
-                int(d["world_size"]), int(d["num_workers"]), int(d["batch_size"]), bool(d.get("drop_last"))
-            )
-            return cls(topo, int(d["batches_consumed"]))
-        except (KeyError, TypeError, ValueError) as e:
+    def from_dict(cls, d: Any, what: str = "resume state's elastic leg") -> Leg:
+        if not isinstance(d, Mapping) or not {
+            "world_size",
+            "num_workers",
+            "batch_size",
+            "batches_consumed",
+        } <= set(d):
             raise ResumeMismatchError(
-                f"resume state: an 'elastic' leg needs world_size, num_workers, batch_size, batches_consumed; "
-                f"got {d!r} ({e})"
-            ) from None
+                f"{what} needs world_size, num_workers, batch_size, batches_consumed; got {d!r}"
+            )
+        for name, low in (("world_size", 1), ("num_workers", 0), ("batch_size", 1), ("batches_consumed", 0)):
+            check_int(f"{what} {name}", d[name], low)
+        drop_last = d.get("drop_last", False)
+        if not isinstance(drop_last, (bool, np.bool_)):
+            raise ConfigError(f"{what} drop_last must be True or False, got {drop_last!r}")
+        topo = Topology(d["world_size"], d["num_workers"], d["batch_size"], bool(drop_last))
+        return cls(topo, d["batches_consumed"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
+
+import numpy as np
 
 from lerowds.errors import ConfigError, OrderVersionError, ResumeMismatchError
 from lerowds.reader.env import Consumer
+from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.resume.batches import resume_plan
 from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Remainder, Topology
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
-# Fields that change which frames a consumer owns or their order: a resume across a change is inexact.
-# world_size and num_workers may change: the epoch continues elastically (elastic.py).
-MUST_MATCH = (
+# Compared first, in this order, so the message names the field that decides (kind, then the order's inputs).
+# Every other recorded field must match too, a field recorded on one side only included; world_size and
+# num_workers may change: the epoch continues elastically (elastic.py).
+FIRST = (
+    "kind",
     "seed",
     "episode_pool_size",
     "pool_byte_budget",
@@ -29,6 +33,63 @@ MUST_MATCH = (
     "episodes",
     "order_version",
 )
+TOPOLOGY = ("world_size", "num_workers")
+_ABSENT = "(not recorded)"
+
+
+def _kind(config: Mapping[str, Any]) -> Any:
+    """What stream a configuration belongs to: its ``kind``, or for a state saved before ``kind`` was
+    recorded, what its fields say (a mix records its sources, a dataset its fingerprint)."""
+    if "kind" in config:
+        return config["kind"]
+    return "mix" if "mix_sources" in config else "dataset" if "dataset" in config else None
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _belongs_to(config: Mapping[str, Any]) -> str:
+    if _kind(config) == "mix":
+        return f"a mix of sources {config.get('mix_sources')!r}"
+    if "dataset" in config:
+        return f"dataset {config['dataset']!r}"
+    return "a stream"
+
+
+def check_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
+    """Refuse ``saved`` (a state's ``config``) unless every field but the topology equals ``now``'s, nested
+    per-source fields of a mix included; the message names the first field that differs and both values. An
+    empty ``saved`` is a trainer's plain counters: nothing recorded to compare."""
+    if not saved:
+        return
+    check_order_version(saved)
+    a, b = _flat(saved), _flat(now)
+    a["kind"], b["kind"] = _kind(saved), _kind(now)
+    if a["kind"] != b["kind"]:
+        raise ResumeMismatchError(
+            f"resume state was saved with kind={a['kind']!r} ({_belongs_to(saved)}) but this run has "
+            f"kind={b['kind']!r} ({_belongs_to(now)}): a state loads only into the kind of stream and the "
+            "sources it was saved from"
+        )
+    keys = [k for k in FIRST if k in a or k in b] + list(b) + [k for k in a if k not in b]
+    for key in dict.fromkeys(keys):
+        if key in TOPOLOGY:
+            continue
+        if (key in a) != (key in b) or a[key] != b[key]:
+            was, has = (repr(d[key]) if key in d else _ABSENT for d in (a, b))
+            raise ResumeMismatchError(f"resume state was saved with {key}={was} but this run has {key}={has}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def check_order_version(config: Mapping[str, Any]) -> None:
@@ -57,14 +118,19 @@ class ResumeState:
     legs: tuple[Leg, ...] = ()  # earlier legs of this epoch under other topologies (elastic resume)
 
     def __post_init__(self) -> None:
-        for name in ("epoch", "batches_consumed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ResumeMismatchError(f"resume state: {name} must be an integer >= 0, got {value!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ResumeMismatchError(
-                f"resume state: batch_size must be an integer >= 1, got {self.batch_size!r}"
+        for name, low in (("epoch", 0), ("batches_consumed", 0), ("batch_size", 1)):
+            check_int(f"resume state's {name}", getattr(self, name), low)
+            object.__setattr__(self, name, int(getattr(self, name)))  # a NumPy integer becomes an int
+        if not isinstance(self.drop_last, (bool, np.bool_)):
+            raise ConfigError(f"resume state's drop_last must be True or False, got {self.drop_last!r}")
+        object.__setattr__(self, "drop_last", bool(self.drop_last))
+        if not isinstance(self.config, Mapping):
+            raise ConfigError(
+                f"resume state's config must be a dict (what state_dict() saved), got {_short(self.config)}"
             )
+        for name, low in (("world_size", 1), ("num_workers", 0)):
+            if self.config.get(name) is not None:
+                check_int(f"resume state's config {name}", self.config[name], low)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -76,33 +142,34 @@ class ResumeState:
         } | ({"elastic": [leg.to_dict() for leg in self.legs]} if self.legs else {})
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> ResumeState:
+    def from_dict(cls, state: Any) -> ResumeState:
+        """The state ``state_dict()`` returned (or a trainer's bare counters); a malformed one is a
+        ``ConfigError`` naming the field, the bad value and what is expected."""
+        if not isinstance(state, Mapping):
+            raise ConfigError(
+                'a resume state must be a dict like {"epoch": e, "batches_consumed": n, "batch_size": b} '
+                f"(what state_dict() returns), got {_short(state)} ({type(state).__name__})"
+            )
         missing = [k for k in ("batches_consumed", "batch_size") if k not in state]
         if missing:
             raise ResumeMismatchError(
                 f"resume state lacks {missing}; save at least "
                 '{"epoch": e, "batches_consumed": n, "batch_size": b}'
             )
+        legs = state.get("elastic") or ()
+        if not isinstance(legs, (list, tuple)):
+            raise ConfigError(
+                f"resume state's elastic must be a list of legs (what state_dict() saved), got {_short(legs)}"
+            )
+        config = state.get("config")
         return cls(
-            epoch=int(state.get("epoch", 0)),
-            batches_consumed=int(state["batches_consumed"]),
-            batch_size=int(state["batch_size"]),
-            drop_last=bool(state.get("drop_last", False)),
-            config=dict(state.get("config") or {}),
-            legs=tuple(Leg.from_dict(d) for d in state.get("elastic") or ()),
+            epoch=state.get("epoch", 0),
+            batches_consumed=state["batches_consumed"],
+            batch_size=state["batch_size"],
+            drop_last=state.get("drop_last", False),
+            config={} if config is None else config,
+            legs=tuple(Leg.from_dict(d, f"resume state's elastic leg {i}") for i, d in enumerate(legs)),
         )
-
-    def check_config(self, current: Mapping[str, Any]) -> None:
-        """Raise naming the first field that differs between the saved and the current configuration."""
-        check_order_version(self.config)
-        for name in MUST_MATCH:
-            if name not in self.config or name not in current:
-                continue  # not recorded on one side (e.g. a trainer's plain counters)
-            saved, now = self.config[name], current[name]
-            if saved != now:
-                raise ResumeMismatchError(
-                    f"resume state was saved with {name}={saved!r} but this run has {name}={now!r}"
-                )
 
     def all_legs(self) -> tuple[Leg, ...] | None:
         """Every leg of the epoch, the last one ending at ``batches_consumed``; None when the state does not
@@ -116,7 +183,7 @@ class ResumeState:
                 f"resume state: batches_consumed={self.batches_consumed} is less than the {earlier} batches of "
                 "its earlier legs; batches_consumed counts every batch of the epoch, across resumes"
             )
-        now = Topology(int(world), int(workers), self.batch_size, self.drop_last)
+        now = Topology(world, workers, self.batch_size, self.drop_last)
         return self.legs + (Leg(now, self.batches_consumed - earlier),)
 
     def legs_for_save(
@@ -226,14 +293,15 @@ def plan_for_worker(state: ResumeState, worker_counts: Sequence[int], worker: in
 
 def elastic_epoch(
     state: ResumeState,
+    consumer: Consumer,
     *,
-    world_size: int,
-    num_workers: int,
     first_counts: Callable[[int, int], Sequence[int]],
     remainder: Remainder,
 ) -> ElasticEpoch | None:
-    """The elastic continuation of ``state``'s epoch on ``world_size`` x ``num_workers``; None when the plain
-    exact resume applies (one leg, saved on this world size and worker count, or no topology recorded)."""
+    """The elastic continuation of ``state``'s epoch on ``consumer``'s world size and worker (or thread)
+    count; None when the plain exact resume applies (one leg, saved on this world size and worker count, or
+    no topology recorded). Worker 0 logs what is left."""
+    world_size, num_workers = consumer.world_size, consumer.num_workers
     legs = state.all_legs()
     if legs is None:
         saved = state.config.get("world_size")
@@ -245,47 +313,15 @@ def elastic_epoch(
         return None
     if len(legs) == 1 and legs[0].topology.split == (world_size, max(num_workers, 1)):
         return None
-    return ElasticEpoch(
+    elastic = ElasticEpoch(
         first_counts, legs, world_size=world_size, num_workers=num_workers, remainder=remainder
     )
-
-
-def resume_elastically(
-    state: ResumeState,
-    consumer: Consumer,
-    *,
-    first_counts: Callable[[int, int], Sequence[int]],
-    remainder: Remainder,
-    open_stream: Callable[[int, Consumer, int], Iterator[T]],
-    advance: Callable[[int], int],
-) -> Iterator[T] | None:
-    """``consumer``'s samples for the rest of ``state``'s epoch when it resumes elastically, else None.
-
-    ``open_stream(epoch, consumer, skip)`` opens a consumer's stream of a fresh epoch after ``skip`` samples;
-    ``advance(epoch)`` moves the epoch clock past a finished epoch and returns the next one.
-    """
-    elastic = elastic_epoch(
-        state,
-        world_size=consumer.world_size,
-        num_workers=consumer.num_workers,
-        first_counts=first_counts,
-        remainder=remainder,
-    )
-    if elastic is None:
-        return None
     if consumer.worker == 0:
         logger.info(
             "epoch %d resumed on %d rank(s) x %d worker(s): %s",
             state.epoch,
-            consumer.world_size,
-            consumer.num_workers,
+            world_size,
+            num_workers,
             elastic.describe(),
         )
-    if elastic.complete:
-        return open_stream(advance(state.epoch), consumer, 0)
-    first = elastic.legs[0].topology
-
-    def open_first(rank: int, worker: int, skip: int) -> Iterator[T]:
-        return open_stream(state.epoch, Consumer(rank, first.world_size, worker, first.streams), skip)
-
-    return elastic.stream(consumer.rank, consumer.worker, open_first)
+    return elastic
