@@ -40,7 +40,8 @@ class Fault:
     retry_after: str = "1"
     stall_s: float = 1.0
     at: int | None = None  # "corrupt": the byte of the body to flip (default: the middle one)
-    # "trickle": send the body 64 bytes at a time, ``stall_s`` apart (a slow but live download)
+    # "trickle": send the body ``trickle_bytes`` at a time, ``stall_s`` apart (a slow but live download)
+    trickle_bytes: int = 64
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
@@ -263,8 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if kind == "trickle":
             try:
-                for i in range(0, len(body), 64):
-                    self.wfile.write(bytes(body[i : i + 64]))
+                step = fault.trickle_bytes  # type: ignore[union-attr]
+                for i in range(0, len(body), step):
+                    self.wfile.write(bytes(body[i : i + step]))
                     self.wfile.flush()
                     time.sleep(fault.stall_s)  # type: ignore[union-attr]
             except (BrokenPipeError, ConnectionResetError):

@@ -25,8 +25,8 @@ class RemoteOptions:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RemoteOptions:
         """Defaults overridden by ``LEROWDS_CONNECT_TIMEOUT``, ``LEROWDS_READ_TIMEOUT``, ``LEROWDS_RETRIES``,
-        ``LEROWDS_BACKOFF``, ``LEROWDS_BACKOFF_MAX``, ``LEROWDS_PREFETCH_THREADS``, ``LEROWDS_PREFETCH_AHEAD``
-        and ``LEROWDS_WAIT_TIMEOUT`` (seconds, counts)."""
+        ``LEROWDS_BACKOFF``, ``LEROWDS_BACKOFF_MAX``, ``LEROWDS_MIN_RATE`` (bytes/s), ``LEROWDS_RATE_WINDOW``,
+        ``LEROWDS_PREFETCH_THREADS``, ``LEROWDS_PREFETCH_AHEAD`` and ``LEROWDS_WAIT_TIMEOUT`` (seconds, counts)."""
         env = os.environ if env is None else env
 
         def num(name: str, default: float) -> float:
@@ -52,6 +52,8 @@ class RemoteOptions:
             connect_timeout_s=num("LEROWDS_CONNECT_TIMEOUT", dh.connect_timeout_s),
             read_timeout_s=num("LEROWDS_READ_TIMEOUT", dh.read_timeout_s),
             retry=retry,
+            min_rate_bps=num("LEROWDS_MIN_RATE", dh.min_rate_bps),
+            rate_window_s=num("LEROWDS_RATE_WINDOW", dh.rate_window_s),
         )
         prefetch = PrefetchOptions(
             threads=count("LEROWDS_PREFETCH_THREADS", dp.threads),

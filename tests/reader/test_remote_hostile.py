@@ -1,0 +1,125 @@
+"""Remote reading against servers and indexes that misbehave (issue 21): a server that dribbles bytes, shard
+names that try to leave the dataset, a compressed response, a redirect to ``file://``. Each is an error
+that names what went wrong, never a hang and never a request outside the dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from httpserver import Fault, LoopbackServer
+
+from lerowds.convert import ConvertOptions, convert
+from lerowds.errors import ConfigError, RemoteError
+from lerowds.format import read_local_index
+from lerowds.reader.dataset import LeRobotWebDataset
+from lerowds.reader.io.http import HttpOptions, RateGuard, Transient
+from lerowds.reader.io.options import RemoteOptions
+from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
+
+LENGTHS = [40, 30, 50, 20]
+FAST = {
+    "LEROWDS_CONNECT_TIMEOUT": "5",
+    "LEROWDS_READ_TIMEOUT": "1",
+    "LEROWDS_RETRIES": "2",
+    "LEROWDS_BACKOFF": "0.01",
+    "LEROWDS_BACKOFF_MAX": "0.05",
+    "LEROWDS_WAIT_TIMEOUT": "60",
+}
+HOSTILE = (
+    "../../../victim/private/resolve/main/shards/shard-000000.tar",
+    "/etc/hostname",
+    "shards/%2e%2e/%2e%2e/%2E%2E/victim/shard-000000.tar",
+    "shards/..%2f..%2fvictim.tar",
+    "shards//shard-000000.tar",
+    "shards/./shard-000000.tar",
+    "shards\\..\\..\\victim.tar",
+)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 episodes of 20..50 frames, one 32x32 camera, in one shard."""
+    base = tmp_path_factory.mktemp("hostile")
+    spec = DatasetSpec(
+        repo_id="lerowds/hostile",
+        fps=15,
+        episode_lengths=tuple(LENGTHS),
+        episode_tasks=tuple(("pick up the red cube",) for _ in LENGTHS),
+        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
+    )
+    src = write_v3_dataset(base / "src", spec)
+    out = base / "out"
+    convert(ConvertOptions(repo_id="lerowds/hostile", root=src, output=out, progress=False))
+    return out
+
+
+@pytest.fixture
+def fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k, v in FAST.items():
+        monkeypatch.setenv(k, v)
+
+
+def _first_span(root: Path) -> tuple[str, int, int]:
+    index, table = read_local_index(root)
+    return index.shards[int(table["shard"][0])].name, int(table["offset"][0]), int(table["size"][0])
+
+
+# ----------------------------------------------------------------------------------------------- slow server
+def test_rate_guard_cuts_a_slow_body_and_names_the_rate() -> None:
+    now = [0.0]
+    guard = RateGuard(1000.0, 2.0, clock=lambda: now[0])
+    for _ in range(3):  # 3 windows of 2 s at 1,500 bytes/s pass
+        now[0] += 2.0
+        guard.add(3000)
+    now[0] += 2.5
+    with pytest.raises(Transient, match=r"too slow: 400 bytes/s over 2\.5s, under the minimum of 1000"):
+        guard.add(1000)
+    off = RateGuard(0.0, 1.0, clock=lambda: now[0])
+    now[0] += 100
+    off.add(1)  # 0 turns the check off
+    with pytest.raises(ConfigError, match="min_rate_bps"):
+        HttpOptions(min_rate_bps=-1)
+    opts = RemoteOptions.from_env({"LEROWDS_MIN_RATE": "5000", "LEROWDS_RATE_WINDOW": "3"})
+    assert (opts.http.min_rate_bps, opts.http.rate_window_s) == (5000, 3)
+    assert (HttpOptions().min_rate_bps, HttpOptions().rate_window_s) == (1024.0, 30.0)
+
+
+@pytest.mark.timeout(60)
+def test_dribbling_server_fails_on_the_minimum_rate(
+    converted: Path, tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One byte every 50 ms (20 bytes/s, never silent as long as the read timeout): each attempt is cut
+    after the rate window, resumed, cut again, then the read fails naming episode, URL and rate."""
+    monkeypatch.setenv("LEROWDS_MIN_RATE", "1000")
+    monkeypatch.setenv("LEROWDS_RATE_WINDOW", "0.5")
+    shard, offset, size = _first_span(converted)
+    with LoopbackServer(converted) as srv:
+        srv.add(Fault("trickle", shard, times=-1, stall_s=0.05, trickle_bytes=1))
+        ds = LeRobotWebDataset(srv.url, episode_pool_size=2, shuffle=False, cache_dir=tmp_path)
+        pattern = (
+            rf"episode 0 \({shard} bytes {offset}-{offset + size - 1}\): {srv.url}/{shard}: failed after 2 "
+            r"attempts; last error: too slow: \d+ bytes/s over [\d.]+s, under the minimum of 1000 bytes/s"
+        )
+        with pytest.raises(RemoteError, match=pattern):
+            next(iter(ds))
+        ds._store.close()
+        assert srv.faults_served["trickle"] >= 2
+
+
+@pytest.mark.timeout(60)
+def test_dribbling_server_fails_within_the_documented_wait(
+    converted: Path, tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same server under the default minimum rate (its first check is 30 s in): the consumer's wait for
+    the episode is bounded by ``LEROWDS_WAIT_TIMEOUT`` from when it starts, download in flight or not."""
+    monkeypatch.setenv("LEROWDS_WAIT_TIMEOUT", "2")
+    shard, _, _ = _first_span(converted)
+    with LoopbackServer(converted) as srv:
+        srv.add(Fault("trickle", shard, times=-1, stall_s=0.05, trickle_bytes=1))
+        ds = LeRobotWebDataset(srv.url, episode_pool_size=2, shuffle=False, cache_dir=tmp_path)
+        with pytest.raises(
+            RemoteError, match=rf"episode 0 \({shard} .*not downloaded after 2s \(LEROWDS_WAIT_TIMEOUT\)"
+        ):
+            next(iter(ds))
+        ds._store.close()
