@@ -215,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             return self._plain(404)
         file = srv.root / rel
-        if not file.is_file() or ".." in Path(rel).parts:
+        if not file.is_file() or ".." in Path(rel).parts or Path(rel).is_absolute():
             return self._plain(404)
         data = file.read_bytes()
         start, end, status = 0, len(data) - 1, 200

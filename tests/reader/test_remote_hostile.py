@@ -4,17 +4,22 @@ that names what went wrong, never a hang and never a request outside the dataset
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import shutil
 from pathlib import Path
 
 import pytest
-from httpserver import Fault, LoopbackServer
+from httpserver import Fault, HubRepo, LoopbackServer
 
 from lerowds.convert import ConvertOptions, convert
-from lerowds.errors import ConfigError, RemoteError
-from lerowds.format import read_local_index
+from lerowds.errors import ConfigError, FormatError, RemoteError
+from lerowds.format import INDEX_FILE, DatasetIndex, read_local_index
 from lerowds.reader.dataset import LeRobotWebDataset
-from lerowds.reader.io.http import HttpOptions, RateGuard, Transient
+from lerowds.reader.io.http import HttpClient, HttpOptions, RateGuard, Transient
+from lerowds.reader.io.hub import HubPath
 from lerowds.reader.io.options import RemoteOptions
+from lerowds.reader.io.sources import FsspecSource, HttpSource
 from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
 LENGTHS = [40, 30, 50, 20]
@@ -123,3 +128,77 @@ def test_dribbling_server_fails_within_the_documented_wait(
         ):
             next(iter(ds))
         ds._store.close()
+
+
+# ----------------------------------------------------------------------------------------------- confinement
+def test_url_builder_refuses_names_that_leave_the_dataset() -> None:
+    base = "https://hub.test/datasets/org/name/resolve/0123/sub"
+    source = HttpSource(base, HttpClient(HttpOptions()))
+    assert source.url("shards/shard-000001.tar") == f"{base}/shards/shard-000001.tar"
+    assert source.url("a b/c?d#e.tar") == f"{base}/a%20b/c%3Fd%23e.tar"  # quoted: no query, no fragment
+    for bad in HOSTILE:
+        with pytest.raises(FormatError, match=re.escape(repr(bad))):
+            source.url(bad)
+    fs = FsspecSource("memory://confined")
+    for bad in HOSTILE:
+        with pytest.raises(FormatError, match=re.escape(repr(bad))):
+            fs.url(bad)
+    for url in ("hf://datasets/org/../victim", "hf://datasets/org/name/../../victim", "hf://datasets/o/n@.."):
+        with pytest.raises(ConfigError, match="not a"):
+            HubPath.parse(url)
+
+
+def _hostile_copy(src: Path, out: Path, name: str) -> Path:
+    """A copy of ``src`` whose index names its first shard ``name`` (as a publisher could write it)."""
+    shutil.copytree(src, out)
+    index = DatasetIndex.from_bytes((out / INDEX_FILE).read_bytes(), "index")
+    shards = (dataclasses.replace(index.shards[0], name=name), *index.shards[1:])
+    (out / INDEX_FILE).write_bytes(dataclasses.replace(index, shards=shards).to_bytes())
+    return out
+
+
+def _read_first(source: str, cache: Path) -> None:
+    ds = LeRobotWebDataset(source, episode_pool_size=2, shuffle=False, cache_dir=cache)
+    try:
+        next(iter(ds))
+    finally:
+        ds._store.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", HOSTILE[:3])
+def test_hostile_shard_name_never_leaves_the_dataset_over_https(
+    converted: Path, tmp_path: Path, fast: None, name: str
+) -> None:
+    root = _hostile_copy(converted, tmp_path / "served" / "data", name)
+    (tmp_path / "served" / "victim").mkdir()  # what a request that left /data/ would find
+    with LoopbackServer(root) as srv:
+        with pytest.raises(FormatError, match=re.escape(repr(name))):
+            _read_first(srv.url, tmp_path / "cache")
+        targets = [s.target for s in srv.seen]
+    assert targets and all(t in (f"/data/{INDEX_FILE}", "/data/episodes.parquet") for t in targets), targets
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", HOSTILE[:3])
+def test_hostile_shard_name_never_leaves_the_repository_over_hf(
+    converted: Path, tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Through ``hf://`` with a token: no request for another repository (or another revision)."""
+    root = _hostile_copy(converted, tmp_path / "repo", name)
+    hub = HubRepo("lerowds/hostile", token="hf_test_token")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    with LoopbackServer(root, hub=hub) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.base)
+        with pytest.raises(FormatError, match=re.escape(repr(name))):
+            _read_first("hf://datasets/lerowds/hostile", tmp_path / "cache")
+        # huggingface_hub >= 1.x itself asks the endpoint for its agent registry (once a day, no dataset input)
+        targets = [s.target for s in srv.seen if s.target != "/api/agent-harnesses"]
+    prefix = "/datasets/lerowds/hostile/resolve/"
+    allowed = {
+        f"{prefix}main/{INDEX_FILE}",
+        f"{prefix}{hub.commit}/{INDEX_FILE}",
+        f"{prefix}{hub.commit}/episodes.parquet",
+    }
+    assert targets and set(targets) <= allowed, targets

@@ -51,9 +51,15 @@ class HubPath:
             revision = unquote(revision)
             if not revision:
                 raise ConfigError(f"{url!r}: empty revision after '@'")
+            if revision in (".", ".."):
+                raise ConfigError(f"{url!r}: {revision!r} is not a revision")
         if not name:
             raise ConfigError(f"{url!r}: expected hf://datasets/ORG/NAME[@REV][/subdir]")
-        return cls(f"{org}/{name}", revision, tail.strip("/"))
+        subdir = tail.strip("/")
+        for part in (org, name, *(subdir.split("/") if subdir else ())):
+            if unquote(part) in ("", ".", "..") or "\\" in part:
+                raise ConfigError(f"{url!r}: {part!r} is not a folder name (no '.', '..' or empty parts)")
+        return cls(f"{org}/{name}", revision, subdir)
 
     def __str__(self) -> str:
         rev = f"@{quote(self.revision, safe='')}" if self.revision else ""
