@@ -4,6 +4,7 @@ record of every ranged request (to check that no two workers fetch the same byte
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 import ssl
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 TLS_DIR = Path(__file__).resolve().parent / "tls"
 TLS_CA = TLS_DIR / "ca.pem"  # the CA of the test server's certificate (for 127.0.0.1)
-FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle")
+FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle", "gzip")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _HUB = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.*)$")
 
@@ -254,6 +255,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[: len(body) // 2]
         if fault is not None and kind == "corrupt":
             body[len(body) // 2 if fault.at is None else fault.at] ^= 0xFF
+        if kind == "gzip":  # compressed although the client asked for identity (a misconfigured server)
+            body = bytearray(gzip.compress(bytes(body)))
+            extra = {**extra, "Content-Encoding": "gzip"}
         self.send_response(status)
         for k, v in extra.items():
             self.send_header(k, v)

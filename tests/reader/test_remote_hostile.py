@@ -5,6 +5,7 @@ that names what went wrong, never a hang and never a request outside the dataset
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 import shutil
 from pathlib import Path
@@ -19,6 +20,7 @@ from lerowds.reader.dataset import LeRobotWebDataset
 from lerowds.reader.io.http import HttpClient, HttpOptions, RateGuard, Transient
 from lerowds.reader.io.hub import HubPath
 from lerowds.reader.io.options import RemoteOptions
+from lerowds.reader.io.retry import Counters, RetryPolicy
 from lerowds.reader.io.sources import FsspecSource, HttpSource
 from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
@@ -202,3 +204,44 @@ def test_hostile_shard_name_never_leaves_the_repository_over_hf(
         f"{prefix}{hub.commit}/episodes.parquet",
     }
     assert targets and set(targets) <= allowed, targets
+
+
+# ----------------------------------------------------------------------------------------------- responses
+@pytest.fixture
+def blob(tmp_path: Path) -> tuple[Path, bytes]:
+    data = random.Random(3).randbytes(50_000)
+    (tmp_path / "blob.bin").write_bytes(data)
+    return tmp_path, data
+
+
+def _client() -> HttpClient:
+    retry = RetryPolicy(attempts=4, backoff_s=0.01, backoff_max_s=0.05)
+    return HttpClient(HttpOptions(connect_timeout_s=5, read_timeout_s=5, retry=retry))
+
+
+def test_compressed_response_is_refused_naming_the_encoding(blob: tuple[Path, bytes]) -> None:
+    root, _ = blob
+    with LoopbackServer(root) as srv:
+        srv.add(Fault("gzip", "blob.bin", times=-1))
+        url = f"{srv.url}/blob.bin"
+        pattern = rf"{re.escape(url)}: the server sent Content-Encoding: gzip .*\(not retried\)"
+        with pytest.raises(RemoteError, match=pattern):
+            _client().get_range(url, 0, 1000, lambda pos, data: None, what="t", counters=Counters())
+        with pytest.raises(RemoteError, match=pattern):
+            _client().get(url, what="t", counters=Counters())
+        assert srv.faults_served["gzip"] == 2  # one request each: not retried
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/blob.bin", "data:,hello"])
+def test_redirect_off_http_is_permanent_naming_both_urls(blob: tuple[Path, bytes], location: str) -> None:
+    root, _ = blob
+    with LoopbackServer(root) as srv:
+        srv.redirects["a.bin"] = location
+        url = f"{srv.url}/a.bin"
+        pattern = (
+            rf"{re.escape(url)} redirected to {re.escape(location)}, which is not an http\(s\) URL: "
+            r"refused \(not retried\)"
+        )
+        with pytest.raises(RemoteError, match=pattern):
+            _client().get_range(url, 0, 10, lambda pos, data: None, what="t", counters=Counters())
+        assert len(srv.seen) == 1

@@ -168,9 +168,17 @@ class HttpClient:
         return resp, cached
 
     def _check(self, url: str, resp: urllib3.BaseHTTPResponse, cached: bool) -> None:
-        """Raise ``Transient`` or ``Permanent`` unless the response is a 200 or 206."""
+        """Raise ``Transient`` or ``Permanent`` unless the response is a 200 or 206 of the stored bytes."""
         if resp.status in (200, 206):
-            return
+            encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+            if encoding == "identity":
+                return
+            Transport.release(resp, False)
+            raise Permanent(
+                f"the server sent Content-Encoding: {encoding} although lerowds asked for identity (byte "
+                "ranges of the stored file): serve the dataset's files uncompressed (turn off compression "
+                "for them on the server or CDN)"
+            )
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         status = _status_text(resp)
         Transport.release(resp, False)
