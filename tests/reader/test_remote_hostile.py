@@ -246,3 +246,28 @@ def test_redirect_off_http_is_permanent_naming_both_urls(blob: tuple[Path, bytes
         with pytest.raises(RemoteError, match=pattern):
             _client().get_range(url, 0, 10, lambda pos, data: None, what="t", counters=Counters())
         assert len(srv.seen) == 1
+
+
+# ----------------------------------------------------------------------------------------------- options
+def test_remote_options_reach_the_store_of_a_dataset_and_a_mix(
+    converted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``remote=RemoteOptions(...)`` overrides the environment, for a dataset and for every path of a mix."""
+    import lerowds
+
+    monkeypatch.setenv("LEROWDS_RETRIES", "5")
+    opts = lerowds.RemoteOptions(retries=2, read_timeout_s=3.0, min_rate_bps=0, prefetch_threads=1)
+    assert dataclasses.replace(RemoteOptions.from_env(), retries=2).retries == 2
+    assert RemoteOptions.from_env().http.retry.attempts == 5
+    with LoopbackServer(converted) as srv:
+        ds = LeRobotWebDataset(srv.url, cache_dir=tmp_path, remote=opts)
+        assert ds._store.options == opts  # type: ignore[attr-defined]
+        assert ds._store.source.client.options == opts.http  # type: ignore[attr-defined]
+        assert ds._store.source.client.options.retry.attempts == 2  # type: ignore[attr-defined]
+        mixed = lerowds.mix({"a": srv.url, "b": srv.url}, cache_dir=tmp_path, remote=opts)
+        for source in mixed.sources.values():
+            assert source._store.options == opts  # type: ignore[attr-defined]
+        assert LeRobotWebDataset(srv.url, cache_dir=tmp_path)._store.options.retries == 5  # type: ignore[attr-defined]
+    for bad in ({"retries": 0}, {"retries": True}, {"read_timeout_s": "5"}, {"prefetch_ahead": 1.5}):
+        with pytest.raises(ConfigError):
+            RemoteOptions(**bad)  # type: ignore[arg-type]

@@ -104,7 +104,7 @@ class RateGuard:
         if rate < self.min_rate:
             raise Transient(
                 f"too slow: {rate:.0f} bytes/s over {elapsed:.1f}s, under the minimum of "
-                f"{self.min_rate:g} bytes/s (LEROWDS_MIN_RATE / RemoteOptions' http.min_rate_bps)"
+                f"{self.min_rate:g} bytes/s (LEROWDS_MIN_RATE, RemoteOptions.min_rate_bps)"
             )
         self._start, self._bytes = self._clock(), 0
 

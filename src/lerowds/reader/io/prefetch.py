@@ -169,7 +169,7 @@ class Prefetcher:
                 raise RemoteError(
                     f"{self._spans[pos].describe()}: not downloaded after {self._options.wait_timeout_s:g}s "
                     f"(LEROWDS_WAIT_TIMEOUT); it {state}: the server is too slow or the cache is full "
-                    "(raise LEROWDS_WAIT_TIMEOUT / RemoteOptions' wait_timeout_s for very large episodes)"
+                    "(raise LEROWDS_WAIT_TIMEOUT, RemoteOptions.wait_timeout_s, for very large episodes)"
                 )
         finally:
             with self._cond:
