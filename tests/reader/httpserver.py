@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
+    import pytest
     from typing_extensions import Self
 
 TLS_DIR = Path(__file__).resolve().parent / "tls"
@@ -57,6 +58,19 @@ class HubRepo:
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     branches: tuple[str, ...] = ("main",)
     token: str | None = None  # if set, resolve requests need ``Authorization: Bearer <token>``
+
+
+def use_hub(
+    monkeypatch: pytest.MonkeyPatch, *, endpoint: str, offline: bool = False, cache: str | None = None
+) -> None:
+    """Point ``huggingface_hub`` (and so lerowds' ``hf://``) at ``endpoint``, online or offline, with its cache
+    at ``cache``: its ``constants``, which it reads from ``HF_ENDPOINT`` etc. once, when first imported."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    if cache is not None:
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from httpserver import Fault, HubRepo, LoopbackServer
+from httpserver import Fault, HubRepo, LoopbackServer, use_hub
 
 from lerowds.convert import ConvertOptions, convert
 from lerowds.errors import ConfigError, FormatError, RemoteError
@@ -190,10 +190,9 @@ def test_hostile_shard_name_never_leaves_the_repository_over_hf(
     """Through ``hf://`` with a token: no request for another repository (or another revision)."""
     root = _hostile_copy(converted, tmp_path / "repo", name)
     hub = HubRepo("lerowds/hostile", token="hf_test_token")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     with LoopbackServer(root, hub=hub) as srv:
-        monkeypatch.setenv("HF_ENDPOINT", srv.base)
+        use_hub(monkeypatch, endpoint=srv.base)
         with pytest.raises(FormatError, match=re.escape(repr(name))):
             _read_first("hf://datasets/lerowds/hostile", tmp_path / "cache")
         # huggingface_hub >= 1.x itself asks the endpoint for its agent registry (once a day, no dataset input)
