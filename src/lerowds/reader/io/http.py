@@ -25,10 +25,11 @@ from lerowds.reader.io.retry import (
     Counters,
     Permanent,
     RetryPolicy,
-    SinkError,
     Transient,
     call_with_retries,
+    check_download,
     parse_retry_after,
+    store,
 )
 from lerowds.reader.io.transport import Transport
 
@@ -285,13 +286,11 @@ class HttpClient:
             got = int(state["got"])  # type: ignore[call-overload]
             if got < size:
                 raise Transient(f"short body: {got} of {size} bytes so far, resuming")
-            if verify is not None:
-                try:
-                    verify()
-                except ValueError as e:
-                    state["got"], state["etag"] = 0, None
-                    counters.add("verify_failures")
-                    raise Transient(f"corrupt download, fetching it again: {e}") from None
+            try:
+                check_download(verify, counters)
+            except Transient:
+                state["got"], state["etag"] = 0, None  # the next attempt fetches the whole range
+                raise
 
         self._retrying(attempt, what, url, counters, cancel)
 
@@ -336,10 +335,7 @@ class HttpClient:
             n = len(data)
             if not n:
                 return False
-            try:
-                write(got, memoryview(data))
-            except OSError as e:
-                raise SinkError(f"cannot store downloaded bytes: {e}") from e
+            store(write, got, memoryview(data))
             got += n
             left -= n
             state["got"] = got

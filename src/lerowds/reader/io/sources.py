@@ -17,7 +17,15 @@ from urllib3.util import parse_url
 
 from lerowds.errors import ConfigError, FormatError
 from lerowds.reader.io.http import HttpClient, Writer
-from lerowds.reader.io.retry import Counters, Permanent, RetryPolicy, SinkError, Transient, call_with_retries
+from lerowds.reader.io.retry import (
+    Counters,
+    Permanent,
+    RetryPolicy,
+    Transient,
+    call_with_retries,
+    check_download,
+    store,
+)
 
 
 class ByteSource(Protocol):
@@ -198,16 +206,8 @@ class FsspecSource:
             counters.add("bytes", len(data))
             if len(data) != size:
                 raise Transient(f"short read: {len(data)} of {size} bytes")
-            try:
-                write(0, memoryview(data))
-            except OSError as e:
-                raise SinkError(f"cannot store downloaded bytes: {e}") from e
-            if verify is not None:
-                try:
-                    verify()
-                except ValueError as e:
-                    counters.add("verify_failures")
-                    raise Transient(f"corrupt download, fetching it again: {e}") from None
+            store(write, 0, memoryview(data))
+            check_download(verify, counters)
 
         call_with_retries(
             attempt,
