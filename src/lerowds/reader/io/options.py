@@ -58,8 +58,11 @@ class RemoteOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"RemoteOptions.{name} must be a number, got {value!r}")
-        self.http  # noqa: B018 - the parts check their own ranges (timeouts > 0, retries >= 1, ...)
-        self.prefetch  # noqa: B018
+        try:  # the parts check their own ranges (timeouts > 0, retries >= 1, ...)
+            self.http  # noqa: B018
+            self.prefetch  # noqa: B018
+        except ConfigError as e:
+            raise ConfigError(f"RemoteOptions: {e}") from None
 
     @property
     def retry(self) -> RetryPolicy:
@@ -98,11 +101,12 @@ class RemoteOptions:
                 if value != int(value):
                     raise ConfigError(f"{var}={raw!r} is not a whole number")
                 value = int(value)
+            try:
+                cls(**{name: value})  # type: ignore[arg-type]
+            except ConfigError as e:
+                raise ConfigError(f"{var}={raw!r}: {e}") from None
             values[name] = value
-        try:
-            return cls(**values)  # type: ignore[arg-type]
-        except ConfigError as e:
-            raise ConfigError(f"{e} (from the LEROWDS_* environment variables)") from None
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
