@@ -232,6 +232,18 @@ def test_compressed_response_is_refused_naming_the_encoding(blob: tuple[Path, by
         assert srv.faults_served["gzip"] == 2  # one request each: not retried
 
 
+@pytest.mark.timeout(60)
+def test_slow_whole_file_get_is_cut_too(blob: tuple[Path, bytes]) -> None:
+    """``index.json`` and ``episodes.parquet`` are whole-file GETs: the same minimum rate applies to them."""
+    root, _ = blob
+    retry = RetryPolicy(attempts=2, backoff_s=0.01, backoff_max_s=0.05)
+    client = HttpClient(HttpOptions(read_timeout_s=5, retry=retry, min_rate_bps=1000, rate_window_s=0.3))
+    with LoopbackServer(root) as srv:
+        srv.add(Fault("trickle", "blob.bin", times=-1, stall_s=0.02, trickle_bytes=1))
+        with pytest.raises(RemoteError, match=r"blob\.bin: failed after 2 attempts; last error: too slow"):
+            client.get(f"{srv.url}/blob.bin", what="t", counters=Counters())
+
+
 @pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/blob.bin", "data:,hello"])
 def test_redirect_off_http_is_permanent_naming_both_urls(blob: tuple[Path, bytes], location: str) -> None:
     root, _ = blob
