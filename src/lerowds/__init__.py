@@ -32,6 +32,7 @@ _LAZY = {
     "plan_dataset": "lerowds.reader.extras.dryrun",
     "Loader": "lerowds.reader.loader.core",
     "StatefulLoader": "lerowds.reader.loader.stateful",
+    "RemoteOptions": "lerowds.reader.io.options",
 }
 
 
@@ -59,6 +60,7 @@ __all__ = [
     "Loader",
     "MixedDataset",
     "RemoteError",
+    "RemoteOptions",
     "ResumeMismatchError",
     "SourceError",
     "StatefulLoader",

@@ -4,6 +4,7 @@ record of every ranged request (to check that no two workers fetch the same byte
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 import ssl
@@ -19,11 +20,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 if TYPE_CHECKING:
+    import pytest
     from typing_extensions import Self
 
 TLS_DIR = Path(__file__).resolve().parent / "tls"
 TLS_CA = TLS_DIR / "ca.pem"  # the CA of the test server's certificate (for 127.0.0.1)
-FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle")
+FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle", "gzip")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _HUB = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.*)$")
 
@@ -40,7 +42,8 @@ class Fault:
     retry_after: str = "1"
     stall_s: float = 1.0
     at: int | None = None  # "corrupt": the byte of the body to flip (default: the middle one)
-    # "trickle": send the body 64 bytes at a time, ``stall_s`` apart (a slow but live download)
+    # "trickle": send the body ``trickle_bytes`` at a time, ``stall_s`` apart (a slow but live download)
+    trickle_bytes: int = 64
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
@@ -55,6 +58,19 @@ class HubRepo:
     commit: str = "0123456789abcdef0123456789abcdef01234567"
     branches: tuple[str, ...] = ("main",)
     token: str | None = None  # if set, resolve requests need ``Authorization: Bearer <token>``
+
+
+def use_hub(
+    monkeypatch: pytest.MonkeyPatch, *, endpoint: str, offline: bool = False, cache: str | None = None
+) -> None:
+    """Point ``huggingface_hub`` (and so lerowds' ``hf://``) at ``endpoint``, online or offline, with its cache
+    at ``cache``: its ``constants``, which it reads from ``HF_ENDPOINT`` etc. once, when first imported."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    if cache is not None:
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
 
 
 @dataclass(frozen=True)
@@ -214,7 +230,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             return self._plain(404)
         file = srv.root / rel
-        if not file.is_file() or ".." in Path(rel).parts:
+        if not file.is_file() or ".." in Path(rel).parts or Path(rel).is_absolute():
             return self._plain(404)
         data = file.read_bytes()
         start, end, status = 0, len(data) - 1, 200
@@ -253,6 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = body[: len(body) // 2]
         if fault is not None and kind == "corrupt":
             body[len(body) // 2 if fault.at is None else fault.at] ^= 0xFF
+        if kind == "gzip":  # compressed although the client asked for identity (a misconfigured server)
+            body = bytearray(gzip.compress(bytes(body)))
+            extra = {**extra, "Content-Encoding": "gzip"}
         self.send_response(status)
         for k, v in extra.items():
             self.send_header(k, v)
@@ -263,8 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if kind == "trickle":
             try:
-                for i in range(0, len(body), 64):
-                    self.wfile.write(bytes(body[i : i + 64]))
+                step = fault.trickle_bytes  # type: ignore[union-attr]
+                for i in range(0, len(body), step):
+                    self.wfile.write(bytes(body[i : i + step]))
                     self.wfile.flush()
                     time.sleep(fault.stall_s)  # type: ignore[union-attr]
             except (BrokenPipeError, ConnectionResetError):

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 sys.path.insert(0, str(Path(__file__).parent))
-from httpserver import Fault, HubRepo, LoopbackServer
+from httpserver import Fault, HubRepo, LoopbackServer, use_hub
 
 LENGTHS = [4, 9, 2, 12, 6, 1, 10, 7, 5, 11, 3, 8]
 FAST = {  # small timeouts and backoff so that fault tests take seconds
@@ -529,10 +529,8 @@ def test_hf_offline_reads_the_local_hub_cache(
     shutil.copytree(converted, repo / "snapshots" / commit / "converted")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # must not be contacted
+    # must not be contacted; the cache as huggingface_hub resolves it from HF_HOME
+    use_hub(monkeypatch, endpoint="http://127.0.0.1:9", offline=True, cache=str(tmp_path / "hf" / "hub"))
     ds = _dataset("hf://datasets/lerowds/remote/converted", 4)
     assert isinstance(ds._store, LocalStore) and commit in str(ds._store.root)
     assert _samples(ds, 0) == _local(converted, 4, 0)
@@ -544,11 +542,10 @@ def test_hf_endpoint_resolves_pins_commit_and_sends_token(
     converted: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: None
 ) -> None:
     hub = HubRepo("lerowds/remote", token="hf_test_token")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_TOKEN", "hf_test_token")
     monkeypatch.setenv("LEROWDS_PREFETCH_THREADS", "1")  # (concurrent threads may each resolve a shard once)
     with LoopbackServer(converted.parent, hub=hub) as srv:
-        monkeypatch.setenv("HF_ENDPOINT", srv.base)
+        use_hub(monkeypatch, endpoint=srv.base)
         ds = _dataset("hf://datasets/lerowds/remote/out", 0, cache_dir=tmp_path)
         assert isinstance(ds._store, RemoteStore)
         assert f"/resolve/{hub.commit}/out" in ds._store.source.base  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from lerowds.format import parse_size
 from lerowds.format.table import compact_int
 from lerowds.reader.env import Consumer
 from lerowds.reader.extras.stats import StatsBoard
+from lerowds.reader.io.options import RemoteOptions
 from lerowds.reader.io.store import EpisodeStore, open_store
 from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.order.pool import ORDER_VERSION, PoolOrder
@@ -62,6 +63,8 @@ class LeRobotWebDataset(StreamDataset):
         remainder: "drop" (default) or "repeat" frames so every rank yields the same number of samples.
         rank, world_size: override the detected distributed setup.
         cache_dir, cache_limit: local download cache of a remote source (bytes, or e.g. "2GB").
+        remote: timeouts, retries, minimum rate and prefetching of a remote source (``RemoteOptions``);
+            default: ``RemoteOptions.from_env()`` (the ``LEROWDS_*`` variables).
         pool_byte_budget: optional bound on the bytes of the episodes in a consumer's pool (their tabular
             rows + clips, as stored), e.g. "512MB": admission waits for eviction; one larger episode
             still passes alone.
@@ -94,6 +97,7 @@ class LeRobotWebDataset(StreamDataset):
         decoder_cache_size: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         cache_limit: int | str | None = None,
+        remote: RemoteOptions | None = None,
         pool_byte_budget: int | str | None = None,
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         stats: bool = False,
@@ -109,7 +113,7 @@ class LeRobotWebDataset(StreamDataset):
             raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
         self.source = os.fspath(source)
         self._store: EpisodeStore = open_store(
-            source, cache_dir=cache_dir, cache_limit=cache_limit, verify_crc=verify_crc
+            source, cache_dir=cache_dir, cache_limit=cache_limit, remote=remote, verify_crc=verify_crc
         )
         index, table = self._store.index, self._store.table
         self.meta = DatasetMeta.from_index(index)

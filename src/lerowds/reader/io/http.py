@@ -25,10 +25,11 @@ from lerowds.reader.io.retry import (
     Counters,
     Permanent,
     RetryPolicy,
-    SinkError,
     Transient,
     call_with_retries,
+    check_download,
     parse_retry_after,
+    store,
 )
 from lerowds.reader.io.transport import Transport
 
@@ -48,11 +49,17 @@ class HttpOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     redirect_ttl_s: float = 300.0  # reuse a redirect target (e.g. a signed CDN URL) this long
     chunk_bytes: int = 1 << 20
+    # a body that arrives slower than this (bytes/s, averaged over ``rate_window_s``) is cut and retried
+    # (resumed where it stopped); 0 turns the check off
+    min_rate_bps: float = 1024.0
+    rate_window_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout_s", "read_timeout_s"):
+        for name in ("connect_timeout_s", "read_timeout_s", "rate_window_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if not self.min_rate_bps >= 0:
+            raise ConfigError(f"min_rate_bps must be >= 0 (0: no minimum), got {self.min_rate_bps!r}")
         if self.chunk_bytes < 1:
             raise ConfigError(f"chunk_bytes must be >= 1, got {self.chunk_bytes!r}")
 
@@ -71,6 +78,36 @@ def redirect_headers(headers: Mapping[str, str], source: str, target: str) -> di
 
 def _status_text(resp: urllib3.BaseHTTPResponse) -> str:
     return f"HTTP {resp.status} {resp.reason or ''}".rstrip()
+
+
+class RateGuard:
+    """Cut a body that arrives slower than ``min_rate`` bytes/s, averaged over each ``window_s`` of it.
+
+    The read timeout bounds silence only: a server that sends a byte just before each timeout would hold a
+    download (and the consumer waiting for it) forever. Checked as bytes arrive; ``min_rate`` 0 is off.
+    """
+
+    __slots__ = ("_bytes", "_clock", "_start", "min_rate", "window_s")
+
+    def __init__(self, min_rate: float, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.min_rate, self.window_s, self._clock = min_rate, window_s, clock
+        self._start, self._bytes = clock(), 0
+
+    def add(self, n: int) -> None:
+        """``n`` more bytes arrived; raises ``Transient`` naming the rate if the window was too slow."""
+        if self.min_rate <= 0:
+            return
+        self._bytes += n
+        elapsed = self._clock() - self._start
+        if elapsed < self.window_s:
+            return
+        rate = self._bytes / elapsed
+        if rate < self.min_rate:
+            raise Transient(
+                f"too slow: {rate:.0f} bytes/s over {elapsed:.1f}s, under the minimum of "
+                f"{self.min_rate:g} bytes/s (LEROWDS_MIN_RATE, RemoteOptions.min_rate_bps)"
+            )
+        self._start, self._bytes = self._clock(), 0
 
 
 # ----------------------------------------------------------------------------------------------- client
@@ -132,9 +169,17 @@ class HttpClient:
         return resp, cached
 
     def _check(self, url: str, resp: urllib3.BaseHTTPResponse, cached: bool) -> None:
-        """Raise ``Transient`` or ``Permanent`` unless the response is a 200 or 206."""
+        """Raise ``Transient`` or ``Permanent`` unless the response is a 200 or 206 of the stored bytes."""
         if resp.status in (200, 206):
-            return
+            encoding = (resp.headers.get("Content-Encoding") or "identity").strip().lower()
+            if encoding == "identity":
+                return
+            Transport.release(resp, False)
+            raise Permanent(
+                f"the server sent Content-Encoding: {encoding} although lerowds asked for identity (byte "
+                "ranges of the stored file): serve the dataset's files uncompressed (turn off compression "
+                "for them on the server or CDN)"
+            )
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         status = _status_text(resp)
         Transport.release(resp, False)
@@ -176,14 +221,23 @@ class HttpClient:
             counters.add("requests")
             resp, cached = self._open(url, self.headers())
             self._check(url, resp, cached)
+            body, guard, complete = bytearray(), self._guard(), False
             try:
-                body = resp.read()
+                while data := resp.read1(self.options.chunk_bytes):
+                    body += data
+                    counters.add("bytes", len(data))
+                    guard.add(len(data))
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("download cancelled")
+                left = resp.length_remaining  # type: ignore[attr-defined]
+                if left:  # the connection ended before Content-Length said
+                    raise Transient(f"short body: {len(body)} bytes, {left} missing")
+                complete = True
             except _BODY_ERRORS as e:
-                Transport.release(resp, False)
                 raise Transient(f"body cut short: {type(e).__name__}: {e}") from None
-            Transport.release(resp, True)
-            counters.add("bytes", len(body))
-            return body, {k.lower(): v for k, v in resp.headers.items()}
+            finally:
+                Transport.release(resp, complete)
+            return bytes(body), {k.lower(): v for k, v in resp.headers.items()}
 
         return self._retrying(attempt, what, url, counters, cancel)
 
@@ -232,13 +286,11 @@ class HttpClient:
             got = int(state["got"])  # type: ignore[call-overload]
             if got < size:
                 raise Transient(f"short body: {got} of {size} bytes so far, resuming")
-            if verify is not None:
-                try:
-                    verify()
-                except ValueError as e:
-                    state["got"], state["etag"] = 0, None
-                    counters.add("verify_failures")
-                    raise Transient(f"corrupt download, fetching it again: {e}") from None
+            try:
+                check_download(verify, counters)
+            except Transient:
+                state["got"], state["etag"] = 0, None  # the next attempt fetches the whole range
+                raise
 
         self._retrying(attempt, what, url, counters, cancel)
 
@@ -275,7 +327,7 @@ class HttpClient:
         a cancel is seen while a slow body trickles in, not only when a whole chunk arrived. Streamed into
         ``write`` chunk by chunk: the range is never held in memory whole.
         """
-        left = want
+        left, guard = want, self._guard()
         while left > 0:
             if cancel is not None and cancel.is_set():
                 raise Cancelled("download cancelled")
@@ -283,12 +335,13 @@ class HttpClient:
             n = len(data)
             if not n:
                 return False
-            try:
-                write(got, memoryview(data))
-            except OSError as e:
-                raise SinkError(f"cannot store downloaded bytes: {e}") from e
+            store(write, got, memoryview(data))
             got += n
             left -= n
             state["got"] = got
             counters.add("bytes", n)
+            guard.add(n)  # after the bytes are kept: the retry resumes after them
         return resp.length_remaining == 0  # type: ignore[attr-defined]
+
+    def _guard(self) -> RateGuard:
+        return RateGuard(self.options.min_rate_bps, self.options.rate_window_s)

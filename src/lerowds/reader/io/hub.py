@@ -4,11 +4,12 @@ Online, files are read from ``{HF_ENDPOINT}/datasets/ORG/NAME/resolve/{REV}/{sub
 large files to a CDN that serves byte ranges); the revision is pinned to the commit the Hub reports with
 ``index.json`` (``X-Repo-Commit``), so every worker reads the same snapshot. With ``HF_HUB_OFFLINE=1`` the
 dataset is read from the local Hub cache (a snapshot made by ``hf download`` / ``snapshot_download``).
+Endpoint, offline mode, cache and token are ``huggingface_hub``'s own (its ``constants``, read when it is
+imported, and its token lookup), never re-read here.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,6 @@ from urllib.parse import quote, unquote
 from lerowds.errors import ConfigError, RemoteError
 
 _SPECIAL_REV = re.compile(r"^(refs/(?:pr|convert)/[^/]+)(?:/(.*))?$")
-_TRUE = {"1", "on", "yes", "true"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +51,15 @@ class HubPath:
             revision = unquote(revision)
             if not revision:
                 raise ConfigError(f"{url!r}: empty revision after '@'")
+            if revision in (".", ".."):
+                raise ConfigError(f"{url!r}: {revision!r} is not a revision")
         if not name:
             raise ConfigError(f"{url!r}: expected hf://datasets/ORG/NAME[@REV][/subdir]")
-        return cls(f"{org}/{name}", revision, tail.strip("/"))
+        subdir = tail.strip("/")
+        for part in (org, name, *(subdir.split("/") if subdir else ())):
+            if unquote(part) in ("", ".", "..") or "\\" in part:
+                raise ConfigError(f"{url!r}: {part!r} is not a folder name (no '.', '..' or empty parts)")
+        return cls(f"{org}/{name}", revision, subdir)
 
     def __str__(self) -> str:
         rev = f"@{quote(self.revision, safe='')}" if self.revision else ""
@@ -67,31 +73,17 @@ class HubPath:
 
 
 def endpoint() -> str:
-    """``HF_ENDPOINT`` as set now, else what ``huggingface_hub`` read at import."""
+    """The Hub endpoint as ``huggingface_hub`` resolved it (``HF_ENDPOINT``, else huggingface.co)."""
     from huggingface_hub import constants
 
-    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    return constants.ENDPOINT.rstrip("/")
 
 
 def offline() -> bool:
-    """``HF_HUB_OFFLINE`` as set now if it is set, else what ``huggingface_hub`` read at import."""
+    """``huggingface_hub``'s offline mode (``HF_HUB_OFFLINE``), as it resolved it."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
-    if env is None:
-        return bool(constants.HF_HUB_OFFLINE)
-    return env.strip().lower() in _TRUE
-
-
-def hub_cache_dir() -> str:
-    """The local Hub cache: ``HF_HUB_CACHE``, else ``$HF_HOME/hub``, as set now or at import."""
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
-    return constants.HF_HUB_CACHE
+    return bool(constants.HF_HUB_OFFLINE)
 
 
 def hub_headers() -> dict[str, str]:
@@ -105,16 +97,12 @@ def hub_headers() -> dict[str, str]:
 
 def local_snapshot(hub: HubPath) -> Path:
     """The dataset in the local Hub cache (for ``HF_HUB_OFFLINE=1``)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import constants, snapshot_download
 
-    cache = hub_cache_dir()
+    cache = constants.HF_HUB_CACHE  # snapshot_download's own default (HF_HUB_CACHE, else $HF_HOME/hub)
     try:
         folder = snapshot_download(
-            hub.repo_id,
-            repo_type="dataset",
-            revision=hub.revision,
-            cache_dir=cache,
-            local_files_only=True,
+            hub.repo_id, repo_type="dataset", revision=hub.revision, local_files_only=True
         )
     except Exception as e:  # huggingface_hub raises several types here (LocalEntryNotFoundError, ...)
         raise RemoteError(

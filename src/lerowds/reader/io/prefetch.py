@@ -158,19 +158,19 @@ class Prefetcher:
             self._cond.notify_all()
         slot = self._slots[pos]
         t0 = time.monotonic()
-        deadline = t0 + self._options.wait_timeout_s
         if not slot.event.is_set():  # the consumer stalls: prefetch did not stay ahead
             self._counters.add("stalls")
         try:
-            while not slot.event.wait(0.25):
+            # The deadline is fixed when the wait starts: a download in flight does not extend it (a server
+            # that trickles bytes just under the read timeout would otherwise hold the consumer forever).
+            if not slot.event.wait(self._options.wait_timeout_s):
                 with self._cond:
-                    if pos in self._inflight:  # a download bounds itself (timeouts, retries): no deadline
-                        deadline = time.monotonic() + self._options.wait_timeout_s
-                if time.monotonic() > deadline:
-                    raise RemoteError(
-                        f"{self._spans[pos].describe()}: not downloaded after "
-                        f"{self._options.wait_timeout_s:g}s (LEROWDS_WAIT_TIMEOUT)"
-                    )
+                    state = "is still downloading" if pos in self._inflight else "has not started downloading"
+                raise RemoteError(
+                    f"{self._spans[pos].describe()}: not downloaded after {self._options.wait_timeout_s:g}s "
+                    f"(LEROWDS_WAIT_TIMEOUT); it {state}: the server is too slow or the cache is full "
+                    "(raise LEROWDS_WAIT_TIMEOUT, RemoteOptions.wait_timeout_s, for very large episodes)"
+                )
         finally:
             with self._cond:
                 self._waiting = -1

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import os
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
-from lerowds.errors import ConfigError, FormatError
+from lerowds.errors import ConfigError, FormatError, RemoteError
 from lerowds.format import (
     EPISODES_FILE,
     INDEX_FILE,
@@ -49,6 +50,7 @@ __all__ = ["RemoteOptions", "RemoteStats", "RemoteStore", "cache_shares", "open_
 logger = logging.getLogger(__name__)
 
 _COUNTERS = tuple(f.name for f in fields(RemoteStats))
+_COMMIT = re.compile(r"[0-9a-f]{40}")  # what the Hub's X-Repo-Commit carries
 
 
 def cache_shares(threads: int = 1, workers: int = 1) -> int:
@@ -287,6 +289,8 @@ def _source_of(url: str, options: RemoteOptions, counters: Counters) -> tuple[By
         )
         index_bytes, headers = http.read(INDEX_FILE, what=f"{hub}: {INDEX_FILE}", counters=counters)
         commit = headers.get("x-repo-commit")
+        if commit and not _COMMIT.fullmatch(commit):
+            raise RemoteError(f"{hub}: the Hub reported commit {commit!r} for {INDEX_FILE}, not a commit id")
         if commit and commit != revision:  # pin it: every worker and every later read sees this snapshot
             http = http.with_base(hub.resolve_base(endpoint(), commit))
             logger.info("%s: revision %s is commit %s", hub, revision, commit)
@@ -321,6 +325,8 @@ def open_remote_store(
     counters = Counters()
     source, index_bytes, name = _source_of(url, options, counters)
     index = DatasetIndex.from_bytes(index_bytes, source.url(INDEX_FILE))
+    for shard in index.shards:  # a name that would leave the dataset is refused before any request
+        source.url(shard.name)
     table_bytes, _ = source.read(EPISODES_FILE, what=f"{name}: {EPISODES_FILE}", counters=counters)
     table = check_episode_table(index, table_bytes, source.url(EPISODES_FILE))
     root = (

@@ -3,7 +3,6 @@ can have, and per-process counters that make retries visible."""
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import random
 import threading
@@ -11,6 +10,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
+
+import urllib3
+from urllib3.exceptions import InvalidHeader
 
 from lerowds.errors import ConfigError, RemoteError
 
@@ -62,6 +64,26 @@ class Cancelled(Exception):
 
 class SinkError(Exception):
     """Writing downloaded bytes locally failed (disk full?): not a network fault, so never retried."""
+
+
+def store(write: Callable[[int, memoryview], None], pos: int, data: memoryview) -> None:
+    """Hand downloaded bytes to ``write``; a local failure (disk full?) is a ``SinkError``, never retried."""
+    try:
+        write(pos, data)
+    except OSError as e:
+        raise SinkError(f"cannot store downloaded bytes: {e}") from e
+
+
+def check_download(verify: Callable[[], None] | None, counters: Counters) -> None:
+    """The one re-download path of every source: all bytes arrived, and a ``ValueError`` from ``verify`` says
+    they are wrong; counted, and made ``Transient`` so that the retry loop fetches the range again."""
+    if verify is None:
+        return
+    try:
+        verify()
+    except ValueError as e:
+        counters.add("verify_failures")
+        raise Transient(f"corrupt download, fetching it again: {e}") from None
 
 
 class Counters:
@@ -117,14 +139,11 @@ def call_with_retries(
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date; None when absent or unreadable."""
+    """``Retry-After`` as seconds from now (delta-seconds or an HTTP date, as urllib3 parses it); None when
+    absent or unreadable."""
     if not value:
         return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return float(urllib3.Retry().parse_retry_after(value))
+    except InvalidHeader:
         return None
-    return max(0.0, when.timestamp() - time.time())

@@ -7,14 +7,25 @@ with timeouts and retries. Sources are picklable and open their connections lazi
 from __future__ import annotations
 
 import random
+import re
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
-from lerowds.errors import ConfigError
+from urllib3.util import parse_url
+
+from lerowds.errors import ConfigError, FormatError
 from lerowds.reader.io.http import HttpClient, Writer
-from lerowds.reader.io.retry import Counters, Permanent, RetryPolicy, SinkError, Transient, call_with_retries
+from lerowds.reader.io.retry import (
+    Counters,
+    Permanent,
+    RetryPolicy,
+    Transient,
+    call_with_retries,
+    check_download,
+    store,
+)
 
 
 class ByteSource(Protocol):
@@ -44,15 +55,50 @@ class ByteSource(Protocol):
         ...
 
 
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters, backslash
+
+
+def confined_segments(relpath: str, where: str) -> list[str]:
+    """The ``/``-separated segments of a file name from the dataset's index, refused (``FormatError`` naming
+    it) unless it is a plain relative path: no empty (absolute, ``//``), ``.`` or ``..`` segment, also
+    percent-encoded (``%2e%2e``, ``%2f``), no backslash or control character. Names come from an index that
+    a stranger may have written; a request built from them must never leave the dataset."""
+    segments = relpath.split("/")
+    for seg in segments:
+        plain = unquote(seg)
+        if plain in ("", ".", "..") or "/" in plain or _UNSAFE_CHARS.search(plain):
+            raise FormatError(
+                f"{where}: file name {relpath!r} from the dataset's index is not a plain relative path (segment "
+                f"{seg!r}): refused, it could read a file outside the dataset; the index is damaged or hostile"
+            )
+    return segments
+
+
+def _base_path(url: str) -> tuple[str, str, int | None, str]:
+    u = parse_url(url)  # as urllib3 will send it: dot segments removed
+    return (u.scheme or "").lower(), (u.host or "").lower(), u.port, u.path or ""
+
+
 class HttpSource:
-    """A converted dataset served over http(s) below ``base`` (which may redirect, e.g. the Hub's resolve)."""
+    """A converted dataset served over http(s) below ``base`` (which may redirect, e.g. the Hub's resolve).
+
+    Every URL is ``base`` + the file's quoted segments, checked to stay below ``base`` as it will be sent.
+    """
 
     def __init__(self, base: str, client: HttpClient) -> None:
         self.base = base.rstrip("/")
         self.client = client
 
     def url(self, relpath: str) -> str:
-        return f"{self.base}/{quote(relpath)}"
+        segments = confined_segments(relpath, self.base)
+        url = f"{self.base}/{'/'.join(quote(seg, safe='') for seg in segments)}"
+        scheme, host, port, path = _base_path(url)
+        b_scheme, b_host, b_port, b_path = _base_path(self.base)
+        if (scheme, host, port) != (b_scheme, b_host, b_port) or not path.startswith(
+            b_path.rstrip("/") + "/"
+        ):
+            raise FormatError(f"{self.base}: file name {relpath!r} from the dataset's index leads outside it")
+        return url
 
     def read(self, relpath: str, *, what: str, counters: Counters) -> tuple[bytes, Mapping[str, str]]:
         return self.client.get(self.url(relpath), what=what, counters=counters)
@@ -118,7 +164,11 @@ class FsspecSource:
         self._rng = random.Random(f"lerowds-fsspec-{self.root}")
 
     def _path(self, relpath: str) -> str:
-        return f"{self.root}/{relpath}"
+        return f"{self.root}/{'/'.join(confined_segments(relpath, self.url_root))}"
+
+    @property
+    def url_root(self) -> str:
+        return f"{self.protocol}://{self.root}"
 
     def url(self, relpath: str) -> str:
         return f"{self.protocol}://{self._path(relpath)}"
@@ -156,16 +206,8 @@ class FsspecSource:
             counters.add("bytes", len(data))
             if len(data) != size:
                 raise Transient(f"short read: {len(data)} of {size} bytes")
-            try:
-                write(0, memoryview(data))
-            except OSError as e:
-                raise SinkError(f"cannot store downloaded bytes: {e}") from e
-            if verify is not None:
-                try:
-                    verify()
-                except ValueError as e:
-                    counters.add("verify_failures")
-                    raise Transient(f"corrupt download, fetching it again: {e}") from None
+            store(write, 0, memoryview(data))
+            check_download(verify, counters)
 
         call_with_retries(
             attempt,

@@ -3,7 +3,8 @@
 One ``Transport`` per client; its pool managers belong to the process that made them and are made anew
 after a fork (a DataLoader worker) or an unpickle, never shared: a forked copy of a socket or of a pool's
 lock is not ours. urllib3 retries nothing here (``lerowds.reader.io.retry`` is the only retry policy);
-it follows up to ``MAX_REDIRECTS`` redirects and drops credentials when one leaves the origin.
+it follows up to ``MAX_REDIRECTS`` redirects, drops credentials when one leaves the origin, and refuses
+one to anything but an http(s) URL.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import ssl
 import threading
 import urllib.request
 from collections.abc import Mapping
+from types import TracebackType
 from urllib.parse import unquote, urljoin, urlsplit
 
 import urllib3
+import urllib3.connectionpool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -34,9 +37,36 @@ _POOL_SIZE = 32  # kept-alive connections per host: at least the threads that do
 _PROXY_PORT = 8080  # a proxy URL without a port (``HTTPS_PROXY=proxy.corp``), as urllib does
 
 
+class _Redirects(urllib3.Retry):
+    """urllib3's redirect following, refusing (``Permanent``, naming both URLs) a redirect to anything but
+    an http(s) URL with a host (``file://``, ``ftp://``, ...) before it is followed: a misconfigured or
+    hostile server, which retrying cannot fix. Redirects to another host are followed, as
+    ``huggingface_hub`` follows the Hub's to its CDN; urllib3 drops ``Authorization`` and ``Cookie`` then."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: urllib3.BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: urllib3.connectionpool.ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> urllib3.Retry:
+        location = response.get_redirect_location() if response is not None else None
+        if response is not None and location:
+            target = urljoin(url or "", location)
+            p = urlsplit(target)
+            if p.scheme.lower() not in ("http", "https") or not p.hostname:
+                response.drain_conn()
+                raise Permanent(f"{url} redirected to {target}, which is not an http(s) URL: refused")
+        return super().increment(
+            method, url, response=response, error=error, _pool=_pool, _stacktrace=_stacktrace
+        )
+
+
 def _no_retries() -> urllib3.Retry:
     """Follow redirects, retry nothing: every failure goes to lerowds' own ``RetryPolicy``."""
-    return urllib3.Retry(
+    return _Redirects(
         total=None,
         connect=0,
         read=0,
