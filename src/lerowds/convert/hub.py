@@ -53,7 +53,7 @@ def open_source(
     if root is not None:
         source = load_local(root, repo_id, revision)
     else:
-        snapshot = hub_snapshot(repo_id, revision, ["meta/*", "meta/**"])
+        snapshot = hub_snapshot(repo_id, revision, ["meta/*", "meta/**", "README.md"])
         source = load_local(snapshot, repo_id, snapshot.name)
     selected = (
         tuple(select(source)) if select is not None else tuple(e.episode_index for e in source.episodes)

@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lerowds.convert.card import record_source
 from lerowds.convert.finalize import finalize, record_matches
 from lerowds.convert.hub import open_source
 from lerowds.convert.identity import source_changes, source_id
@@ -161,6 +162,7 @@ def _convert_locked(
     plan: ConversionPlan,
 ) -> ConvertResult:
     rerun = claim_output(output, plan)
+    record_source(output, source.repo_id, source.revision, source.card)
     mine = task_shards(plan.shards, options.num_tasks, options.task_index)
     reused = _reusable(output, plan, mine, source) if rerun else set()
     todo = [s for s in mine if s.shard not in reused]

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lerowds.convert.card import source_card_metadata
 from lerowds.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class SourceDataset:
     tasks: tuple[str, ...]  # position = task_index
     stats: dict[str, Any]
     episodes: tuple[SourceEpisode, ...]  # sorted by episode_index
+    card: dict[str, Any] = field(default_factory=dict, compare=False)  # README.md metadata (license, tags)
     _by_index: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -339,4 +341,5 @@ def load_local(root: str | Path, repo_id: str, revision: str | None = None) -> S
         tasks=load_tasks(root),
         stats=load_stats(root),
         episodes=load_episodes(root, info),
+        card=source_card_metadata(root),
     )
