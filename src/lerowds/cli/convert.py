@@ -25,6 +25,12 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=1, help="shards converted in parallel processes (default 1)"
     )
+    p.add_argument(
+        "--max-source-disk",
+        metavar="SIZE",
+        help="Hub sources: download each shard's source files just before converting it and delete them once no "
+        "later shard reads them, holding at most SIZE (e.g. 50GB) at once (default: download all first)",
+    )
     p.add_argument("--episodes", help="episodes to convert, e.g. 0:100,150 (a:b is half-open; default all)")
     p.add_argument("--reencode", action="store_true", help="re-encode clips that cannot be cut on a keyframe")
     p.add_argument("--num-tasks", type=int, default=1, help="split the shards over N tasks (machines)")
@@ -97,6 +103,7 @@ def _options(args: argparse.Namespace, **rest: Any) -> ConvertOptions:
         workers=args.workers,
         episodes=args.episodes,
         reencode=args.reencode,
+        max_source_disk=None if args.max_source_disk is None else parse_size(args.max_source_disk),
         **rest,
     )
 
