@@ -225,53 +225,55 @@ def run_fetched(
     """Run jobs ``0..len(needs)-1`` in order, at most ``slots`` at once, each once its files are present
     (``fetcher`` None: the files are all here).
 
-    Before job ``i`` starts, its missing files are fetched; if they do not fit, held files that neither a running
-    job nor job ``i`` reads are freed (the one read again latest first: fetched again if needed), then running
-    jobs are waited for. After a job ends, the files no running or later job reads are freed.
+    Job ``i``'s missing files are fetched before it starts, or while earlier jobs run (one job ahead) when they
+    fit. If they do not fit, held files that no running job, fetched-ahead job or job ``i`` reads are freed
+    (the one read again latest first: fetched again when needed), then running jobs are waited for. After a
+    job ends, the files no running or later job reads are freed.
     """
     last = {rel: i for i, rels in enumerate(needs) for rel in rels}
     running: dict[Future[object], int] = {}
-    nxt = 0
+    nxt = ready = 0  # jobs [0, nxt) were submitted; the files of jobs [0, ready) were fetched
 
-    def in_use() -> set[str]:
-        return {r for j in running.values() for r in needs[j]}
+    def keep() -> set[str]:
+        return {r for j in [*running.values(), *range(nxt, ready)] for r in needs[j]}
 
     def next_use(rel: str) -> int:
         return next((j for j in range(nxt, len(needs)) if rel in needs[j]), len(needs))
 
-    def make_room(i: int) -> bool:
-        if fetcher is None:
-            return True
-        short = fetcher.held_bytes + fetcher.need(needs[i]) - fetcher.limit
-        if short <= 0:
-            return True
-        keep = in_use() | set(needs[i])
-        spare = sorted((r for r in fetcher.held if r not in keep), key=next_use, reverse=True)
-        for rel in spare:
-            if short <= 0:
-                break
-            short -= fetcher.held[rel]
-            fetcher.free([rel])
-        return short <= 0
+    def fetch_next() -> bool:
+        """Fetch the files of job ``ready`` if they fit (after freeing spare files); whether it did."""
+        nonlocal ready
+        if fetcher is not None:
+            short = fetcher.held_bytes + fetcher.need(needs[ready]) - fetcher.limit
+            wanted = keep() | set(needs[ready])
+            for rel in sorted((r for r in fetcher.held if r not in wanted), key=next_use, reverse=True):
+                if short <= 0:
+                    break
+                short -= fetcher.files[rel][0]
+                fetcher.free([rel])
+            if short > 0:
+                return False
+            fetcher.fetch(needs[ready])
+        ready += 1
+        return True
 
     try:
         while nxt < len(needs) or running:
-            while nxt < len(needs) and len(running) < slots and make_room(nxt):
-                if fetcher is not None:
-                    fetcher.fetch(needs[nxt])
+            while nxt < len(needs) and len(running) < slots and (ready > nxt or fetch_next()):
                 running[submit(nxt)] = nxt
                 nxt += 1
-            if not running:  # make_room failed with nothing running: check_fits rules this out
+            if ready == nxt < len(needs) and running and fetcher is not None:
+                fetch_next()  # one job ahead, while the running ones convert
+            if not running:  # no room with nothing running: check_fits rules this out
                 raise AssertionError("bounded fetch: no room and nothing running")
             done, _ = wait(running, timeout=0.25, return_when=FIRST_COMPLETED)
             poll()
             for future in done:
                 running.pop(future)
                 future.result()  # re-raises a worker's error here
-            if fetcher is None:
-                continue
-            used = in_use()
-            fetcher.free([r for r in list(fetcher.held) if last[r] < nxt and r not in used])
+            if fetcher is not None:
+                used = keep()
+                fetcher.free([r for r in list(fetcher.held) if last[r] < nxt and r not in used])
     except BaseException:
         for future in running:
             future.cancel()

@@ -345,7 +345,9 @@ def _convert_in_worker(job: ShardJob) -> int:
 def _run_jobs(
     jobs: Sequence[ShardJob], workers: int, show_progress: bool, fetcher: SourceFetcher | None = None
 ) -> None:
-    ctx = pool_context() if workers > 1 and len(jobs) > 1 else None  # decided before any thread could exist
+    # decided before any thread could exist; fetching on demand, the parent downloads while a worker converts
+    pooled = (workers > 1 or fetcher is not None) and len(jobs) > 1
+    ctx = pool_context() if pooled else None
     progress = _Progress(jobs, show_progress)
     try:
         if ctx is None:
