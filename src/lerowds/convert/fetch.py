@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from lerowds.convert.source import SourceDataset
@@ -22,9 +22,9 @@ from lerowds.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
 
-RESERVE = (
-    4096  # of the limit, for huggingface_hub's own files in a cache dir (CACHEDIR.TAG; its locks are empty)
-)
+# of the limit, for huggingface_hub's own files in a cache dir (CACHEDIR.TAG; its locks are empty)
+RESERVE = 4096
+DOWNLOAD_THREADS = 8  # a shard's files are downloaded in parallel, as snapshot_download does
 RemoteFile = tuple[int, str]  # size, the Hub's content id (LFS sha256, else the git blob id)
 
 
@@ -123,38 +123,55 @@ class SourceFetcher:
         return sum(self.files[r][0] for r in set(rels) if r not in self.present)
 
     def fetch(self, rels: Iterable[str]) -> None:
-        """Make ``rels`` present under ``snapshot``; the caller made room first (``need`` fits the limit)."""
-        from huggingface_hub import hf_hub_download, try_to_load_from_cache
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+        """Make ``rels`` present under ``snapshot`` (downloads in parallel threads, all joined on return);
+        the caller made room first (``need`` fits the limit)."""
+        from huggingface_hub import try_to_load_from_cache
 
+        todo = []
         for rel in sorted(set(rels) - self.present):
-            size, link = self.files[rel][0], self.snapshot / rel
+            link = self.snapshot / rel
             cached = try_to_load_from_cache(self.repo_id, rel, revision=self.commit, repo_type="dataset")
             if isinstance(cached, str):
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.unlink(missing_ok=True)
                 link.symlink_to(cached)
                 self.present.add(rel)
-                continue
-            if self.held_bytes + size > self.limit:
-                raise AssertionError(f"{rel}: fetching it would exceed --max-source-disk")  # a scheduler bug
-            self.held[rel] = link  # counted from the start of its download
-            self.peak = max(self.peak, self.held_bytes)
-            try:
-                path = hf_hub_download(
-                    self.repo_id, rel, repo_type="dataset", revision=self.commit, cache_dir=self.root
-                )
-            except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
+            else:
+                todo.append(rel)
+                self.held[rel] = link  # counted from the start of its download
+        if self.held_bytes > self.limit:
+            raise AssertionError(f"{todo}: fetching them would exceed --max-source-disk")  # a scheduler bug
+        self.peak = max(self.peak, self.held_bytes)
+        with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(todo) or 1)) as pool:
+            outcomes = list(pool.map(self._download, todo))
+        failed = [(rel, e) for rel, e in zip(todo, outcomes) if e is not None]
+        for rel, e in zip(todo, outcomes):
+            if e is None:
+                self.held[rel] = (self.snapshot / rel).resolve()
+                self.present.add(rel)
+                self.fetched += 1
+            else:
                 del self.held[rel]
-                raise SourceError(
-                    f"{self.repo_id} (revision {self.commit}): downloading {rel} failed: {e}"
-                ) from e
-            if Path(path) != link:
-                raise SourceError(f"{rel}: huggingface_hub put it at {path}, expected {link}")
-            self.held[rel] = link.resolve()
-            self.present.add(rel)
-            self.fetched += 1
-            log.debug("fetched %s (%s; %s held)", rel, _size(size), _size(self.held_bytes))
+        if failed:
+            rel, e = failed[0]
+            raise SourceError(
+                f"{self.repo_id} (revision {self.commit}): downloading {rel} failed: {e}"
+            ) from e
+        log.debug("fetched %d files (%s held)", len(todo), _size(self.held_bytes))
+
+    def _download(self, rel: str) -> Exception | None:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+        try:
+            path = hf_hub_download(
+                self.repo_id, rel, repo_type="dataset", revision=self.commit, cache_dir=self.root
+            )
+        except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as e:
+            return e
+        if Path(path) != self.snapshot / rel:
+            return SourceError(f"huggingface_hub put it at {path}, expected {self.snapshot / rel}")
+        return None
 
     def free(self, rels: Iterable[str]) -> None:
         """Unlink the given files, and delete the blobs this task downloaded that no other held file shares."""
