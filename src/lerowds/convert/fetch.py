@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 RESERVE = 4096
 DOWNLOAD_THREADS = 8  # a shard's files are downloaded in parallel, as snapshot_download does
 RemoteFile = tuple[int, str]  # size, the Hub's content id (LFS sha256, else the git blob id)
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """No huggingface_hub progress bars while downloading: one bar per file would clutter lerowds' own, and
+    tqdm's monitor thread would outlive the download into the worker processes forked later."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    was = are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was:
+            enable_progress_bars()
 
 
 def _size(n: int) -> str:
@@ -142,7 +157,7 @@ class SourceFetcher:
         if self.held_bytes > self.limit:
             raise AssertionError(f"{todo}: fetching them would exceed --max-source-disk")  # a scheduler bug
         self.peak = max(self.peak, self.held_bytes)
-        with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(todo) or 1)) as pool:
+        with _quiet_hub(), ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(todo) or 1)) as pool:
             outcomes = list(pool.map(self._download, todo))
         failed = [(rel, e) for rel, e in zip(todo, outcomes) if e is not None]
         for rel, e in zip(todo, outcomes):
