@@ -86,7 +86,7 @@ def test_hub_downloads_meta_first_then_only_the_selected_episodes_files(
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     source, selected = open_source(SMALL_REPO, revision="v1.0", select=lambda s: (2, 3))
     assert selected == (2, 3) and source.revision == COMMIT
-    assert calls[0] == (SMALL_REPO, "v1.0", ["meta/*", "meta/**"])
+    assert calls[0] == (SMALL_REPO, "v1.0", ["meta/*", "meta/**", "README.md"])
     repo, revision, files = calls[1]
     assert (repo, revision) == (
         SMALL_REPO,

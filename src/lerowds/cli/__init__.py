@@ -14,11 +14,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from lerowds.cli import convert, demo, info, plan, train, verify
+from lerowds.cli import convert, demo, info, plan, push, train, verify
 from lerowds.cli.command import EXIT_ERROR, EXIT_FAILED, EXIT_OK, Command
 from lerowds.errors import LerowdsError
 
-COMMANDS: dict[str, Command] = {m.COMMAND.name: m.COMMAND for m in (convert, verify, info, demo, plan, train)}
+COMMANDS: dict[str, Command] = {
+    m.COMMAND.name: m.COMMAND for m in (convert, verify, push, info, demo, plan, train)
+}
 
 __all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_FAILED", "EXIT_OK", "Command", "build_parser", "main"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lerowds.cli.command import EXIT_OK, Command
+from lerowds.cli.push import push_arguments, run_push
 
 if TYPE_CHECKING:
     from lerowds.convert.run import ConvertOptions
@@ -24,18 +25,31 @@ def _convert_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=1, help="shards converted in parallel processes (default 1)"
     )
+    p.add_argument(
+        "--max-source-disk",
+        metavar="SIZE",
+        help="Hub sources: download each shard's source files just before converting it and delete them once no "
+        "later shard reads them, holding at most SIZE (e.g. 50GB) at once (default: download all first)",
+    )
     p.add_argument("--episodes", help="episodes to convert, e.g. 0:100,150 (a:b is half-open; default all)")
     p.add_argument("--reencode", action="store_true", help="re-encode clips that cannot be cut on a keyframe")
     p.add_argument("--num-tasks", type=int, default=1, help="split the shards over N tasks (machines)")
     p.add_argument("--task-index", type=int, default=0, help="this task's number in [0, N)")
     p.add_argument("--finalize", action="store_true", help="write the index once all tasks are done")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--push-to-hub",
+        metavar="ORG/NAME",
+        help="once finished, verify and upload the output to this Hub dataset repository (see `lerowds push`)",
+    )
+    push_arguments(p, positional=False)
     _executor_arguments(p)
 
 
 def _convert(args: argparse.Namespace) -> int:
     from lerowds.convert.run import convert
 
+    _check_push_options(args)
     if args.executor is not None:
         return _convert_datatrove(args)
     _refuse_executor_options(args)
@@ -53,7 +67,26 @@ def _convert(args: argparse.Namespace) -> int:
         f"{result.output}: {state} ({len(result.converted)} shards converted, {len(result.reused)} reused, "
         f"{result.num_shards} in the plan)\n"
     )
+    if args.push_to_hub and result.finalized:
+        run_push(result.output, args.push_to_hub, args)
     return EXIT_OK
+
+
+def _check_push_options(args: argparse.Namespace) -> None:
+    from lerowds.errors import ConfigError
+
+    if args.push_to_hub is None and (args.private or args.push_revision is not None):
+        raise ConfigError("--private and --push-revision need --push-to-hub ORG/NAME")
+    if args.push_to_hub is not None and args.executor == "slurm":
+        raise ConfigError(
+            "--push-to-hub with --executor slurm: the finalize runs as a Slurm job; run "
+            "`lerowds push DIR ORG/NAME` once it is done"
+        )
+    if args.push_to_hub is not None and args.num_tasks != 1 and not args.finalize:
+        raise ConfigError(
+            "--push-to-hub with --num-tasks: pass it to the --finalize run (a task alone does not finish the "
+            "dataset), or run `lerowds push DIR ORG/NAME` afterwards"
+        )
 
 
 def _options(args: argparse.Namespace, **rest: Any) -> ConvertOptions:
@@ -70,6 +103,7 @@ def _options(args: argparse.Namespace, **rest: Any) -> ConvertOptions:
         workers=args.workers,
         episodes=args.episodes,
         reencode=args.reencode,
+        max_source_disk=None if args.max_source_disk is None else parse_size(args.max_source_disk),
         **rest,
     )
 
@@ -185,6 +219,8 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
             f"{result.output}: {state} ({result.num_shards} shards by {result.tasks} datatrove tasks; "
             f"logs in {result.logs_dir})\n"
         )
+        if args.push_to_hub and result.finalized:
+            run_push(result.output, args.push_to_hub, args)
     return EXIT_OK
 
 

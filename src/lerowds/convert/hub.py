@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lerowds.convert.fetch import hub_files
 from lerowds.convert.source import SourceDataset, load_local
 from lerowds.errors import SourceError
 
@@ -44,21 +46,30 @@ def open_source(
     root: str | Path | None = None,
     revision: str | None = None,
     select: Callable[[SourceDataset], Sequence[int]] | None = None,
+    on_demand: bool = False,
 ) -> tuple[SourceDataset, tuple[int, ...]]:
     """Open a v3 dataset and choose its episodes; check that their data and video files are present.
 
     With ``root`` the dataset is read from disk. Without it, ``meta/`` is fetched from the Hub first, then only
-    the data and video files of the selected episodes. The returned revision is the resolved commit.
+    the data and video files of the selected episodes; ``on_demand``: none of them, only their sizes and content
+    ids (``source.remote_files``), for ``fetch.SourceFetcher``. The returned revision is the resolved commit.
     """
     if root is not None:
         source = load_local(root, repo_id, revision)
     else:
-        snapshot = hub_snapshot(repo_id, revision, ["meta/*", "meta/**"])
+        snapshot = hub_snapshot(repo_id, revision, ["meta/*", "meta/**", "README.md"])
         source = load_local(snapshot, repo_id, snapshot.name)
     selected = (
         tuple(select(source)) if select is not None else tuple(e.episode_index for e in source.episodes)
     )
-    if root is None:
+    if root is None and on_demand:
+        from huggingface_hub import constants
+
+        files = hub_files(
+            repo_id, str(source.revision), source.files_for(selected), offline=constants.HF_HUB_OFFLINE
+        )
+        source = dataclasses.replace(source, remote_files=files)
+    elif root is None:
         if len(selected) == len(source.episodes):  # everything: cheaper for huggingface_hub to match
             patterns = ["data/*", "videos/*"]
         else:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lerowds.convert.source import SourceDataset
-from lerowds.errors import ConfigError, SourceError
+from lerowds.errors import ConfigError
 from lerowds.format import TAR_BLOCK, parse_size  # noqa: F401 - re-exported for the CLI
 
 DEFAULT_SHARD_SIZE = 512 * 10**6
@@ -112,10 +112,7 @@ def estimate_episode_bytes(source: SourceDataset, episodes: Sequence[int]) -> li
 
     def size(rel: str) -> int:
         if rel not in sizes:
-            try:
-                sizes[rel] = (source.root / rel).stat().st_size
-            except FileNotFoundError:
-                raise SourceError(f"{source.root / rel}: missing") from None
+            sizes[rel] = source.file_size(rel)
         return sizes[rel]
 
     costs = []

@@ -12,16 +12,18 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+from lerowds.convert.card import record_source
+from lerowds.convert.fetch import SourceFetcher, check_fits, ran, run_fetched, task_fetcher
 from lerowds.convert.finalize import finalize, record_matches
 from lerowds.convert.hub import open_source
-from lerowds.convert.identity import source_changes, source_id
+from lerowds.convert.identity import shard_files, source_changes, source_id
 from lerowds.convert.lifetime import die_with_parent
 from lerowds.convert.lock import output_lock
 from lerowds.convert.plan import (
@@ -61,6 +63,7 @@ class ConvertOptions:
     task_index: int = 0
     finalize_only: bool = False
     progress: bool = True
+    max_source_disk: int | None = None  # Hub sources: fetch files per shard, hold at most this many bytes
 
     def __post_init__(self) -> None:
         if not self.repo_id or self.repo_id.strip() != self.repo_id:
@@ -69,6 +72,11 @@ class ConvertOptions:
             raise ConfigError(f"--shard-size must be > 0 bytes, got {self.shard_size}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_source_disk is not None and (self.max_source_disk <= 0 or self.root is not None):
+            raise ConfigError(
+                f"--max-source-disk must be > 0 bytes and applies to Hub sources (no --root), got "
+                f"{self.max_source_disk} with --root {self.root}"
+            )
         if self.num_tasks < 1 or not 0 <= self.task_index < self.num_tasks:
             raise ConfigError(
                 f"--task-index must be in [0, --num-tasks), got --task-index {self.task_index} "
@@ -124,6 +132,7 @@ def open_and_plan(options: ConvertOptions) -> tuple[SourceDataset, tuple[int, ..
         root=options.root,
         revision=options.revision,
         select=lambda s: parse_episodes(options.episodes, [e.episode_index for e in s.episodes]),
+        on_demand=options.max_source_disk is not None,
     )
     return source, selected, build_plan(source, selected, options)
 
@@ -161,6 +170,7 @@ def _convert_locked(
     plan: ConversionPlan,
 ) -> ConvertResult:
     rerun = claim_output(output, plan)
+    record_source(output, source.repo_id, source.revision, source.card)
     mine = task_shards(plan.shards, options.num_tasks, options.task_index)
     reused = _reusable(output, plan, mine, source) if rerun else set()
     todo = [s for s in mine if s.shard not in reused]
@@ -177,11 +187,12 @@ def _convert_locked(
     if todo:
         for name in (INDEX_FILE, EPISODES_FILE):  # a partial output must never look complete
             (output / name).unlink(missing_ok=True)
-        _check_disk_space(output, todo, source)
+        _check_disk_space(output, todo, source, options.max_source_disk)
+        fetcher = task_fetcher(source, options.max_source_disk, output, options.task_index, options.num_tasks)
         jobs = [
             ShardJob(
                 output=output,
-                root=source.root,
+                root=source.root if fetcher is None else fetcher.snapshot,
                 shard=s,
                 episodes=tuple(source.episode(e) for e in s.episodes),
                 fps=source.fps,
@@ -189,10 +200,13 @@ def _convert_locked(
                 plan=plan.fingerprint,
                 tasks=source.tasks,
                 features=source.features,
+                file_ids=source.file_ids(),
             )
             for s in todo
         ]
-        _run_jobs(jobs, options.workers, options.progress)
+        if fetcher is not None:
+            check_fits(fetcher, [(j.shard.shard, shard_files(j.episodes)) for j in jobs])
+        _run_jobs(jobs, options.workers, options.progress, fetcher)
     finalized = False
     if options.num_tasks == 1:
         finalize(output)
@@ -231,7 +245,7 @@ def _reusable(
     """Shards whose done-record matches this plan, whose source files are unchanged since they were built,
     and whose tar still has the recorded size and sha256."""
     ok = set()
-    seen: dict[str, tuple[int, int, int]] = {}  # one stat per source file
+    seen = source.file_ids()  # one stat per source file (Hub files fetched on demand: the Hub's ids)
     for planned in shards:
         record = read_done(output, planned.shard)
         if record is None or not record_matches(output, record, planned, plan.fingerprint):
@@ -250,8 +264,13 @@ def _reusable(
     return ok
 
 
-def _check_disk_space(output: Path, todo: Sequence[PlannedShard], source: SourceDataset) -> None:
-    need = int(bytes_needed(source, todo) * DISK_MARGIN)
+def _check_disk_space(
+    output: Path, todo: Sequence[PlannedShard], source: SourceDataset, max_source: int | None
+) -> None:
+    if max_source is None:
+        need = int(bytes_needed(source, todo) * DISK_MARGIN)
+    else:  # the source files are not here to read footers from: the plan's estimate, and the source's bound
+        need = int(sum(s.estimated_bytes for s in todo) * DISK_MARGIN) + max_source
     free = free_bytes(output)
     if free < need:
         raise ConversionError(
@@ -323,17 +342,24 @@ def _convert_in_worker(job: ShardJob) -> int:
     return job.shard.shard
 
 
-def _run_jobs(jobs: Sequence[ShardJob], workers: int, show_progress: bool) -> None:
-    ctx = pool_context() if workers > 1 and len(jobs) > 1 else None  # decided before any thread could exist
+def _run_jobs(
+    jobs: Sequence[ShardJob], workers: int, show_progress: bool, fetcher: SourceFetcher | None = None
+) -> None:
+    # decided before any thread could exist; fetching on demand, the parent downloads while a worker converts
+    pooled = (workers > 1 or fetcher is not None) and len(jobs) > 1
+    ctx = pool_context() if pooled else None
     progress = _Progress(jobs, show_progress)
     try:
         if ctx is None:
-            for job in jobs:
-                convert_shard(job, progress)
+            needs = [shard_files(j.episodes) for j in jobs]
+            run_fetched(needs, fetcher, lambda i: ran(convert_shard, jobs[i], progress), 1)
         else:
-            _run_pool(jobs, min(workers, len(jobs)), progress, ctx)
+            _run_pool(jobs, min(workers, len(jobs)), progress, ctx, fetcher)
     finally:
         progress.close()
+        if fetcher is not None:
+            fetcher.close()
+            log.info("source files: %d downloads, at most %.1f MB held", fetcher.fetched, fetcher.peak / 1e6)
 
 
 def pool_context() -> multiprocessing.context.BaseContext:
@@ -347,7 +373,11 @@ def pool_context() -> multiprocessing.context.BaseContext:
 
 
 def _run_pool(
-    jobs: Sequence[ShardJob], workers: int, progress: ProgressFn, ctx: multiprocessing.context.BaseContext
+    jobs: Sequence[ShardJob],
+    workers: int,
+    progress: ProgressFn,
+    ctx: multiprocessing.context.BaseContext,
+    fetcher: SourceFetcher | None,
 ) -> None:
     log.info("converting %d shards in %d worker processes (%s)", len(jobs), workers, ctx.get_start_method())
     updates = ctx.Queue()
@@ -362,15 +392,7 @@ def _run_pool(
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(updates, os.getpid())
     ) as pool:
-        pending: set[Future[int]] = {pool.submit(_convert_in_worker, job) for job in jobs}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-                drain()
-                for future in done:
-                    future.result()  # re-raises a worker's error here
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+        needs = [shard_files(j.episodes) for j in jobs]
+        submit = lambda i: pool.submit(_convert_in_worker, jobs[i])
+        run_fetched(needs, fetcher, submit, workers, poll=drain)  # type: ignore[arg-type]
         drain()

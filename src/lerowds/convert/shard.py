@@ -48,6 +48,7 @@ class ShardJob:
     plan: str  # the plan's fingerprint, recorded in the done-record
     tasks: tuple[str, ...] = ()  # the dataset's task strings by task_index
     features: Mapping[str, Any] | None = None  # meta/info.json's, checked against the data and videos
+    file_ids: Mapping[str, tuple[int, int, int]] | None = None  # source files' identity if not by stat
 
     def __post_init__(self) -> None:
         if tuple(e.episode_index for e in self.episodes) != self.shard.episodes:
@@ -80,7 +81,9 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
     remove_partials(job.output, job.shard.shard)
     data_files = DataFiles()
     records = []
-    sources = source_id(job.root, job.episodes)  # before reading them: a change meanwhile shows on a rerun
+    sources = source_id(
+        job.root, job.episodes, dict(job.file_ids or {})
+    )  # before reading them: a change meanwhile shows on a rerun
     try:
         with ShardWriter(path) as writer, closing(VideoFiles()) as videos:
             for episode in job.episodes:
@@ -107,7 +110,7 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
                 if progress is not None:
                     progress(1, episode.length, built.nbytes)
                 _maybe_pause()
-            changed = source_changes(sources, source_id(job.root, job.episodes))
+            changed = source_changes(sources, source_id(job.root, job.episodes, dict(job.file_ids or {})))
             if changed:
                 raise ConversionError(
                     f"shard {job.shard.shard}: its source changed while it was being converted: "

@@ -6,6 +6,7 @@ Only metadata is read here (``meta/info.json``, ``meta/tasks.parquet``, ``meta/e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lerowds.convert.card import source_card_metadata
 from lerowds.errors import SourceError
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,9 @@ class SourceDataset:
     tasks: tuple[str, ...]  # position = task_index
     stats: dict[str, Any]
     episodes: tuple[SourceEpisode, ...]  # sorted by episode_index
+    card: dict[str, Any] = field(default_factory=dict, compare=False)  # README.md metadata (license, tags)
+    # fetched on demand (--max-source-disk): data/video file -> (size, Hub content id); empty: files under root
+    remote_files: dict[str, tuple[int, str]] = field(default_factory=dict, compare=False)
     _by_index: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,9 +136,25 @@ class SourceDataset:
             files.update(ref.path for _, ref in ep.videos)
         return sorted(files)
 
+    def file_size(self, rel: str) -> int:
+        """The size of a data or video file (from the Hub's listing when it is fetched on demand)."""
+        if rel in self.remote_files:
+            return self.remote_files[rel][0]
+        try:
+            return (self.root / rel).stat().st_size
+        except FileNotFoundError:
+            raise SourceError(f"{self.root / rel}: missing") from None
+
+    def file_ids(self) -> dict[str, tuple[int, int, int]]:
+        """The identity (``identity.FileId``) of files fetched on demand: size and the Hub's content id, which
+        stay the same when a freed file is fetched again (a stat's times would not)."""
+        digest = lambda oid: int(hashlib.sha256(oid.encode()).hexdigest()[:15], 16)
+        return {rel: (size, digest(oid), 0) for rel, (size, oid) in self.remote_files.items()}
+
     def check_files(self, episode_indices: Iterable[int]) -> None:
         """Raise SourceError naming the data/video files the given episodes need but that are missing."""
-        missing = [f for f in self.files_for(episode_indices) if not (self.root / f).is_file()]
+        here = lambda f: f in self.remote_files or (self.root / f).is_file()
+        missing = [f for f in self.files_for(episode_indices) if not here(f)]
         if missing:
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
             raise SourceError(
@@ -339,4 +360,5 @@ def load_local(root: str | Path, repo_id: str, revision: str | None = None) -> S
         tasks=load_tasks(root),
         stats=load_stats(root),
         episodes=load_episodes(root, info),
+        card=source_card_metadata(root),
     )
