@@ -252,3 +252,72 @@ def test_the_decoder_decodes_each_frame_of_a_run_once(video_small_converted: Pat
     n_runs = sum(-(-n // 4) for n in [6, 13, 8, 11, 7, 12, 9, 10])
     # each run: its frames once, plus at most its window's 2 frames before it and 1 to reach a keyframe
     assert frames < runs4["decoder_frames"] <= frames + 3 * n_runs < per_sample["decoder_frames"]
+
+
+@pytest.mark.parametrize(("old", "new"), [((2, 2, 4, 5), (3, 3, 5)), ((3, 0, 5, 4), (1, 2, 7))], ids=str)
+def test_elastic_resume_covers_the_rest_of_the_epoch_once(paths: Any, old: Any, new: Any) -> None:
+    """Saved on (world, workers, batch) after ``n`` batches, resumed on another topology: what the old run
+    consumed plus what the resumed run yields is the epoch once (but the remainder rule's drop)."""
+    from itertools import islice
+
+    from loader_helpers import loader
+
+    (w0, k0, b0, n), (w1, k1, b1) = old, new
+
+    def make(rank: int, world: int) -> LeRobotWebDataset:
+        return ds(paths, 4, 8, rank=rank, world_size=world, episode_pool_size=2)
+
+    def ids(batches: Any) -> list[int]:
+        return [i for b in batches for i in np.asarray(b["index"]).reshape(-1).tolist()]
+
+    consumed: list[int] = []
+    for rank in range(w0):
+        consumed += ids(islice(loader(make(rank, w0), batch_size=b0, num_workers=k0), n))
+    state = make(0, w0).state_dict(batches_consumed=n, batch_size=b0, epoch=0, num_workers=k0)
+    resumed = []
+    for rank in range(w1):
+        d = make(rank, w1)
+        d.load_state_dict(state)
+        resumed.append(ids(loader(d, batch_size=b1, num_workers=k1)))
+    assert len({len(r) for r in resumed}) == 1
+    after = [i for r in resumed for i in r]
+    both = consumed + after
+    assert len(set(both)) == len(both)  # nothing twice
+    epoch = FRAMES - FRAMES % w0  # the old topology's epoch
+    left = epoch - len(consumed)
+    assert len(after) == left - left % w1
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_remote_run_mode_equals_local_and_resumes(
+    video_small_converted: Path, tmp_path: Path, threads: int
+) -> None:
+    """Over a loopback HTTP server: the same samples in the same order as local, through the DataLoader path
+    (``threads=0``) and ``lerowds.Loader``; a state saved mid-epoch resumes to the same rest."""
+    from httpserver import LoopbackServer
+
+    def make(source: Any) -> LeRobotWebDataset:
+        return LeRobotWebDataset(
+            source,
+            delta_timestamps=DELTAS,
+            episode_pool_size=2,
+            seed=4,
+            run_length=4,
+            shuffle_buffer=6,
+            return_uint8=True,
+            cache_dir=tmp_path / "cache",
+        )
+
+    def ids(d: LeRobotWebDataset) -> list[int]:
+        batches = (
+            Loader(d, 5, num_threads=threads) if threads else torch.utils.data.DataLoader(d, batch_size=5)
+        )
+        return [i for b in batches for i in b["index"].tolist()]
+
+    local = ids(make(video_small_converted))
+    with LoopbackServer(video_small_converted) as srv:
+        assert ids(make(srv.url)) == local
+        if not threads:  # (the Loader's own resume: test_save_at_batch_boundaries_restore_yields_the_rest)
+            d = make(srv.url)
+            d.load_state_dict(make(srv.url).state_dict(batches_consumed=3, batch_size=5))
+            assert ids(d) == local[15:]
