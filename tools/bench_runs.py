@@ -10,6 +10,11 @@ samples of uint8 cameras per consumer thread). The figure to read is the median 
 ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run.
 
     python tools/bench_runs.py [--episodes 12 --length 90 --samples 600 --rounds 2 --runs 1:0 4:32 8:64 16:128]
+    python tools/bench_runs.py --quality [--runs ...]   # shuffle quality only, no decoding
+
+``--quality``: the shuffle figures of ``lerowds plan`` on one consumer of ``bench_scale.py``'s synthetic 4,000
+episodes (lognormal lengths 100-700), pool 64, batch 32, for each ``(r, S)``: distinct episodes per batch,
+same-episode pair rate, pairs within 10 frames of each other in one episode.
 """
 
 from __future__ import annotations
@@ -120,11 +125,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--quality", action="store_true", help="shuffle quality only (no dataset, no decoding)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("SVT_LOG", "1")
     torch.set_num_threads(1)
     runs = [tuple(int(x) for x in p.split(":")) for p in args.runs]
+    if args.quality:
+        print(quality(runs))
+        return
     roots = {
         g: build_dataset(args.workdir, args.episodes, args.length, args.fps, args.size, g) for g in args.gops
     }
@@ -145,6 +156,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(markdown(rows, gop_seen))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+
+
+def quality(runs: Sequence[tuple[int, int]], episodes: int = 4000, pool: int = 64, batch: int = 32) -> str:
+    """The shuffle figures of each ``(r, S)`` on one consumer of synthetic episodes, as a markdown table."""
+    from bench_scale import synthetic_lengths
+
+    from lerowds.reader.extras.dryrun import ideal_shuffle
+    from lerowds.reader.extras.dryrun_runs import run_batch_quality, run_stream
+    from lerowds.reader.order.segments import SegmentArray
+
+    lengths = synthetic_lengths(episodes, seed=5)
+    segs = SegmentArray(np.arange(episodes), np.zeros(episodes, np.int64), lengths)
+    kw = {"pool_size": pool, "seed": 0, "epoch": 0, "rank": 0, "worker": 0, "shuffle": True}
+    lines = ["| r | S | distinct episodes per batch | same-episode pair rate | pairs within 10 frames |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for r, s in runs:
+        got = run_batch_quality([run_stream(segs, run_length=r, shuffle_buffer=s, **kw)], batch_size=batch)
+        assert got is not None
+        lines.append(f"| {r} | {s} | {got[1]:.2f} | {got[2]:.4f} | {got[3]:.4f} |")
+    ideal = ideal_shuffle(lengths, batch_size=batch)
+    lines.append(f"| ideal global shuffle | | {ideal.distinct_episodes:.2f} | {ideal.collision_rate:.4f} | |")
+    return "\n".join(lines)
 
 
 def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
