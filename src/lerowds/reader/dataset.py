@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.errors import ConfigError
 from lerowds.format import parse_size
 from lerowds.format.table import compact_int
 from lerowds.reader.env import Consumer
@@ -38,7 +38,7 @@ from lerowds.reader.order.ranks import (
     rank_plan,
     worker_segments,
 )
-from lerowds.reader.order.runs import BufferKeys, RunOrder
+from lerowds.reader.order.runs import RunOrder, check_saved_runs
 from lerowds.reader.pipeline import ConsumerConfig, consume
 from lerowds.reader.sample.augment import DeferredTransforms, sample_seed
 from lerowds.reader.sample.build import SampleSpec
@@ -231,13 +231,7 @@ class LeRobotWebDataset(StreamDataset):
         """Resume (see ``StreamDataset.load_state_dict``); a state saved before run mode existed was saved
         with ``run_length=1, shuffle_buffer=0`` and resumes only under them."""
         saved = state.get("config") if isinstance(state, Mapping) else None
-        if isinstance(saved, Mapping) and "order_version" in saved:
-            for name, default in (("run_length", 1), ("shuffle_buffer", 0)):
-                if saved.get(name, default) != getattr(self, name):
-                    raise ResumeMismatchError(
-                        f"resume state was saved with {name}={saved.get(name, default)!r} but this run has "
-                        f"{name}={getattr(self, name)!r}"
-                    )
+        check_saved_runs(saved, self.run_length, self.shuffle_buffer)
         super().load_state_dict(state)
 
     # ------------------------------------------------------------------------------------------ iteration
@@ -290,6 +284,7 @@ class LeRobotWebDataset(StreamDataset):
         order = RunOrder(
             segments,
             run_length=self.run_length,
+            shuffle_buffer=self.shuffle_buffer,
             pool_size=self.episode_pool_size,
             seed=self.seed,
             epoch=epoch,
@@ -299,13 +294,7 @@ class LeRobotWebDataset(StreamDataset):
             sizes=self._store.table["size"][rows] if self.pool_byte_budget is not None else None,
             byte_budget=self.pool_byte_budget,
         )
-        keys, lo, done = None, skip, frozenset[int]()
-        if self.shuffle_buffer:
-            keys = BufferKeys(
-                self.shuffle_buffer, seed=self.seed, epoch=epoch, rank=consumer.rank, worker=consumer.worker
-            )
-            lo, done = keys.emitted(skip, order.total)  # the buffer's emitted samples: integers only
-        order.start_at(lo, done)  # integers only: no episode is read for the skipped part
+        order.seek(skip)  # integers only: no episode is read for the skipped part
         first = min(order.pool, default=len(segments))
         info = get_worker_info()
         self._store.prefetch(rows[first:].tolist(), workers=1 if info is None else info.num_workers)
@@ -317,7 +306,7 @@ class LeRobotWebDataset(StreamDataset):
             stats=None if self._stats is None else self._stats.slot(slot),
             board=self._stats,
             log_every_s=self._stats_log_every_s if consumer.worker == 0 or info is None else None,
-            buffer_keys=None if keys is None else keys.keys,
+            buffer_keys=order.buffer_keys,
         )
         return samples if self._deferred is None else self._deferred.apply(samples, epoch)
 

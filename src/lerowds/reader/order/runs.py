@@ -28,13 +28,13 @@ the pool's own skip.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
-from lerowds.errors import ConfigError
+from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.order.events import Emit, PoolEvent
 from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.lifetimes import frame_keys
@@ -126,9 +126,18 @@ def shuffle_buffer(items: Iterable[tuple[int, T]], keys: Callable[[np.ndarray], 
 class RunOrder:
     """One consumer's run stream (module docstring): ``start_at(j)`` then ``events()``."""
 
-    def __init__(self, segments: Sequence[Segment] | SegmentArray, *, run_length: int, **pool: Any) -> None:
+    def __init__(
+        self,
+        segments: Sequence[Segment] | SegmentArray,
+        *,
+        run_length: int,
+        shuffle_buffer: int = 0,
+        **pool: Any,
+    ) -> None:
         check_int("run_length", run_length, 1)
         self.run_length = run_length
+        ids = {k: pool[k] for k in ("seed", "epoch", "rank", "worker")}
+        self.buffer = BufferKeys(shuffle_buffer, **ids) if shuffle_buffer else None
         self._segs = SegmentArray.of(segments)
         self._units = self._segs if run_length == 1 else run_units(self._segs, run_length)
         self._pool = pool
@@ -145,6 +154,19 @@ class RunOrder:
     def total(self) -> int:
         """Samples of the consumer."""
         return self._segs.num_frames
+
+    @property
+    def buffer_keys(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The shuffle buffer's key function (None without a buffer: samples leave in arrival order)."""
+        return None if self.buffer is None else self.buffer.keys
+
+    def seek(self, emitted: int) -> None:
+        """Resume after ``emitted`` samples out of the buffer (integers only): start at the first sample not
+        out, leaving out the later ones already out (at most ``S``)."""
+        if self.buffer is None:
+            self.start_at(emitted)
+        else:
+            self.start_at(*self.buffer.emitted(emitted, self.total))
 
     def start_at(self, lo: int, emitted: frozenset[int] = frozenset()) -> None:
         """Start at arrival position ``lo`` (integers only), leaving out the positions in ``emitted``."""
@@ -194,3 +216,15 @@ class RunOrder:
                 frames = tuple(f for f in frames if first + f - start >= lo and first + f - start not in done)
             if frames:
                 yield EmitRun(ev.index, ev.episode, start, frames, first)
+
+
+def check_saved_runs(saved: Any, run_length: int, shuffle_buffer: int) -> None:
+    """A resume state's ``config`` must have this run mode; one saved before run mode existed (it has an
+    ``order_version`` but no ``run_length``) was saved with ``run_length=1, shuffle_buffer=0``."""
+    if not isinstance(saved, Mapping) or "order_version" not in saved:
+        return
+    for name, default, now in (("run_length", 1, run_length), ("shuffle_buffer", 0, shuffle_buffer)):
+        if saved.get(name, default) != now:
+            raise ResumeMismatchError(
+                f"resume state was saved with {name}={saved.get(name, default)!r} but this run has {name}={now!r}"
+            )
