@@ -5,8 +5,8 @@ does (two 240x320 AV1 cameras, libsvtav1, camera-like texture, window t-2..t on 
 chunk), once per ``--gops`` value (the v3 writer's ``gop``; the mean keyframe interval of a converted clip is
 printed). Then, interleaved over ``--rounds``: ``lerowds.Loader(ds, 32, num_threads=2)`` with uint8 cameras
 for each ``(r, S)`` of ``--runs``: samples/s after the first batch, decoded frames per sample per camera
-(every frame the decoder produced, ``ds.stats()["decoder_frames"]``), and the buffer's memory (``S + r``
-samples of uint8 cameras per consumer thread). The figure to read is the median over rounds of each round's
+(every frame the decoder produced, ``ds.stats()["decoder_frames"]``), and the buffer's memory per consumer
+thread (``dryrun_runs.buffer_bytes``: the decoded frames of the runs its waiting samples come from). The figure to read is the median over rounds of each round's
 ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run.
 
     python tools/bench_runs.py [--episodes 12 --length 90 --samples 600 --rounds 2 --runs 1:0 4:32 8:64 16:128]
@@ -39,6 +39,7 @@ from bench_reader import textured_frame
 from lerowds import LeRobotWebDataset, Loader
 from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.pyav import PyAVClipDecoder
+from lerowds.reader.extras.dryrun_runs import buffer_bytes
 
 logger = logging.getLogger("bench_runs")
 CAMERAS = ("observation.images.cam_0", "observation.images.cam_1")
@@ -144,13 +145,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     delta: dict[str, list[float]] = {k: [o / args.fps for o in (-2, -1, 0)] for k in CAMERAS}
     delta["action"] = [i / args.fps for i in range(10)]
     h, w = (int(v) for v in args.size.split("x"))
-    sample_bytes = len(CAMERAS) * 3 * h * w * 3  # a sample's windows, uint8
+    frame_bytes = len(CAMERAS) * h * w * 3  # a frame of every camera, uint8 (as decoded)
     rows = []
     for rnd in range(args.rounds):
         for g, root in roots.items():
             for r, s in runs:
                 row = {"round": rnd, "gop": g, "r": r, "S": s} | run_once(root, delta, r, s, args.samples)
-                row["buffer_mb"] = 0.0 if (r, s) == (1, 0) else (s + r) * sample_bytes / 1e6
+                row["buffer_mb"] = buffer_bytes(r, s, frame_bytes, span=2) / 1e6
                 rows.append(row)
                 logger.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
     print(markdown(rows, gop_seen))

@@ -20,7 +20,7 @@ from lerowds.reader.order.segments import Segment
 from lerowds.reader.pipeline import Fetched, decode, fetch, rows
 from lerowds.reader.sample.build import SampleSpec
 from lerowds.reader.sample.episode import EpisodeRows
-from lerowds.reader.sample.stages import Built, Run, build, run_positions, transformed
+from lerowds.reader.sample.stages import Built, Run, build, pending, run_positions, transformed
 from lerowds.reader.sample.windows import DeltaWindows
 
 CAM = "observation.images.front"
@@ -123,8 +123,8 @@ def test_build_shares_a_runs_frames_and_equals_one_sample_at_a_time() -> None:
     ep = episode_rows(2, 5)
     decoders = FakeDecoders()
     s = spec()
-    whole = list(build(decode([Run(ep, 0, (0, 1, 2, 3, 4), 7)], decoders, s), s))
-    single = [b for f in range(5) for b in build(decode([Run(ep, f, (f,), 7 + f)], decoders, s), s)]
+    whole = list(build(pending(decode([Run(ep, 0, (0, 1, 2, 3, 4), 7)], decoders, s)), s))
+    single = [b for f in range(5) for b in build(pending(decode([Run(ep, f, (f,), 7 + f)], decoders, s)), s)]
     assert [b.j for b in whole] == [b.j for b in single] == [7, 8, 9, 10, 11]
     assert [b.index for b in whole] == list(range(200, 205))
     for a, b in zip(whole, single):

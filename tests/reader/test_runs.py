@@ -321,3 +321,24 @@ def test_remote_run_mode_equals_local_and_resumes(
             d = make(srv.url)
             d.load_state_dict(make(srv.url).state_dict(batches_consumed=3, batch_size=5))
             assert ids(d) == local[15:]
+
+
+def _noise(t: torch.Tensor) -> torch.Tensor:
+    return t + torch.rand(())  # draws from the sample's seeded RNG
+
+
+def _tag(sample: dict[str, Any]) -> dict[str, Any]:
+    sample["tag"] = torch.rand(2)
+    return sample
+
+
+def test_seeded_transforms_give_the_same_values_in_run_mode(video_small_converted: Path) -> None:
+    """Transforms run as each sample leaves the buffer, under its own seed: the per-sample order's values."""
+    kw = {"image_transforms": _noise, "transform": _tag}
+    want = samples_by_index(video_small_converted, 1, 0, **kw)
+    got = samples_by_index(video_small_converted, 4, 8, **kw)
+    for i, sample in got.items():
+        for key, value in sample.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, want[i][key]), (i, key)
+    assert len({float(s["tag"][0]) for s in got.values()}) == len(got)

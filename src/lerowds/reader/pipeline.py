@@ -1,11 +1,12 @@
 """One consumer's sample path as stages, iterator in, iterator out:
 
-    pool events -> admit (residency) -> bytes -> rows -> decode -> build -> transform [-> shuffle buffer]
+    pool events -> admit (residency) -> bytes -> rows -> decode -> pending [-> shuffle buffer] -> build -> transform
 
 ``admit`` turns the pool's segment events into episode ``Load`` / ``Release``; ``bytes`` fetches a loaded
 episode's parquet member; ``rows`` parses it and turns each emitted run into a ``Run`` of that episode's rows;
-``decode`` decodes the frames a run's samples need (one call per camera); ``build`` and ``transform``
-(``sample/stages.py``) make the samples; the shuffle buffer (``order/runs.py``) reorders them in run mode.
+``decode`` decodes the frames a run's samples need (one call per camera); ``pending`` lists the run's
+samples to build; in run mode the shuffle buffer (``order/runs.py``) reorders them, holding each run's
+decoded frames once; ``build`` and ``transform`` (``sample/stages.py``) make each sample as it leaves.
 Stats are one wrapping layer (``extras/stats.StatsTap``) around the store, the decoders and the streams.
 """
 
@@ -26,7 +27,7 @@ from lerowds.reader.order.events import Load, Release, residency
 from lerowds.reader.order.runs import EmitRun, shuffle_buffer
 from lerowds.reader.sample.build import SampleSpec
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
-from lerowds.reader.sample.stages import Decoded, Run, build, run_positions, transformed
+from lerowds.reader.sample.stages import Decoded, Run, build, pending, run_positions, transformed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -158,14 +159,11 @@ def consume(
     plain = dataclasses.replace(cfg.spec, image_transforms=None)  # transforms are the next stage's
     try:
         runs = rows(fetch(tap.events(residency(events)), store, cfg.row_of), cfg)
-        built = build(decode(runs, tap.decoders(decoders), cfg.spec), plain)
-        done = transformed(built, cfg.spec, cfg.transform, seed=cfg.seed, epoch=epoch)
-        samples = (
-            (b.sample for b in done)
-            if buffer_keys is None
-            else shuffle_buffer(((b.j, b.sample) for b in done), buffer_keys)
-        )
-        yield from tap.samples(samples)
+        waiting = pending(decode(runs, tap.decoders(decoders), cfg.spec))
+        if buffer_keys is not None:  # the buffer holds decoded runs, not built samples
+            waiting = shuffle_buffer(((p.j, p) for p in waiting), buffer_keys)
+        done = transformed(build(waiting, plain), cfg.spec, cfg.transform, seed=cfg.seed, epoch=epoch)
+        yield from tap.samples(b.sample for b in done)
     finally:
         # The iteration is over (exhausted, broken off, or failed): close decoders, stop the store's
         # background downloads and release what the pool still held, so no thread outlives the epoch.

@@ -28,7 +28,7 @@ from lerowds.reader.decode.cache import DecoderCache, make_decoder
 from lerowds.reader.order.draws import UniformDraws, swap_remove_pool
 from lerowds.reader.sample.build import SampleSpec
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
-from lerowds.reader.sample.stages import Decoded, Run, build, run_positions
+from lerowds.reader.sample.stages import Decoded, Run, build, pending, run_positions
 from lerowds.reader.sample.windows import DeltaWindows, validate_delta_timestamps
 
 
@@ -160,7 +160,7 @@ def _decode_frames(
             for key in spec.video_keys:
                 positions = run_positions(spec, key, run)
                 video[key] = (positions, decode(key, positions))
-            yield from (built.sample for built in build([Decoded(run, video)], spec))
+            yield from (built.sample for built in build(pending([Decoded(run, video)]), spec))
     finally:
         decoders.close()
 

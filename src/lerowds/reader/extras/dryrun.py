@@ -298,7 +298,7 @@ def plan_dataset(
         if quality is not None:
             sweep.append(quality)
     chosen = next((q for q in sweep if q.pool_size == episode_pool_size), None)
-    frame_bytes = sample_camera_bytes(index.features, tuple(index.video_keys) + tuple(index.image_keys))
+    frame_bytes = sample_camera_bytes(index.features, tuple(index.video_keys))
     runs = []
     for r, s in sorted(set(RUN_SWEEP if run_sweep is None else run_sweep) | {(run_length, shuffle_buffer)}):
         streams = [

@@ -1,7 +1,7 @@
 """``lerowds plan`` for run mode (``run_length=r``, ``shuffle_buffer=S``): a consumer's sample stream in the order
 ``LeRobotWebDataset`` emits it (``order/runs.py``, vectorised), the shuffle figures of its DataLoader batches
 (distinct episodes, same-episode pairs, and pairs within ``k`` frames of each other in one episode) and the
-buffer's memory (``S`` built samples plus a run's decoded frames)."""
+buffer's memory (the decoded frames of the runs its waiting samples come from)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ class RunQuality:
     """Rank 0's full batches of an epoch under ``(run_length, shuffle_buffer)`` (DataLoader order, at most
     ``limit`` samples per worker from the epoch's start): mean distinct episodes per batch, mean fraction of
     a batch's pairs from one episode, and from one episode within ``near_frames`` frames; the buffer's peak
-    memory per consumer, cameras as uint8 (float32: 4x)."""
+    memory per consumer (decoded uint8 frames, whatever the cameras' output type; ``buffer_bytes``)."""
 
     run_length: int
     shuffle_buffer: int
@@ -116,8 +116,11 @@ def sample_camera_bytes(features: dict[str, Any], camera_keys: Sequence[str]) ->
 
 
 def buffer_bytes(run_length: int, shuffle_buffer: int, frame_bytes: int, span: int = 0) -> int:
-    """Peak bytes a consumer's run mode holds, uint8 cameras: ``S`` built samples and the samples of the run
-    being built, each a frame per camera (``span``: extra window frames of a run's decode)."""
-    if run_length == 1 and shuffle_buffer == 0:
+    """Peak bytes a consumer's shuffle buffer holds (``frame_bytes``: a frame of every camera, uint8 as
+    decoded): its at most ``S + 1`` waiting samples come from at most ``ceil(S / r) + 1`` runs, plus the run
+    being decoded, each holding ``r + span`` decoded frames per camera (``span``: how far the windows reach
+    before a run's first frame and after its last)."""
+    if shuffle_buffer == 0:
         return 0
-    return (shuffle_buffer + run_length + span) * frame_bytes
+    runs = -(-shuffle_buffer // run_length) + 2
+    return runs * (run_length + span) * frame_bytes

@@ -93,7 +93,7 @@ def _run_lines(r: PlanReport) -> list[str]:
     lines = [
         "",
         f"run mode at episode_pool_size={r.episode_pool_size} (rank 0, first batches of epoch {r.epoch}; "
-        + "buffer: built samples per consumer, uint8 cameras, float32 4x)",
+        + "buffer: the decoded frames of the runs it holds, per consumer)",
         f"  run_length shuffle_buffer  distinct/batch  same-episode  within {r.near_frames} frames  buffer",
     ]
     for q in r.run_sweep:

@@ -1,5 +1,6 @@
 """The sample half of a consumer's path as stages, iterator in, iterator out: decoded runs -> built samples ->
-transformed samples. A **run** is frames ``[start, start + r)`` of one episode whose samples are built from one
+transformed samples (``pending`` in between: the shuffle buffer reorders pending samples, which hold their
+run's decoded frames once, and each is built as it leaves). A **run** is frames ``[start, start + r)`` of one episode whose samples are built from one
 decode (``r = 1``: one frame, today's per-sample path); every item carries its sample's arrival position ``j``
 in the consumer's stream (what the shuffle buffer orders by)."""
 
@@ -65,10 +66,32 @@ def _lookup(positions: np.ndarray, frames: np.ndarray, wanted: np.ndarray) -> np
     return frames[idx]
 
 
-def build(decoded: Iterable[Decoded], spec: SampleSpec) -> Iterator[Built]:
-    """Stage: each decoded run -> its samples (frames shared between overlapping windows); no transforms."""
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Frame ``frame`` of a decoded run, to be built: its arrival position ``j`` and the index its transforms
+    are seeded by. Pending samples of one run share its decoded frames (held until the last one is built)."""
+
+    j: int
+    index: int
+    decoded: Decoded
+    frame: int
+
+
+def pending(decoded: Iterable[Decoded]) -> Iterator[Pending]:
+    """Stage: each decoded run -> one pending sample per frame to build, in frame order."""
     for item in decoded:
-        run, video = item.run, item.video
+        run = item.run
+        index_col = run.rows.columns.get("index")
+        for f in run.frames:
+            index = int(index_col[f]) if index_col is not None else f
+            yield Pending(run.first + f - run.start, index, item, f)
+
+
+def build(items: Iterable[Pending], spec: SampleSpec) -> Iterator[Built]:
+    """Stage: each pending sample -> the built sample (frames shared between overlapping windows); no
+    transforms."""
+    for item in items:
+        run, video = item.decoded.run, item.decoded.video
         single = len(run.frames) == 1
 
         def frames_of(
@@ -77,10 +100,7 @@ def build(decoded: Iterable[Decoded], spec: SampleSpec) -> Iterator[Built]:
             positions, frames = video[key]
             return frames if single else _lookup(positions, frames, wanted)
 
-        index_col = run.rows.columns.get("index")
-        for f in run.frames:
-            index = int(index_col[f]) if index_col is not None else f
-            yield Built(run.first + f - run.start, index, build_sample(run.rows, f, spec, frames_of))
+        yield Built(item.j, item.index, build_sample(run.rows, item.frame, spec, frames_of))
 
 
 def apply_transforms(
