@@ -19,6 +19,8 @@ def _plan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, required=True, help="DataLoader batch size")
     p.add_argument("--episode-pool-size", type=int, default=64, help="episodes per pool (default 64)")
     p.add_argument("--pool-byte-budget", help="bound on a pool's stored episode bytes, e.g. 512MB")
+    p.add_argument("--run-length", type=int, default=1, help="run mode: frames per run (default 1)")
+    p.add_argument("--shuffle-buffer", type=int, default=0, help="run mode: samples buffered (default 0)")
     p.add_argument("--seed", type=int, default=0, help="order seed (default 0)")
     p.add_argument("--epoch", type=int, default=0, help="epoch to plan (default 0)")
     p.add_argument("--remainder", choices=("drop", "repeat"), default="drop", help="default drop")
@@ -44,6 +46,8 @@ def _plan(args: argparse.Namespace) -> int:
         seed=args.seed,
         epoch=args.epoch,
         remainder=args.remainder,
+        run_length=args.run_length,
+        shuffle_buffer=args.shuffle_buffer,
     )
     if args.plot is not None:
         log.info("plot written to %s", plot_plan(report, args.plot))

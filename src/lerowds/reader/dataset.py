@@ -29,7 +29,8 @@ from lerowds.reader.extras.stats import StatsBoard
 from lerowds.reader.io.options import RemoteOptions
 from lerowds.reader.io.store import EpisodeStore, open_store
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.order.pool import ORDER_VERSION, PoolOrder
+from lerowds.reader.order.ints import check_int
+from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.order.ranks import (
     Remainder,
     consumer_sample_count,
@@ -37,6 +38,7 @@ from lerowds.reader.order.ranks import (
     rank_plan,
     worker_segments,
 )
+from lerowds.reader.order.runs import RunOrder, check_saved_runs
 from lerowds.reader.pipeline import ConsumerConfig, consume
 from lerowds.reader.sample.augment import DeferredTransforms, sample_seed
 from lerowds.reader.sample.build import SampleSpec
@@ -76,6 +78,10 @@ class LeRobotWebDataset(StreamDataset):
         verify_crc: check each episode's bytes against the CRC-32 in ``episodes.parquet`` when a process
             first admits it (a corrupt shard is a ``FormatError`` naming episode and shard); ``False`` skips
             it for local shards you have verified (remote downloads are always checked).
+        run_length, shuffle_buffer: run mode (docs/ORDER.md): the pool draws runs of ``run_length``
+            consecutive frames of one episode, decoded in one forward pass per camera, and a buffer of
+            ``shuffle_buffer`` decoded samples emits them in a seeded order. The defaults (1, 0) are the
+            per-sample order; every frame still comes exactly once per epoch and resume stays exact.
     """
 
     def __init__(
@@ -103,8 +109,13 @@ class LeRobotWebDataset(StreamDataset):
         stats: bool = False,
         stats_log_every_s: float | None = None,
         verify_crc: bool = True,
+        run_length: int = 1,
+        shuffle_buffer: int = 0,
     ) -> None:
         super().__init__()
+        check_int("run_length", run_length, 1)
+        check_int("shuffle_buffer", shuffle_buffer)
+        self.run_length, self.shuffle_buffer = run_length, shuffle_buffer
         if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
             raise ConfigError(f"episode_pool_size must be an integer >= 1, got {episode_pool_size!r}")
         if not isinstance(seed, int) or seed < 0:
@@ -211,7 +222,16 @@ class LeRobotWebDataset(StreamDataset):
             "num_frames": self.num_frames,
             "episodes": hashlib.blake2b(self._episode_ids.astype("<i8").tobytes(), digest_size=8).hexdigest(),
             "order_version": ORDER_VERSION,
+            "run_length": self.run_length,
+            "shuffle_buffer": self.shuffle_buffer,
         }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume (see ``StreamDataset.load_state_dict``); a state saved before run mode existed was saved
+        with ``run_length=1, shuffle_buffer=0`` and resumes only under them."""
+        saved = state.get("config") if isinstance(state, Mapping) else None
+        check_saved_runs(saved, self.run_length, self.shuffle_buffer)
+        super().load_state_dict(state)
 
     # ------------------------------------------------------------------------------------------ iteration
     def _segments(self, epoch: int, consumer: Consumer):
@@ -260,8 +280,10 @@ class LeRobotWebDataset(StreamDataset):
         """The samples consumer ``consumer`` yields in ``epoch`` after its first ``skip`` (a pure replay)."""
         segments = self._segments(epoch, consumer)
         rows = self._row_of.rows(segments.episode)
-        order = PoolOrder(
+        order = RunOrder(
             segments,
+            run_length=self.run_length,
+            shuffle_buffer=self.shuffle_buffer,
             pool_size=self.episode_pool_size,
             seed=self.seed,
             epoch=epoch,
@@ -271,7 +293,7 @@ class LeRobotWebDataset(StreamDataset):
             sizes=self._store.table["size"][rows] if self.pool_byte_budget is not None else None,
             byte_budget=self.pool_byte_budget,
         )
-        order.skip(skip)  # integers only: no episode is read for the skipped part
+        order.seek(skip)  # integers only: no episode is read for the skipped part
         first = min(order.pool, default=len(segments))
         info = get_worker_info()
         self._store.prefetch(rows[first:].tolist(), workers=1 if info is None else info.num_workers)
@@ -283,6 +305,7 @@ class LeRobotWebDataset(StreamDataset):
             stats=None if self._stats is None else self._stats.slot(slot),
             board=self._stats,
             log_every_s=self._stats_log_every_s if consumer.worker == 0 or info is None else None,
+            buffer_keys=order.buffer_keys,
         )
         return samples if self._deferred is None else self._deferred.apply(samples, epoch)
 

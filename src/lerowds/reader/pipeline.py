@@ -1,10 +1,19 @@
-"""One consumer's sample loop: pool events in, samples out (admit → tabular rows, emit → decode + build)."""
+"""One consumer's sample path as stages, iterator in, iterator out:
+
+    pool events -> admit (residency) -> bytes -> rows -> decode -> pending [-> shuffle buffer] -> build -> transform
+
+``admit`` turns the pool's segment events into episode ``Load`` / ``Release``; ``bytes`` fetches a loaded
+episode's parquet member; ``rows`` parses it and turns each emitted run into a ``Run`` of that episode's rows;
+``decode`` decodes the frames a run's samples need (one call per camera); ``pending`` lists the run's
+samples to build; in run mode the shuffle buffer (``order/runs.py``) reorders them, holding each run's
+decoded frames once; ``build`` and ``transform`` (``sample/stages.py``) make each sample as it leaves.
+Stats are one wrapping layer (``extras/stats.StatsTap``) around the store, the decoders and the streams.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterator, Mapping
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +21,13 @@ import numpy as np
 
 from lerowds.reader.decode.base import ClipContext, ClipDecoder
 from lerowds.reader.decode.cache import DecoderCache, make_decoder
-from lerowds.reader.extras.stats import StatsBoard, StatsSlot
+from lerowds.reader.extras.stats import NoStats, StatsBoard, StatsSlot, StatsTap
 from lerowds.reader.io.store import EpisodeStore
-from lerowds.reader.order.events import Admit, Emit, Evict, Load, residency
-from lerowds.reader.sample.augment import sample_seed, seeded_rng
-from lerowds.reader.sample.build import SampleSpec, build_sample
+from lerowds.reader.order.events import Load, Release, residency
+from lerowds.reader.order.runs import EmitRun, shuffle_buffer
+from lerowds.reader.sample.build import SampleSpec
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
-
-logger = logging.getLogger(__name__)
+from lerowds.reader.sample.stages import Decoded, Run, build, pending, run_positions, transformed
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -37,29 +45,27 @@ class ConsumerConfig:
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     where: str = ""
 
-    @property
-    def seeded(self) -> bool:
-        """Transforms run under a per-sample seed so a resumed run augments identically."""
-        return self.transform is not None or self.spec.image_transforms is not None
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A loaded episode's parquet member."""
+
+    episode: int
+    data: bytes
 
 
-def consume(
-    events: Iterator[Admit | Emit | Evict],
-    cfg: ConsumerConfig,
-    *,
-    epoch: int,
-    stats: StatsSlot | None = None,
-    board: StatsBoard | None = None,
-    log_every_s: float | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Turn a consumer's pool events into samples; only emitted frames (and their windows) are decoded."""
-    store, spec = cfg.store, cfg.spec
-    rows_of: dict[int, EpisodeRows] = {}  # resident episode -> rows, shared by its segments in the pool
-    decoders: DecoderCache[tuple[int, str]] = DecoderCache(cfg.decoder_cache_size)
-    next_log = time.perf_counter() + log_every_s if log_every_s else None
+class Decoders:
+    """A consumer's open decoders, one per (episode, camera) of its pool (an LRU), and the frames they
+    produced (``produced``: those decoded only to reach a target included, where the backend counts them)."""
 
-    def open_decoder(rows: EpisodeRows, key: str) -> ClipDecoder:
-        clip = store.clip(cfg.row_of[rows.episode_index], key)
+    def __init__(self, cfg: ConsumerConfig, store: EpisodeStore) -> None:
+        self._cfg, self._store = cfg, store
+        self._cache: DecoderCache[tuple[int, str]] = DecoderCache(cfg.decoder_cache_size)
+        self.produced = 0
+
+    def _open(self, rows: EpisodeRows, key: str) -> ClipDecoder:
+        cfg = self._cfg
+        clip = self._store.clip(cfg.row_of[rows.episode_index], key)
         context = ClipContext(rows.episode_index, key)
         return make_decoder(  # channels first: the CHW tensors of build_sample need no transposing copy
             cfg.decoder,
@@ -69,72 +75,104 @@ def consume(
             context,
             tolerance_s=cfg.tolerance_s,
             channels_first=True,
-            frame_size=store.index.frame_size(key),
+            frame_size=cfg.store.index.frame_size(key),
         )
 
-    def decode(rows: EpisodeRows, key: str, positions: np.ndarray) -> np.ndarray:
-        cache_key = (rows.episode_index, key)
-        if stats is None:
-            return decoders.get(cache_key, lambda: open_decoder(rows, key)).frames(positions.tolist())
-        stats.add("decoder_hits" if cache_key in decoders else "decoder_misses", 1)
-        t0 = time.perf_counter()
-        frames = decoders.get(cache_key, lambda: open_decoder(rows, key)).frames(positions.tolist())
-        stats.add("decode_s", time.perf_counter() - t0)
-        stats.add("frames_decoded", len(positions))
+    def is_open(self, rows: EpisodeRows, key: str) -> bool:
+        return (rows.episode_index, key) in self._cache
+
+    def frames(self, rows: EpisodeRows, key: str, positions: np.ndarray) -> np.ndarray:
+        decoder = self._cache.get((rows.episode_index, key), lambda: self._open(rows, key))
+        before = getattr(decoder, "decoded", None)
+        frames = decoder.frames(positions.tolist())
+        self.produced += len(positions) if before is None else decoder.decoded - before
         return frames
 
-    def admit(episode: int) -> None:
-        row = cfg.row_of[episode]
-        t0 = time.perf_counter() if stats is not None else 0.0
-        data = store.parquet_bytes(row)
-        length = int(store.table["length"][row])
-        rows_of[episode] = parse_episode_rows(
-            data, episode_index=episode, length=length, image_keys=spec.image_keys, where=cfg.where
-        )
-        if stats is not None:
-            size = int(store.table["size"][row])
-            stats.add("fetch_s", time.perf_counter() - t0)
-            stats.add("fetch_bytes", len(data))
-            stats.add("episodes_admitted", 1)
-            stats.add("pool_episodes", 1)
-            stats.add("pool_bytes", size)
-            stats.set("pool_bytes_peak", max(stats.get("pool_bytes_peak"), stats.get("pool_bytes")))
+    def discard(self, episode: int, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._cache.discard((episode, key))
 
-    def evict(episode: int) -> None:
-        del rows_of[episode]
+    def close(self) -> None:
+        self._cache.close()
+
+
+# ---- stages ---------------------------------------------------------------------------------------------
+def fetch(events: Iterable[Any], store: EpisodeStore, row_of: Mapping[int, int]) -> Iterator[Any]:
+    """Stage ``bytes``: ``Load`` -> ``Fetched`` (the episode's parquet member); ``Release`` also releases the
+    episode's bytes in the store; emits pass."""
+    for ev in events:
+        if isinstance(ev, Load):
+            yield Fetched(ev.episode, store.parquet_bytes(row_of[ev.episode]))
+            continue
+        if isinstance(ev, Release):
+            store.release(row_of[ev.episode])
+        yield ev
+
+
+def rows(items: Iterable[Any], cfg: ConsumerConfig) -> Iterator[Run | Release]:
+    """Stage ``rows``: parse each fetched episode (held while resident); each ``EmitRun`` -> a ``Run`` of its
+    episode's rows; ``Release`` drops them and passes."""
+    held: dict[int, EpisodeRows] = {}  # resident episode -> rows, shared by its segments in the pool
+    lengths, row_of, image_keys = cfg.store.table["length"], cfg.row_of, cfg.spec.image_keys
+    for item in items:
+        if isinstance(item, EmitRun):
+            yield Run(held[item.episode], item.start, item.frames, item.first)
+        elif isinstance(item, Fetched):
+            length = int(lengths[row_of[item.episode]])
+            held[item.episode] = parse_episode_rows(
+                item.data, episode_index=item.episode, length=length, image_keys=image_keys, where=cfg.where
+            )
+        else:
+            del held[item.episode]
+            yield item
+
+
+def decode(items: Iterable[Run | Release], decoders: Decoders, spec: SampleSpec) -> Iterator[Decoded]:
+    """Stage ``decode``: each run's frames per camera in one decoder call; ``Release`` closes the episode's
+    decoders."""
+    for item in items:
+        if isinstance(item, Release):
+            decoders.discard(item.episode, spec.video_keys)
+            continue
+        video = {}
         for key in spec.video_keys:
-            decoders.discard((episode, key))
-        store.release(cfg.row_of[episode])
-        if stats is not None:
-            stats.add("pool_episodes", -1)
-            stats.add("pool_bytes", -int(store.table["size"][cfg.row_of[episode]]))
+            positions = run_positions(spec, key, item)
+            video[key] = (positions, decoders.frames(item.rows, key, positions))
+        yield Decoded(item, video)
 
-    def build(rows: EpisodeRows, frame: int) -> dict[str, Any]:
-        def video(key: str, positions: np.ndarray) -> np.ndarray:
-            return decode(rows, key, positions)
 
-        if not cfg.seeded:
-            return build_sample(rows, frame, spec, video)
-        index = int(rows.columns["index"][frame]) if "index" in rows.columns else frame
-        with seeded_rng(sample_seed(cfg.seed, epoch, index)):
-            sample = build_sample(rows, frame, spec, video)
-            return cfg.transform(sample) if cfg.transform is not None else sample
-
+def consume(
+    events: Iterable[Any],
+    cfg: ConsumerConfig,
+    *,
+    epoch: int,
+    stats: StatsSlot | None = None,
+    board: StatsBoard | None = None,
+    log_every_s: float | None = None,
+    buffer_keys: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Turn a consumer's pool events (emits as ``EmitRun``) into samples; only emitted frames (and their
+    windows) are decoded. ``buffer_keys``: the shuffle buffer's keys (run mode), None for arrival order."""
+    table = cfg.store.table
+    tap = (
+        NoStats()
+        if stats is None
+        else StatsTap(
+            stats, lambda e: int(table["size"][cfg.row_of[e]]), board=board, log_every_s=log_every_s
+        )
+    )
+    store = tap.store(cfg.store)
+    decoders = Decoders(cfg, store)
+    plain = dataclasses.replace(cfg.spec, image_transforms=None)  # transforms are the next stage's
     try:
-        for ev in residency(events):  # episode Load / Release from the pool's Admit / Evict
-            if isinstance(ev, Emit):
-                yield build(rows_of[ev.episode], ev.frame)
-                if stats is not None:
-                    stats.sample_done()
-                    if next_log is not None and board is not None and time.perf_counter() >= next_log:
-                        logger.info("lerowds stats: %s", board.format())
-                        next_log = time.perf_counter() + (log_every_s or 0.0)
-            elif isinstance(ev, Load):
-                admit(ev.episode)
-            else:
-                evict(ev.episode)
+        runs = rows(fetch(tap.events(residency(events)), store, cfg.row_of), cfg)
+        waiting = pending(decode(runs, tap.decoders(decoders), cfg.spec))
+        if buffer_keys is not None:  # the buffer holds decoded runs, not built samples
+            waiting = shuffle_buffer(((p.j, p) for p in waiting), buffer_keys)
+        done = transformed(build(waiting, plain), cfg.spec, cfg.transform, seed=cfg.seed, epoch=epoch)
+        yield from tap.samples(b.sample for b in done)
     finally:
         # The iteration is over (exhausted, broken off, or failed): close decoders, stop the store's
         # background downloads and release what the pool still held, so no thread outlives the epoch.
         decoders.close()
-        store.close()
+        cfg.store.close()

@@ -26,8 +26,9 @@ from lerowds.errors import ConfigError, FormatError
 from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.cache import DecoderCache, make_decoder
 from lerowds.reader.order.draws import UniformDraws, swap_remove_pool
-from lerowds.reader.sample.build import SampleSpec, build_sample
+from lerowds.reader.sample.build import SampleSpec
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
+from lerowds.reader.sample.stages import Decoded, Run, build, pending, run_positions
 from lerowds.reader.sample.windows import DeltaWindows, validate_delta_timestamps
 
 
@@ -132,7 +133,8 @@ def _decode_frames(
     cache_size: int = 64,
     tolerance_s: float = 1e-4,
 ) -> Iterator[dict[str, Any]]:
-    """Decode only the emitted frames (and their windows) and build lerobot-style samples."""
+    """Decode only the emitted frames (and their windows) and build lerobot-style samples: the consumer's
+    ``decode`` and ``build`` stages (``sample/stages.py``) on runs of one frame."""
     decoders = DecoderCache(cache_size)
     try:
         for ref in frames:
@@ -153,7 +155,12 @@ def _decode_frames(
                 )
                 return dec.frames(positions.tolist())
 
-            yield build_sample(ep.rows, ref.frame, spec, decode)
+            run = Run(ep.rows, ref.frame, (ref.frame,), 0)  # the consumer's stages, on a run of one frame
+            video = {}
+            for key in spec.video_keys:
+                positions = run_positions(spec, key, run)
+                video[key] = (positions, decode(key, positions))
+            yield from (built.sample for built in build(pending([Decoded(run, video)]), spec))
     finally:
         decoders.close()
 

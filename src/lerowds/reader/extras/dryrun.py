@@ -27,6 +27,15 @@ from lerowds.reader.extras.dryrun_memory import (
     consumer_peak,
     decoder_bytes_estimate,
 )
+from lerowds.reader.extras.dryrun_runs import (
+    NEAR_FRAMES,
+    RUN_SWEEP,
+    RunQuality,
+    buffer_bytes,
+    run_batch_quality,
+    run_stream,
+    sample_camera_bytes,
+)
 from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.ranks import Remainder, consumer_sample_count, rank_plans, worker_segments
@@ -89,6 +98,10 @@ class PlanReport:
     ideal: IdealShuffle
     pool_sweep: tuple[ShuffleQuality, ...]  # the same measure at other pool sizes, for comparison
     worker_share_segments: int  # most segments a worker of rank 0 owns: larger pools change nothing
+    run_length: int = 1
+    shuffle_buffer: int = 0
+    near_frames: int = NEAR_FRAMES
+    run_sweep: tuple[RunQuality, ...] = ()  # (run_length, shuffle_buffer) pairs at this pool size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,18 +200,31 @@ def plan_dataset(
     remainder: Remainder = "drop",
     shuffle: bool = True,
     pool_sweep: Sequence[int] | None = None,
+    run_length: int = 1,
+    shuffle_buffer: int = 0,
+    run_sweep: Sequence[tuple[int, int]] | None = None,
+    near_frames: int = NEAR_FRAMES,
 ) -> PlanReport:
     """Dry-run ``LeRobotWebDataset(root, episode_pool_size=..., pool_byte_budget=..., seed=..., remainder=...,
     shuffle=...)`` on ``world_size`` ranks through ``DataLoader(num_workers=..., batch_size=...)`` (drop_last
     False) for epoch ``epoch``, on the index only: no shard is opened.
 
     ``pool_sweep``: pool sizes to measure shuffle quality at besides ``episode_pool_size`` (default: powers
-    of 4 up to the largest share of a worker; ``()`` for none).
+    of 4 up to the largest share of a worker; ``()`` for none). ``run_length``, ``shuffle_buffer``: run mode
+    (the shuffle quality is then that of run mode; the pool sweep stays the per-sample order's);
+    ``run_sweep``: ``(run_length, shuffle_buffer)`` pairs measured at ``episode_pool_size`` (default
+    ``RUN_SWEEP`` and the configured pair), with pairs within ``near_frames`` frames of one episode.
     """
     check_int("world_size", world_size, 1)
     check_int("num_workers", num_workers, 0)
     check_int("batch_size", batch_size, 1)
     check_int("episode_pool_size", episode_pool_size, 1)
+    check_int("run_length", run_length, 1)
+    check_int("shuffle_buffer", shuffle_buffer)
+    check_int("near_frames", near_frames)
+    for r_s in run_sweep or ():
+        check_int("run_sweep run_length", r_s[0], 1)
+        check_int("run_sweep shuffle_buffer", r_s[1])
     budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
     for pool in pool_sweep or ():
         check_int("pool_sweep sizes", pool, 1)
@@ -272,6 +298,28 @@ def plan_dataset(
         if quality is not None:
             sweep.append(quality)
     chosen = next((q for q in sweep if q.pool_size == episode_pool_size), None)
+    frame_bytes = sample_camera_bytes(index.features, tuple(index.video_keys))
+    runs = []
+    for r, s in sorted(set(RUN_SWEEP if run_sweep is None else run_sweep) | {(run_length, shuffle_buffer)}):
+        streams = [
+            run_stream(
+                segs,
+                run_length=r,
+                shuffle_buffer=s,
+                limit=None if n <= QUALITY_SAMPLES else QUALITY_SAMPLES,
+                pool_size=episode_pool_size,
+                worker=w,
+                sizes=rank0_sizes[w],
+                **order_kw,
+            )
+            for w, (segs, n) in enumerate(zip(rank0_segments, samples))
+        ]
+        got = run_batch_quality(streams, batch_size=batch_size, near_frames=near_frames)
+        if got is None:
+            continue
+        runs.append(RunQuality(r, s, *got, buffer_bytes=buffer_bytes(r, s, frame_bytes)))
+        if (r, s) == (run_length, shuffle_buffer) and (r, s) != (1, 0):
+            chosen = ShuffleQuality(episode_pool_size, got[0], got[1], got[2])
 
     open_episodes = max(p.open_episodes for p in peaks)
     return PlanReport(
@@ -309,4 +357,8 @@ def plan_dataset(
         ideal=ideal_shuffle(lengths, batch_size=batch_size),
         pool_sweep=tuple(sweep),
         worker_share_segments=largest_share,
+        run_length=run_length,
+        shuffle_buffer=shuffle_buffer,
+        near_frames=near_frames,
+        run_sweep=tuple(runs),
     )

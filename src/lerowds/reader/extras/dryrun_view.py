@@ -35,6 +35,8 @@ def format_plan(r: PlanReport) -> str:
     )
     if r.pool_byte_budget is not None:
         config += f" pool_byte_budget={r.pool_byte_budget}"
+    if (r.run_length, r.shuffle_buffer) != (1, 0):
+        config += f" run_length={r.run_length} shuffle_buffer={r.shuffle_buffer}"
     kept = (
         ("frames repeated", r.frames_repeated) if r.frames_repeated else ("frames dropped", r.frames_dropped)
     )
@@ -81,7 +83,26 @@ def format_plan(r: PlanReport) -> str:
     lines.append(
         f"  {'ideal global shuffle':<26}  {r.ideal.distinct_episodes:<23.2f}  {_rate(r.ideal.collision_rate)}"
     )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _run_lines(r)) + "\n"
+
+
+def _run_lines(r: PlanReport) -> list[str]:
+    """The run-mode sweep at this pool size: shuffle figures and the buffer's memory per consumer."""
+    if not r.run_sweep:
+        return []
+    lines = [
+        "",
+        f"run mode at episode_pool_size={r.episode_pool_size} (rank 0, first batches of epoch {r.epoch}; "
+        + "buffer: the decoded frames of the runs it holds, per consumer)",
+        f"  run_length shuffle_buffer  distinct/batch  same-episode  within {r.near_frames} frames  buffer",
+    ]
+    for q in r.run_sweep:
+        mine = " (this run)" if (q.run_length, q.shuffle_buffer) == (r.run_length, r.shuffle_buffer) else ""
+        lines.append(
+            f"  {q.run_length:<10} {q.shuffle_buffer:<14}  {q.distinct_episodes:<14.2f}  "
+            f"{_rate(q.collision_rate):<12}  {_rate(q.near_pair_rate):<16}  {_bytes(q.buffer_bytes)}{mine}"
+        )
+    return lines
 
 
 # ----------------------------------------------------------------------------------------------- plot

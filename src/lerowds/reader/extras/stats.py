@@ -7,10 +7,16 @@ Off by default: a dataset without a board does no timing at all.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
+from lerowds.reader.order.events import Load, Release
 from lerowds.reader.shared import SharedArray
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FIELDS = (
     "samples",
@@ -19,6 +25,7 @@ FIELDS = (
     "episodes_admitted",
     "decode_s",
     "frames_decoded",
+    "decoder_frames",
     "decoder_hits",
     "decoder_misses",
     "pool_episodes",
@@ -101,6 +108,108 @@ class StatsBoard:
         return (
             f"{s['samples']:.0f} samples ({s['samples_per_s']:.0f}/s), fetch {s['fetch_ms']:.0f} ms / "
             f"{s['fetch_bytes'] / 1e6:.1f} MB, decode {s['decode_ms_per_frame']:.2f} ms/frame "
-            f"({s['frames_decoded']:.0f} frames, decoder hits {100 * s['decoder_hit_rate']:.0f}%), "
+            f"({s['frames_decoded']:.0f} frames returned, {s['decoder_frames']:.0f} decoded, decoder hits {100 * s['decoder_hit_rate']:.0f}%), "
             f"pool {s['pool_episodes']:.0f} episodes / {s['pool_bytes'] / 1e6:.1f} MB"
         )
+
+
+class NoStats:
+    """The stats tap of a dataset without stats: every wrapper is the identity (no timing at all)."""
+
+    def store(self, store: T) -> T:
+        return store
+
+    def decoders(self, decoders: T) -> T:
+        return decoders
+
+    def events(self, events: Iterable[T]) -> Iterable[T]:
+        return events
+
+    def samples(self, samples: Iterable[T]) -> Iterable[T]:
+        return samples
+
+
+class StatsTap(NoStats):
+    """One consumer's stats as one wrapping layer around its sample path (no ``if stats`` in the loop): the
+    store's byte fetches (``fetch_s``, ``fetch_bytes``), the pool's episode events (``episodes_admitted``,
+    ``pool_*``), the decoders (``decode_s``, hits and misses, ``frames_decoded``: frames returned,
+    ``decoder_frames``: frames the decoder produced, those decoded only to reach a target included) and the
+    samples out (``samples``, first and last sample times, the periodic log)."""
+
+    def __init__(
+        self,
+        slot: StatsSlot,
+        episode_bytes: Callable[[int], int],
+        *,
+        board: StatsBoard | None = None,
+        log_every_s: float | None = None,
+    ) -> None:
+        self.slot, self._bytes = slot, episode_bytes
+        self._board, self._log_every_s = board, log_every_s
+
+    def store(self, store: T) -> T:
+        return _TimedStore(store, self.slot)  # type: ignore[return-value]  # the store's interface
+
+    def decoders(self, decoders: T) -> T:
+        return _TimedDecoders(decoders, self.slot)  # type: ignore[return-value]  # the decoders' interface
+
+    def events(self, events: Iterable[T]) -> Iterator[T]:
+        slot = self.slot
+        for ev in events:
+            if isinstance(ev, Load):
+                slot.add("episodes_admitted", 1)
+                slot.add("pool_episodes", 1)
+                slot.add("pool_bytes", self._bytes(ev.episode))
+                slot.set("pool_bytes_peak", max(slot.get("pool_bytes_peak"), slot.get("pool_bytes")))
+            elif isinstance(ev, Release):
+                slot.add("pool_episodes", -1)
+                slot.add("pool_bytes", -self._bytes(ev.episode))
+            yield ev
+
+    def samples(self, samples: Iterable[T]) -> Iterator[T]:
+        every, board = self._log_every_s, self._board
+        next_log = time.perf_counter() + every if every and board is not None else None
+        for sample in samples:
+            yield sample
+            self.slot.sample_done()
+            if next_log is not None and board is not None and time.perf_counter() >= next_log:
+                logger.info("lerowds stats: %s", board.format())
+                next_log = time.perf_counter() + (every or 0.0)
+
+
+class _TimedStore:
+    """An episode store whose ``parquet_bytes`` is timed and counted; everything else passes through."""
+
+    def __init__(self, store: Any, slot: StatsSlot) -> None:
+        self._store, self._slot = store, slot
+
+    def parquet_bytes(self, row: int) -> bytes:
+        t0 = time.perf_counter()
+        data = self._store.parquet_bytes(row)
+        self._slot.add("fetch_s", time.perf_counter() - t0)
+        self._slot.add("fetch_bytes", len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class _TimedDecoders:
+    """A consumer's decoders (``pipeline.Decoders``) whose ``frames`` calls are timed and counted."""
+
+    def __init__(self, decoders: Any, slot: StatsSlot) -> None:
+        self._decoders, self._slot = decoders, slot
+
+    def frames(self, episode: Any, key: str, positions: Any) -> Any:
+        slot, decoders = self._slot, self._decoders
+        slot.add("decoder_hits" if decoders.is_open(episode, key) else "decoder_misses", 1)
+        produced = decoders.produced
+        t0 = time.perf_counter()
+        frames = decoders.frames(episode, key, positions)
+        slot.add("decode_s", time.perf_counter() - t0)
+        slot.add("frames_decoded", len(positions))
+        slot.add("decoder_frames", decoders.produced - produced)
+        return frames
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoders, name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from lerowds.reader.order.segments import Segment
 
@@ -36,6 +37,7 @@ class Evict:
 
 
 PoolEvent = Admit | Emit | Evict
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +88,16 @@ class Residency:
         return len(self._refs)
 
 
-def residency(events: Iterable[PoolEvent]) -> Iterator[Load | Emit | Release]:
+def residency(events: Iterable[T]) -> Iterator[T | Load | Release]:
     """Pool events in, episode events out: ``Load`` before an episode's first segment's frames, each
     ``Emit`` as it is, ``Release`` after its last segment leaves."""
     held = Residency()
     for ev in events:
-        if isinstance(ev, Emit):
-            yield ev
-        elif isinstance(ev, Admit):
+        if isinstance(ev, Admit):
             if held.admit(ev.segment.episode):
                 yield Load(ev.segment.episode)
-        elif held.evict(ev.episode):
-            yield Release(ev.episode)
+        elif isinstance(ev, Evict):
+            if held.evict(ev.episode):
+                yield Release(ev.episode)
+        else:  # an emit (of a frame, or of a run: ``order.runs.EmitRun``) passes as it is
+            yield ev

@@ -35,6 +35,9 @@ FIRST = (
 )
 TOPOLOGY = ("world_size", "num_workers")
 _ABSENT = "(not recorded)"
+# Settings added after states were first saved, with the value every earlier state was saved under: a saved
+# config that lacks one was saved with this value (e.g. the per-sample order, before run mode existed).
+ADDED_LATER = {"run_length": 1, "shuffle_buffer": 0}
 
 
 def _kind(config: Mapping[str, Any]) -> Any:
@@ -71,6 +74,9 @@ def check_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
         return
     check_order_version(saved)
     a, b = _flat(saved), _flat(now)
+    for key in b.keys() - a.keys():
+        if key.rpartition(".")[2] in ADDED_LATER:
+            a[key] = ADDED_LATER[key.rpartition(".")[2]]
     a["kind"], b["kind"] = _kind(saved), _kind(now)
     if a["kind"] != b["kind"]:
         raise ResumeMismatchError(

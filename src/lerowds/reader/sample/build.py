@@ -60,7 +60,10 @@ def _offsets(offsets: tuple[int, ...]) -> tuple[np.ndarray, int, int]:
     return arr, int(arr.min()), int(arr.max())
 
 
-def _positions(spec: SampleSpec, key: str, frame: int, length: int) -> tuple[np.ndarray, np.ndarray | None]:
+def sample_positions(
+    spec: SampleSpec, key: str, frame: int, length: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Frames of ``key`` the sample of ``frame`` holds, and their pad mask (None: not windowed)."""
     if spec.windows is not None and key in spec.windows.offsets:
         offs, lo, hi = _offsets(tuple(spec.windows.offsets[key]))
         if 0 <= frame + lo and frame + hi < length:  # inside the episode: what window_positions gives
@@ -83,12 +86,12 @@ def build_sample(rows: EpisodeRows, frame: int, spec: SampleSpec, decode_video: 
         return t if windowed else t[0]
 
     for key in spec.video_keys:
-        pos, pad = _positions(spec, key, frame, rows.length)
+        pos, pad = sample_positions(spec, key, frame, rows.length)
         item[key] = camera(key, decode_video(key, pos), pad is not None)
         if pad is not None:
             pads[key] = torch.from_numpy(pad)
     for key, col in rows.columns.items():
-        pos, pad = _positions(spec, key, frame, rows.length)
+        pos, pad = sample_positions(spec, key, frame, rows.length)
         if key in spec.image_keys:
             where = f"episode {rows.episode_index}, image {key!r}"
             imgs = np.stack([decode_image(col[p], f"{where}, frame {p}") for p in pos])
