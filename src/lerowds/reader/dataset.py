@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from lerowds.checks import check_bool, check_choice, check_float, check_int, check_size
 from lerowds.errors import ConfigError
-from lerowds.format import parse_size
 from lerowds.format.table import compact_int
 from lerowds.reader.env import Consumer
 from lerowds.reader.extras.stats import StatsBoard
@@ -102,12 +102,26 @@ class LeRobotWebDataset(StreamDataset):
         verify_crc: bool = True,
     ) -> None:
         super().__init__()
-        if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
-            raise ConfigError(f"episode_pool_size must be an integer >= 1, got {episode_pool_size!r}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-        if remainder not in ("drop", "repeat"):
-            raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
+        check_int("episode_pool_size", episode_pool_size, 1)
+        check_int("seed", seed)
+        check_choice("remainder", remainder, ("drop", "repeat"))
+        check_choice("decoder", decoder, ("auto", "pyav", "torchcodec"))
+        check_float("tolerance_s", tolerance_s, 0)
+        flags = {"shuffle": shuffle, "return_uint8": return_uint8, "stats": stats, "verify_crc": verify_crc}
+        for name, flag in flags.items():
+            check_bool(name, flag)
+        counts = {
+            "rank": (rank, 0),
+            "world_size": (world_size, 1),
+            "decoder_cache_size": (decoder_cache_size, 1),
+        }
+        for name, (count, low) in counts.items():
+            if count is not None:
+                check_int(name, count, low)
+        if cache_limit is not None:
+            check_size("cache_limit", cache_limit)
+        if stats_log_every_s is not None:
+            check_float("stats_log_every_s", stats_log_every_s, 0)
         self.source = os.fspath(source)
         self._store: EpisodeStore = open_store(
             source, cache_dir=cache_dir, cache_limit=cache_limit, verify_crc=verify_crc
@@ -115,7 +129,9 @@ class LeRobotWebDataset(StreamDataset):
         index, table = self._store.index, self._store.table
         self.meta = DatasetMeta.from_index(index)
         self.episode_pool_size = episode_pool_size
-        self.pool_byte_budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
+        self.pool_byte_budget = (
+            None if pool_byte_budget is None else check_size("pool_byte_budget", pool_byte_budget)
+        )
         self.shuffle = bool(shuffle)
         self.seed = seed
         self.tolerance_s = tolerance_s
@@ -140,8 +156,6 @@ class LeRobotWebDataset(StreamDataset):
             return_uint8=return_uint8,
             image_transforms=image_transforms,
         )
-        if decoder not in ("auto", "pyav", "torchcodec"):
-            raise ConfigError(f"decoder must be 'auto', 'pyav' or 'torchcodec', got {decoder!r}")
         n_cams = max(1, len(index.video_keys))
         self._decoder_cache_size = decoder_cache_size or episode_pool_size * n_cams
         self.transform = transform

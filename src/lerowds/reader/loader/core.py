@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from lerowds.checks import check_bool, check_int
 from lerowds.errors import ConfigError
 from lerowds.reader.loader.buffers import BufferPool, BufferSet
 from lerowds.reader.loader.threads import (
@@ -185,16 +186,14 @@ class Loader:
         prefetch: int = 1,
     ) -> None:
         check_dataset(dataset)
-        for name, value, low in (("batch_size", batch_size, 1), ("num_threads", num_threads, 1)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not isinstance(prefetch, int) or prefetch < 1:
-            raise ConfigError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("num_threads", num_threads, 1)
+        check_int("prefetch", prefetch, 1)
         self.dataset = dataset
         self.batch_size, self.num_threads, self.drop_last, self.prefetch = (
             batch_size,
             num_threads,
-            bool(drop_last),
+            check_bool("drop_last", drop_last),
             prefetch,
         )
         self.device = None if device is None else torch.device(device)

@@ -1,16 +1,13 @@
-"""The two integer helpers every order module shares: argument checks and the seeded bit stream."""
+"""The two integer helpers every order module shares: the argument check (``lerowds.checks``) and the
+seeded bit stream."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from lerowds.errors import ConfigError
+from lerowds.checks import check_int
 
-
-def check_int(name: str, value: object, low: int = 0) -> None:
-    """Raise ``ConfigError`` naming ``name`` unless ``value`` is an integer (not a bool) >= ``low``."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+__all__ = ["bit_generator", "check_int"]
 
 
 def bit_generator(*words: int) -> np.random.PCG64:

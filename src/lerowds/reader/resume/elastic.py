@@ -34,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.resume.batches import resume_plan, worker_batch_counts
 
@@ -53,9 +54,7 @@ class Topology:
 
     def __post_init__(self) -> None:
         for name, low in (("world_size", 1), ("num_workers", 0), ("batch_size", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ResumeMismatchError(f"topology: {name} must be an integer >= {low}, got {value!r}")
+            check_int(f"topology: {name}", getattr(self, name), low, error=ResumeMismatchError)
 
     @property
     def streams(self) -> int:
@@ -81,9 +80,7 @@ class Leg:
     batches_consumed: int
 
     def __post_init__(self) -> None:
-        n = self.batches_consumed
-        if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-            raise ResumeMismatchError(f"leg: batches_consumed must be an integer >= 0, got {n!r}")
+        check_int("leg: batches_consumed", self.batches_consumed, 0, error=ResumeMismatchError)
 
     def to_dict(self) -> dict[str, Any]:
         t = self.topology

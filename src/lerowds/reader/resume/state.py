@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, OrderVersionError, ResumeMismatchError
 from lerowds.reader.env import Consumer
 from lerowds.reader.order.pool import ORDER_VERSION
@@ -58,13 +59,8 @@ class ResumeState:
 
     def __post_init__(self) -> None:
         for name in ("epoch", "batches_consumed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ResumeMismatchError(f"resume state: {name} must be an integer >= 0, got {value!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ResumeMismatchError(
-                f"resume state: batch_size must be an integer >= 1, got {self.batch_size!r}"
-            )
+            check_int(f"resume state: {name}", getattr(self, name), 0, error=ResumeMismatchError)
+        check_int("resume state: batch_size", self.batch_size, 1, error=ResumeMismatchError)
 
     def to_dict(self) -> dict[str, Any]:
         return {
