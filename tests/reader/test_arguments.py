@@ -72,6 +72,11 @@ def test_public_constructors_refuse_bad_settings_by_name(
     assert repr(bad) in message, message
 
 
+def test_the_settings_after_delta_timestamps_are_keyword_only(tabular_converted: Path) -> None:
+    with pytest.raises(TypeError, match="positional"):
+        lerowds.LeRobotWebDataset(tabular_converted, None, 8)  # type: ignore[misc]
+
+
 def test_stateful_loader_refuses_what_is_not_a_dataloader(tabular_converted: Path) -> None:
     ds = lerowds.LeRobotWebDataset(tabular_converted)
     with pytest.raises(ConfigError, match="wraps a torch DataLoader, got LeRobotWebDataset"):

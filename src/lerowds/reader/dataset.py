@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 class LeRobotWebDataset(StreamDataset):
     """Stream a converted LeRobot dataset: episode pool shuffling, delta windows, decode-on-exit.
 
+    Every setting after ``delta_timestamps`` is keyword-only; each is checked up front (a bool is not a
+    count, a float not an integer) and a bad one is a ``ConfigError`` naming it (docs/DATASET.md).
+
     Args:
         source: a converted dataset (local directory).
         delta_timestamps: ``{key: [seconds, ...]}`` as in lerobot; windows with ``<key>_is_pad`` masks.
@@ -62,6 +65,8 @@ class LeRobotWebDataset(StreamDataset):
         decoder: "auto", "pyav" or "torchcodec".
         remainder: "drop" (default) or "repeat" frames so every rank yields the same number of samples.
         rank, world_size: override the detected distributed setup.
+        decoder_cache_size: open video decoders each consumer keeps (least recently used closed first);
+            default ``episode_pool_size`` × cameras, so every pooled episode's clips stay open.
         cache_dir, cache_limit: local download cache of a remote source (bytes, or e.g. "2GB").
         pool_byte_budget: optional bound on the bytes of the episodes in a consumer's pool (their tabular
             rows + clips, as stored), e.g. "512MB": admission waits for eviction; one larger episode
@@ -80,6 +85,7 @@ class LeRobotWebDataset(StreamDataset):
         self,
         source: str | os.PathLike[str],
         delta_timestamps: Mapping[str, Sequence[float]] | None = None,
+        *,
         episode_pool_size: int = 64,
         shuffle: bool = True,
         seed: int = 0,
@@ -88,7 +94,6 @@ class LeRobotWebDataset(StreamDataset):
         return_uint8: bool = False,
         tolerance_s: float = 1e-4,
         decoder: str = "auto",
-        *,
         remainder: Remainder = "drop",
         rank: int | None = None,
         world_size: int | None = None,
