@@ -32,7 +32,7 @@ from lerowds.convert.plan import (
     plan_shards,
     task_shards,
 )
-from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard
+from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard, disk_full
 from lerowds.convert.source import SourceDataset
 from lerowds.convert.space import bytes_needed
 from lerowds.convert.state import ConversionPlan, check_output, claim_output, load_plan, read_done
@@ -136,10 +136,7 @@ def convert(options: ConvertOptions) -> ConvertResult:
         if isinstance(e, LerowdsError):
             raise
         if e.errno == errno.ENOSPC:
-            raise ConversionError(
-                f"no space left on device under {options.output}: free some space (or pick another --output) "
-                "and rerun the same command; finished shards are kept"
-            ) from e
+            raise disk_full(f"under {options.output}") from e
         raise ConversionError(f"{e.filename or options.output}: {e.strerror or e}") from e
 
 
