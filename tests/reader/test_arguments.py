@@ -46,6 +46,7 @@ CASES: list[tuple[str, Callable[..., Any], str, list[object]]] = [
     ("dataset", _dataset, "stats_log_every_s", SECONDS),
     *[("Loader", _loader, name, COUNTS) for name in ("batch_size", "num_threads", "prefetch")],
     ("Loader", _loader, "drop_last", FLAGS),
+    ("Loader", _loader, "pin_memory", [1, "yes"]),
     *[("mix", _mix, name, COUNTS) for name in ("seed", "samples_per_epoch", "episode_pool_size")],
     *[("plan", _plan, name, COUNTS) for name in ("world_size", "num_workers", "batch_size")],
     *[("plan", _plan, name, COUNTS) for name in ("episode_pool_size", "seed", "epoch")],

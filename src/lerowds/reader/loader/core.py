@@ -198,7 +198,7 @@ class Loader:
         )
         self.device = None if device is None else torch.device(device)
         cuda = self.device is not None and self.device.type == "cuda"
-        self.pin_memory = cuda if pin_memory is None else bool(pin_memory)
+        self.pin_memory = cuda if pin_memory is None else check_bool("pin_memory", pin_memory)
         if self.pin_memory and not torch.cuda.is_available():
             raise ConfigError("pin_memory=True needs CUDA, and torch.cuda.is_available() is False")
         self._cameras = frozenset(camera_keys(dataset))
