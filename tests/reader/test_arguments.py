@@ -37,6 +37,16 @@ def _plan(root: Path, **kw: Any) -> Any:
     return lerowds.plan_dataset(root, **settings)
 
 
+def _convert_options(root: Path, **kw: Any) -> Any:
+    from lerowds.convert import ConvertOptions
+
+    return ConvertOptions(repo_id="org/name", output=root / "unused", **kw)
+
+
+def _wds_pool(root: Path, **kw: Any) -> Any:
+    return list(lerowds.wds.episode_pool(**kw)(iter([])))
+
+
 CASES: list[tuple[str, Callable[..., Any], str, list[object]]] = [
     *[("dataset", _dataset, name, COUNTS) for name in ("episode_pool_size", "seed", "rank", "world_size")],
     ("dataset", _dataset, "decoder_cache_size", COUNTS),
@@ -52,6 +62,9 @@ CASES: list[tuple[str, Callable[..., Any], str, list[object]]] = [
     *[("plan", _plan, name, COUNTS) for name in ("episode_pool_size", "seed", "epoch")],
     ("plan", _plan, "shuffle", FLAGS),
     ("plan", _plan, "pool_byte_budget", SIZES),
+    *[("ConvertOptions", _convert_options, name, COUNTS) for name in ("shard_size", "workers", "num_tasks")],
+    ("ConvertOptions", _convert_options, "task_index", COUNTS),
+    *[("wds.episode_pool", _wds_pool, name, COUNTS) for name in ("pool_size", "seed", "epoch")],
 ]
 
 
@@ -69,7 +82,8 @@ def test_public_constructors_refuse_bad_settings_by_name(
     with pytest.raises(ConfigError) as e:
         make(tabular_converted, **{name: bad})
     message = str(e.value)
-    assert re.search(rf"\b{re.escape(name)}\b", message), message
+    flag = "--" + name.replace("_", "-")  # the converter's options are named as its command-line flags
+    assert re.search(rf"(\b|^){re.escape(name)}\b|{re.escape(flag)}\b", message), message
     assert repr(bad) in message, message
 
 

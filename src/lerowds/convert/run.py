@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lerowds.checks import check_int
 from lerowds.convert.finalize import finalize, record_matches
 from lerowds.convert.hub import open_source
 from lerowds.convert.identity import source_changes, source_id
@@ -65,11 +66,10 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         if not self.repo_id or self.repo_id.strip() != self.repo_id:
             raise ConfigError(f"--repo-id must be a non-empty ORG/NAME, got {self.repo_id!r}")
-        if self.shard_size <= 0:
-            raise ConfigError(f"--shard-size must be > 0 bytes, got {self.shard_size}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
-        if self.num_tasks < 1 or not 0 <= self.task_index < self.num_tasks:
+        check_int("--shard-size (bytes)", self.shard_size, 1)
+        check_int("--workers", self.workers, 1)
+        check_int("--num-tasks", self.num_tasks, 1)
+        if check_int("--task-index", self.task_index) >= self.num_tasks:
             raise ConfigError(
                 f"--task-index must be in [0, --num-tasks), got --task-index {self.task_index} "
                 f"--num-tasks {self.num_tasks}"
