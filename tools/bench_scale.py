@@ -8,7 +8,8 @@ is measured in a fresh subprocess (memory = resident set growth; CPU = process t
     python tools/bench_scale.py                         # 92,000 and 1,000,000 episodes
     python tools/bench_scale.py --episodes 92000 --quality
 
-Epoch start and resume are the order work a DataLoader worker does before its first sample: the rank/worker
+"first sample" is the same through ``next(iter(ds))``, table rows and prefetch list included (the read
+itself is stopped: there are no shards). Epoch start and resume are the order work a DataLoader worker does before its first sample: the rank/worker
 split, the pool's state after ``skip`` samples and its first emit (reading that sample's episode is the
 same at any position). ``--quality`` compares the shuffle quality of order version 2 with the version-1
 draws (uniform swap-remove over the pool's frames, re-implemented here) on one consumer.
@@ -140,6 +141,26 @@ def _first_emit(ds, *, world: int, workers: int, rank: int, worker: int, pool: i
     }
 
 
+class _FirstRead(BaseException):
+    """Raised by the store when the first sample's bytes are asked for (the datasets here have no shards)."""
+
+
+def _first_read(ds) -> dict:
+    """CPU to the first episode read through the public path, ``next(iter(ds))``: everything a consumer does
+    before its first sample (split, pool order, table rows, prefetch list) but reading and decoding."""
+
+    def stop(*_: object) -> bytes:
+        raise _FirstRead
+
+    ds._store.parquet_bytes = stop
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        next(iter(ds))
+    except _FirstRead:
+        pass
+    return {"s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+
+
 def measure(root: str, what: str, args: dict) -> dict:
     from lerowds import LeRobotWebDataset
 
@@ -161,6 +182,8 @@ def measure(root: str, what: str, args: dict) -> dict:
         return opened
     if what == "emit":
         return _first_emit(ds, **args)
+    if what == "first":
+        return _first_read(ds)
     if what == "plan":
         from lerowds.reader.extras.dryrun import plan_dataset
 
@@ -282,6 +305,13 @@ def main() -> None:
                     e["s"],
                     e["cpu_s"],
                 )
+            f = run(root, "first")
+            log.info(
+                "first sample through next(iter(ds)), 1 rank, no DataLoader (pool 64; read not counted): "
+                "%.3fs (%.3f CPU-s)",
+                f["s"],
+                f["cpu_s"],
+            )
             for pool in args.pools:
                 for at in args.points:
                     e = run(root, "emit", world=1, workers=1, rank=0, worker=0, pool=pool, at=at)

@@ -3,7 +3,6 @@ exclude each other."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -13,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert, tree_bytes
+from paused_cli import paused
 
-from lerowds.convert.shard import PAUSE_ENV
 from lerowds.errors import ConversionError
 
 
@@ -37,10 +36,8 @@ def _wait_for(what: str, cond, proc: subprocess.Popen, timeout_s: float = 120) -
 
 def test_sigkill_of_the_parent_leaves_no_worker_behind(small_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, PAUSE_ENV: "1"}  # each worker stops after its first episode, mid-shard
-    proc = subprocess.Popen(
-        _convert_args(small_root, out, "--workers", "2"),
-        env=env,
+    proc = subprocess.Popen(  # each worker stops after its first episode, mid-shard
+        paused(1, _convert_args(small_root, out, "--workers", "2")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -71,9 +68,8 @@ def test_a_second_conversion_into_the_same_output_is_refused_naming_the_first(
     small_root: Path, small_out: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, PAUSE_ENV: "2"}  # the first run stops mid-shard and holds the output
-    first = subprocess.Popen(
-        _convert_args(small_root, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    first = subprocess.Popen(  # the first run stops mid-shard and holds the output
+        paused(2, _convert_args(small_root, out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         _wait_for("the first run mid-shard", lambda: any((out / "shards").glob(".shard-*.partial")), first)
@@ -95,10 +91,8 @@ def test_tasks_run_side_by_side_but_not_beside_a_whole_run(
     small_root: Path, small_out: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    env = {**os.environ, PAUSE_ENV: "1"}
     task0 = subprocess.Popen(
-        _convert_args(small_root, out, "--num-tasks", "2", "--task-index", "0"),
-        env=env,
+        paused(1, _convert_args(small_root, out, "--num-tasks", "2", "--task-index", "0")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -12,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert, tree_bytes
+from paused_cli import paused
 
-from lerowds.convert.shard import PAUSE_ENV
 from lerowds.convert.state import ConversionPlan, load_plan
 from lerowds.errors import ConversionError
 
@@ -28,12 +27,12 @@ def test_resume_after_sigkill_gives_the_bytes_of_a_clean_run(
     plan: ConversionPlan = load_plan(small_out)
     assert len(plan.shards) >= 3
     out = tmp_path / "out"
-    # The failpoint stops the process right after the first episode of shard 1, when shard 0 is done and
-    # shard 1 is half-written; then it gets a real SIGKILL.
-    env = {**os.environ, PAUSE_ENV: str(len(plan.shards[0].episodes) + 1)}
+    # The paused writer stops the process right after the first episode of shard 1, when shard 0 is done
+    # and shard 1 is half-written; then it gets a real SIGKILL.
     args = ["convert", "--repo-id", SMALL_REPO, "--root", str(small_root), "--output", str(out)]
     args += ["--shard-size", "64KiB", "--no-progress"]
-    proc = subprocess.Popen(_cli(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    after = len(plan.shards[0].episodes) + 1
+    proc = subprocess.Popen(paused(after, _cli(*args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
         while not list((out / "shards").glob(".shard-000001.tar.*.partial")):

@@ -471,7 +471,7 @@ def test_decoder_cache_lru_closes_evicted_and_counts() -> None:
     assert a.closed and "a" not in cache
     cache.close()
     assert made["c"].closed and len(cache) == 0
-    with pytest.raises(ConfigError, match="capacity must be an int >= 1, got 0"):
+    with pytest.raises(ConfigError, match="capacity must be an integer >= 1, got 0"):
         DecoderCache(0)
 
 

@@ -208,7 +208,7 @@ def test_cli_prints_the_table_and_json(demo_converted, tmp_path, capsys) -> None
     [
         (["--world-size", "151"], "world_size=151 ranks but only 150 frames"),
         (["--world-size", "1", "--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
-        (["--world-size", "1", "--pool-byte-budget", "lots"], "bad size 'lots'"),
+        (["--world-size", "1", "--pool-byte-budget", "lots"], "bad pool_byte_budget 'lots'"),
     ],
 )
 def test_cli_bad_arguments_exit_2_with_the_named_error(tabular_converted, capsys, extra, message) -> None:

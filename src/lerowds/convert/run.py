@@ -19,6 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from lerowds.checks import check_int
 from lerowds.convert.card import record_source
 from lerowds.convert.fetch import SourceFetcher, check_fits, ran, run_fetched, task_fetcher
 from lerowds.convert.finalize import finalize, record_matches
@@ -34,7 +35,7 @@ from lerowds.convert.plan import (
     plan_shards,
     task_shards,
 )
-from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard
+from lerowds.convert.shard import ProgressFn, ShardJob, convert_shard, disk_full
 from lerowds.convert.source import SourceDataset
 from lerowds.convert.space import bytes_needed
 from lerowds.convert.state import ConversionPlan, check_output, claim_output, load_plan, read_done
@@ -68,16 +69,15 @@ class ConvertOptions:
     def __post_init__(self) -> None:
         if not self.repo_id or self.repo_id.strip() != self.repo_id:
             raise ConfigError(f"--repo-id must be a non-empty ORG/NAME, got {self.repo_id!r}")
-        if self.shard_size <= 0:
-            raise ConfigError(f"--shard-size must be > 0 bytes, got {self.shard_size}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        check_int("--shard-size (bytes)", self.shard_size, 1)
+        check_int("--workers", self.workers, 1)
         if self.max_source_disk is not None and (self.max_source_disk <= 0 or self.root is not None):
             raise ConfigError(
                 f"--max-source-disk must be > 0 bytes and applies to Hub sources (no --root), got "
                 f"{self.max_source_disk} with --root {self.root}"
             )
-        if self.num_tasks < 1 or not 0 <= self.task_index < self.num_tasks:
+        check_int("--num-tasks", self.num_tasks, 1)
+        if check_int("--task-index", self.task_index) >= self.num_tasks:
             raise ConfigError(
                 f"--task-index must be in [0, --num-tasks), got --task-index {self.task_index} "
                 f"--num-tasks {self.num_tasks}"
@@ -145,10 +145,7 @@ def convert(options: ConvertOptions) -> ConvertResult:
         if isinstance(e, LerowdsError):
             raise
         if e.errno == errno.ENOSPC:
-            raise ConversionError(
-                f"no space left on device under {options.output}: free some space (or pick another --output) "
-                "and rerun the same command; finished shards are kept"
-            ) from e
+            raise disk_full(f"under {options.output}") from e
         raise ConversionError(f"{e.filename or options.output}: {e.strerror or e}") from e
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
-import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
@@ -28,11 +26,6 @@ from lerowds.format import ShardWriter, shard_name
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, int], None]  # (episodes, frames, bytes) just written
-
-# Failpoint for the interruption tests: after this many episodes (in this process) the process stops and
-# waits to be killed, so a test can SIGKILL it at a known point instead of racing it. Unset in normal use.
-PAUSE_ENV = "LEROWDS_TEST_PAUSE_AFTER_EPISODES"
-_episodes_written = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +58,12 @@ def remove_partials(output: Path, shard: int) -> None:
         stale.unlink(missing_ok=True)
 
 
-def _maybe_pause() -> None:
-    global _episodes_written
-    _episodes_written += 1
-    limit = os.environ.get(PAUSE_ENV)
-    if limit and _episodes_written == int(limit):
-        log.warning("%s=%s reached: pausing until killed", PAUSE_ENV, limit)
-        while True:
-            time.sleep(3600)
+def disk_full(where: str) -> ConversionError:
+    """The one message for a full disk (``where``: e.g. "while writing PATH"), saying what to do."""
+    return ConversionError(
+        f"no space left on device {where}: free some space (or pick another --output) and rerun the same "
+        "command; finished shards are kept"
+    )
 
 
 def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneRecord:
@@ -109,7 +100,6 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
                 )
                 if progress is not None:
                     progress(1, episode.length, built.nbytes)
-                _maybe_pause()
             changed = source_changes(sources, source_id(job.root, job.episodes, dict(job.file_ids or {})))
             if changed:
                 raise ConversionError(
@@ -121,10 +111,7 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
         write_done(job.output, record)
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            raise ConversionError(
-                f"no space left on device while writing {path}: free some space (or pick another --output) "
-                "and rerun the same command; finished shards are kept"
-            ) from e
+            raise disk_full(f"while writing {path}") from e
         raise ConversionError(f"writing {path} failed: {e}") from e
     log.debug("shard %d: %d episodes, %d bytes, sha256 %s", job.shard.shard, len(records), size, sha256[:12])
     return record

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tempfile
 from pathlib import Path
 
-from lerowds.errors import ConfigError, FormatError
+from lerowds.checks import check_size
+from lerowds.errors import FormatError
 
 FORMAT_NAME = "lerowds"
 FORMAT_VERSION = 1
@@ -19,39 +19,9 @@ TAR_BLOCK = 512
 
 
 # ----------------------------------------------------------------------------------------------- sizes
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-    "tib": 2**40,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
-
-
 def parse_size(text: str | int) -> int:
     """Bytes in ``512MB``, ``64KiB``, ``1.5GB``, ``1000`` (SI units are powers of 10, ``*iB`` of 2)."""
-    if isinstance(text, int):
-        value = text
-    else:
-        m = _SIZE_RE.match(text)
-        if not m or m.group(2).lower() not in _UNITS:
-            raise ConfigError(
-                f"bad size {text!r}: expected a number with an optional unit, e.g. 512MB or 64KiB"
-            )
-        value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-    if value <= 0:
-        raise ConfigError(f"size must be > 0 bytes, got {text!r}")
-    return value
+    return check_size("size", text)
 
 
 # ----------------------------------------------------------------------------------------------- names

@@ -11,7 +11,3 @@
 ``extras/``   statistics and the ``lerowds plan`` dry run
 ``shared``    numbers shared with DataLoader workers: the epoch clock, statistics, remote counters
 """
-
-from lerowds.reader import _moved
-
-_moved.install()

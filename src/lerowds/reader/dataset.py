@@ -21,15 +21,14 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from lerowds.checks import check_bool, check_choice, check_float, check_int, check_size
 from lerowds.errors import ConfigError
-from lerowds.format import parse_size
 from lerowds.format.table import compact_int
 from lerowds.reader.env import Consumer
 from lerowds.reader.extras.stats import StatsBoard
 from lerowds.reader.io.options import RemoteOptions
 from lerowds.reader.io.store import EpisodeStore, open_store
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.order.ranks import (
     Remainder,
@@ -52,6 +51,9 @@ logger = logging.getLogger(__name__)
 class LeRobotWebDataset(StreamDataset):
     """Stream a converted LeRobot dataset: episode pool shuffling, delta windows, decode-on-exit.
 
+    Every setting after ``delta_timestamps`` is keyword-only; each is checked up front (a bool is not a
+    count, a float not an integer) and a bad one is a ``ConfigError`` naming it (docs/DATASET.md).
+
     Args:
         source: a converted dataset (local directory).
         delta_timestamps: ``{key: [seconds, ...]}`` as in lerobot; windows with ``<key>_is_pad`` masks.
@@ -64,6 +66,8 @@ class LeRobotWebDataset(StreamDataset):
         decoder: "auto", "pyav" or "torchcodec".
         remainder: "drop" (default) or "repeat" frames so every rank yields the same number of samples.
         rank, world_size: override the detected distributed setup.
+        decoder_cache_size: open video decoders each consumer keeps (least recently used closed first);
+            default ``episode_pool_size`` × cameras, so every pooled episode's clips stay open.
         cache_dir, cache_limit: local download cache of a remote source (bytes, or e.g. "2GB").
         remote: timeouts, retries, minimum rate and prefetching of a remote source (``RemoteOptions``);
             default: ``RemoteOptions.from_env()`` (the ``LEROWDS_*`` variables).
@@ -88,6 +92,7 @@ class LeRobotWebDataset(StreamDataset):
         self,
         source: str | os.PathLike[str],
         delta_timestamps: Mapping[str, Sequence[float]] | None = None,
+        *,
         episode_pool_size: int = 64,
         shuffle: bool = True,
         seed: int = 0,
@@ -96,7 +101,6 @@ class LeRobotWebDataset(StreamDataset):
         return_uint8: bool = False,
         tolerance_s: float = 1e-4,
         decoder: str = "auto",
-        *,
         remainder: Remainder = "drop",
         rank: int | None = None,
         world_size: int | None = None,
@@ -113,15 +117,25 @@ class LeRobotWebDataset(StreamDataset):
         shuffle_buffer: int = 0,
     ) -> None:
         super().__init__()
-        check_int("run_length", run_length, 1)
-        check_int("shuffle_buffer", shuffle_buffer)
-        self.run_length, self.shuffle_buffer = run_length, shuffle_buffer
-        if not isinstance(episode_pool_size, int) or episode_pool_size < 1:
-            raise ConfigError(f"episode_pool_size must be an integer >= 1, got {episode_pool_size!r}")
-        if not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-        if remainder not in ("drop", "repeat"):
-            raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
+        self.run_length = check_int("run_length", run_length, 1)
+        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer)
+        check_int("episode_pool_size", episode_pool_size, 1)
+        check_int("seed", seed)
+        check_choice("remainder", remainder, ("drop", "repeat"))
+        check_choice("decoder", decoder, ("auto", "pyav", "torchcodec"))
+        check_float("tolerance_s", tolerance_s, 0)
+        flags = {"shuffle": shuffle, "return_uint8": return_uint8, "stats": stats, "verify_crc": verify_crc}
+        for name, flag in flags.items():
+            check_bool(name, flag)
+        counts = {"rank": (rank, 0), "world_size": (world_size, 1)}
+        counts["decoder_cache_size"] = (decoder_cache_size, 1)
+        for name, (count, low) in counts.items():
+            if count is not None:
+                check_int(name, count, low)
+        if cache_limit is not None:
+            check_size("cache_limit", cache_limit)
+        if stats_log_every_s is not None:
+            check_float("stats_log_every_s", stats_log_every_s, 0)
         self.source = os.fspath(source)
         self._store: EpisodeStore = open_store(
             source, cache_dir=cache_dir, cache_limit=cache_limit, remote=remote, verify_crc=verify_crc
@@ -129,7 +143,9 @@ class LeRobotWebDataset(StreamDataset):
         index, table = self._store.index, self._store.table
         self.meta = DatasetMeta.from_index(index)
         self.episode_pool_size = episode_pool_size
-        self.pool_byte_budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
+        self.pool_byte_budget = (
+            None if pool_byte_budget is None else check_size("pool_byte_budget", pool_byte_budget)
+        )
         self.shuffle = bool(shuffle)
         self.seed = seed
         self.tolerance_s = tolerance_s
@@ -154,8 +170,6 @@ class LeRobotWebDataset(StreamDataset):
             return_uint8=return_uint8,
             image_transforms=image_transforms,
         )
-        if decoder not in ("auto", "pyav", "torchcodec"):
-            raise ConfigError(f"decoder must be 'auto', 'pyav' or 'torchcodec', got {decoder!r}")
         n_cams = max(1, len(index.video_keys))
         self._decoder_cache_size = decoder_cache_size or episode_pool_size * n_cams
         self.transform = transform

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ class Consumer:
     local_rank: int | None = None  # for logs only; never used for the split
 
     def __post_init__(self) -> None:
+        for name in ("rank", "world_size", "worker", "num_workers"):
+            check_int(name, getattr(self, name))
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ConfigError(
                 f"need 0 <= rank < world_size, got rank={self.rank} world_size={self.world_size}"

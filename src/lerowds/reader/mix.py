@@ -33,11 +33,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from numbers import Real
 from typing import Any
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError
 from lerowds.reader.dataset import LeRobotWebDataset
 from lerowds.reader.env import Consumer
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.mix_draws import SourceDraws, interleave, normalized_weights, source_positions
 from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.order.ranks import Remainder, consumer_sample_count, rank_frame_count

@@ -24,6 +24,8 @@ from collections.abc import Iterator, Sequence
 from multiprocessing import context as mp_context
 from typing import Any
 
+from lerowds.checks import check_int
+
 __all__ = ["ProcessSlots", "SharedArray", "pickled_for_a_new_process"]
 
 _CTX = mp.get_context("spawn")
@@ -49,8 +51,7 @@ class SharedArray:
     ) -> None:
         if typecode not in _TYPECODES:
             raise ValueError(f"typecode must be one of {_TYPECODES}, got {typecode!r}")
-        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
-            raise ValueError(f"slots must be an integer >= 1, got {slots!r}")
+        check_int("slots", slots, 1)
         if len(set(fields)) != len(fields) or not fields:
             raise ValueError(f"fields must be distinct names, at least one, got {tuple(fields)}")
         self.fields = tuple(fields)

@@ -18,11 +18,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError
 from lerowds.reader.env import Consumer, detect_consumer
 from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.ranks import Remainder
 from lerowds.reader.resume.batches import worker_batch_counts
 from lerowds.reader.resume.elastic import ElasticEpoch

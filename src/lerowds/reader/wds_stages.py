@@ -22,7 +22,8 @@ import numpy as np
 from torch.utils.data import get_worker_info
 from webdataset.filters import pipelinefilter
 
-from lerowds.errors import ConfigError, FormatError
+from lerowds.checks import check_int
+from lerowds.errors import FormatError
 from lerowds.reader.decode.base import ClipContext
 from lerowds.reader.decode.cache import DecoderCache, make_decoder
 from lerowds.reader.order.draws import UniformDraws, swap_remove_pool
@@ -89,8 +90,7 @@ def _episode_pool(
     ``order.draws.swap_remove_pool``; episodes are pulled from the stream only when the pool has room, and
     draws come from ``seed``/``epoch`` and the DataLoader worker id, never from global state.
     """
-    if pool_size < 1:
-        raise ConfigError(f"episode_pool size must be >= 1, got {pool_size!r}")
+    check_int("pool_size", pool_size, 1)
     source = iter(episodes)
     if not shuffle:
         for ep in source:

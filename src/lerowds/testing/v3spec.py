@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from lerowds.checks import check_int, is_int
+
 CODECS = {"libsvtav1": "av1", "libx264": "h264"}  # encoder -> codec name lerobot records in info.json
 # svtav1: lerobot's default; x264 blurs the frame code's bands at small sizes above 15
 DEFAULT_CRF = {"libsvtav1": 30, "libx264": 15}
@@ -64,8 +66,8 @@ class CameraSpec:
 
 
 def _check_limit(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be None or an int >= 1, got {value!r}")
+    if value is not None:
+        check_int(name, value, 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,9 +106,8 @@ class DatasetSpec:
         object.__setattr__(self, "episode_tasks", tuple(tuple(t) for t in self.episode_tasks))
         if not isinstance(self.repo_id, str) or not self.repo_id:
             raise ValueError(f"repo_id must be a non-empty string, got {self.repo_id!r}")
-        if not isinstance(self.fps, int) or self.fps < 1:
-            raise ValueError(f"fps must be an int >= 1, got {self.fps!r}")
-        if not self.episode_lengths or any(not isinstance(n, int) or n < 1 for n in self.episode_lengths):
+        check_int("fps", self.fps, 1)
+        if not self.episode_lengths or any(not is_int(n) or n < 1 for n in self.episode_lengths):
             raise ValueError(f"episode_lengths must be non-empty ints >= 1, got {self.episode_lengths!r}")
         if len(self.episode_tasks) != len(self.episode_lengths):
             raise ValueError(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError
 
 LOADER_STATE_FILE = "lerowds_loader.json"  # in the checkpoint's training_state/ directory
@@ -44,9 +45,7 @@ class LoaderPosition:
 
     def __post_init__(self) -> None:
         for name in ("epoch", "batches"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"loader position: {name} must be an integer >= 0, got {value!r}")
+            check_int(f"loader position: {name}", getattr(self, name), 0)
 
 
 def positioned_batches(

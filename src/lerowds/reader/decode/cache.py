@@ -13,6 +13,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError
 from lerowds.reader.decode.base import BackendDecoder, ClipDecoder
 from lerowds.reader.decode.pyav import PyAVClipDecoder
@@ -66,8 +67,7 @@ class DecoderCache(Generic[K]):
     """An LRU of open decoders keyed by e.g. ``(episode_index, camera_key)``; evicted ones are closed."""
 
     def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ConfigError(f"decoder cache capacity must be an int >= 1, got {capacity!r}")
+        check_int("decoder cache capacity", capacity, 1)
         self.capacity = capacity
         self._open: OrderedDict[K, ClipDecoder] = OrderedDict()
         self._stats = DecoderCacheStats()

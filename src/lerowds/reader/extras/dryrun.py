@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from lerowds.format import DatasetIndex, EpisodeTable, parse_size, read_local_index
+from lerowds.checks import check_bool, check_choice, check_int, check_size
+from lerowds.format import DatasetIndex, EpisodeTable, read_local_index
 from lerowds.reader.extras.dryrun_memory import (
     Peak,
     PoolMemory,
@@ -36,7 +37,6 @@ from lerowds.reader.extras.dryrun_runs import (
     run_stream,
     sample_camera_bytes,
 )
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.ranks import Remainder, consumer_sample_count, rank_plans, worker_segments
 from lerowds.reader.order.segments import SegmentArray
@@ -225,7 +225,11 @@ def plan_dataset(
     for r_s in run_sweep or ():
         check_int("run_sweep run_length", r_s[0], 1)
         check_int("run_sweep shuffle_buffer", r_s[1])
-    budget = None if pool_byte_budget is None else parse_size(pool_byte_budget)
+    check_int("seed", seed)
+    check_int("epoch", epoch)
+    check_choice("remainder", remainder, ("drop", "repeat"))
+    check_bool("shuffle", shuffle)
+    budget = None if pool_byte_budget is None else check_size("pool_byte_budget", pool_byte_budget)
     for pool in pool_sweep or ():
         check_int("pool_sweep sizes", pool, 1)
     if isinstance(root_or_index, tuple):

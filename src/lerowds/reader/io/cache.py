@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lerowds.checks import check_size
 from lerowds.errors import ConfigError
-from lerowds.format import parse_size
 
 DEFAULT_CACHE_LIMIT = 8 * 10**9
 _FILE = re.compile(r"^ep-\d+\.(bin|part)$")
@@ -32,12 +32,7 @@ _FILE = re.compile(r"^ep-\d+\.(bin|part)$")
 
 def parse_bytes(value: int | str) -> int:
     """A cache limit in bytes: ``8_000_000``, ``"2GB"`` (10**9), ``"1.5GiB"`` (2**30); must be > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise ConfigError(f"cache_limit must be bytes (int) or a size like '2GB', got {value!r}")
-    try:
-        return parse_size(value)
-    except ConfigError as e:
-        raise ConfigError(f"cache_limit: {e}") from None
+    return check_size("cache_limit", value)
 
 
 def default_cache_dir(hub: bool = False) -> Path:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, RemoteError
 from lerowds.reader.io.cache import Busy, EpisodeCache, Pin, Reservation
 from lerowds.reader.io.integrity import Span
@@ -40,10 +41,8 @@ class PrefetchOptions:
     poll_s: float = 0.05
 
     def __post_init__(self) -> None:
-        if not isinstance(self.threads, int) or self.threads < 1:
-            raise ConfigError(f"prefetch threads must be an integer >= 1, got {self.threads!r}")
-        if not isinstance(self.lookahead, int) or self.lookahead < 0:
-            raise ConfigError(f"prefetch lookahead must be an integer >= 0, got {self.lookahead!r}")
+        check_int("prefetch threads", self.threads, 1)
+        check_int("prefetch lookahead", self.lookahead, 0)
         if not self.wait_timeout_s > 0 or not self.poll_s > 0:
             raise ConfigError(
                 f"wait_timeout_s and poll_s must be > 0, got {self.wait_timeout_s}, {self.poll_s}"

@@ -14,6 +14,7 @@ from typing import TypeVar
 import urllib3
 from urllib3.exceptions import InvalidHeader
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, RemoteError
 
 logger = logging.getLogger(__name__)
@@ -31,8 +32,7 @@ class RetryPolicy:
     retry_after_max_s: float = 120.0  # longest ``Retry-After`` honoured
 
     def __post_init__(self) -> None:
-        if not isinstance(self.attempts, int) or self.attempts < 1:
-            raise ConfigError(f"retry attempts must be an integer >= 1, got {self.attempts!r}")
+        check_int("retry attempts", self.attempts, 1)
         for name in ("backoff_s", "backoff_max_s", "retry_after_max_s"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"retry {name} must be >= 0, got {getattr(self, name)!r}")

@@ -30,10 +30,10 @@ from typing import Any
 
 import torch
 
+from lerowds.checks import check_bool, check_int
 from lerowds.errors import ConfigError
 from lerowds.reader.loader.buffers import BufferPool, BufferSet
 from lerowds.reader.loader.stateful import Position
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.stream import EpochStart, Sample
 
 logger = logging.getLogger(__name__)
@@ -200,12 +200,12 @@ class Loader:
         self.batch_size, self.num_threads, self.drop_last, self.prefetch = (
             batch_size,
             num_threads,
-            bool(drop_last),
+            check_bool("drop_last", drop_last),
             prefetch,
         )
         self.device = None if device is None else torch.device(device)
         cuda = self.device is not None and self.device.type == "cuda"
-        self.pin_memory = cuda if pin_memory is None else bool(pin_memory)
+        self.pin_memory = cuda if pin_memory is None else check_bool("pin_memory", pin_memory)
         if self.pin_memory and not torch.cuda.is_available():
             raise ConfigError("pin_memory=True needs CUDA, and torch.cuda.is_available() is False")
         self._cameras = frozenset(dataset.meta.camera_keys)

@@ -14,7 +14,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from lerowds.reader.order.ints import bit_generator, check_int
+from lerowds.checks import check_int
+from lerowds.reader.order.ints import bit_generator
 
 POOL_TAG = 0x4C52_504C  # "LRPL": stream tag of ``UniformDraws`` (the webdataset pool stage's draws)
 _BLOCK = 4096  # raw draws fetched at once; buffering only, the order does not depend on it

@@ -1,16 +1,8 @@
-"""The two integer helpers every order module shares: argument checks and the seeded bit stream."""
+"""The seeded bit stream every order module draws from (argument checks live in ``lerowds.checks``)."""
 
 from __future__ import annotations
 
 import numpy as np
-
-from lerowds.errors import ConfigError
-
-
-def check_int(name: str, value: object, low: int = 0) -> None:
-    """Raise ``ConfigError`` naming ``name`` unless ``value`` is an integer (not a bool) >= ``low``."""
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def bit_generator(*words: int) -> np.random.PCG64:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lerowds.reader.order.ints import check_int
+from lerowds.checks import check_int
 
 KEY_TAG = 0x4C52_504B  # "LRPK": SeedSequence tag of the frame keys
 GAMMA = np.uint64(0x9E37_79B9_7F4A_7C15)

@@ -15,8 +15,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError
-from lerowds.reader.order.ints import bit_generator, check_int
+from lerowds.reader.order.ints import bit_generator
 
 T = TypeVar("T")
 

@@ -24,8 +24,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError
-from lerowds.reader.order.ints import bit_generator, check_int
+from lerowds.reader.order.ints import bit_generator
 from lerowds.reader.order.segments import Segment, SegmentArray, cut
 
 EPISODE_TAG = 0x4C52_4550  # "LREP": stream tag of the episode permutation

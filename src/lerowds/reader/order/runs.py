@@ -34,9 +34,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.order.events import Emit, PoolEvent
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.lifetimes import frame_keys
 from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.segments import Segment, SegmentArray

@@ -34,8 +34,8 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, ResumeMismatchError
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.resume.batches import resume_plan, worker_batch_counts
 
 logger = logging.getLogger(__name__)

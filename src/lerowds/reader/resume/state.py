@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, OrderVersionError, ResumeMismatchError
 from lerowds.reader.env import Consumer
-from lerowds.reader.order.ints import check_int
 from lerowds.reader.order.pool import ORDER_VERSION
 from lerowds.reader.resume.batches import resume_plan
 from lerowds.reader.resume.elastic import ElasticEpoch, Leg, Remainder, Topology

@@ -21,9 +21,18 @@ class RowOf(Mapping[int, int]):
     def rows(self, episodes: np.ndarray) -> np.ndarray:
         """Rows of many episodes at once (int64); an episode not in the table raises ``FormatError``."""
         episodes = np.asarray(episodes, dtype=np.int64)
-        rows = np.searchsorted(self._ids, episodes)
-        bad = rows >= self._ids.size
-        bad[~bad] = self._ids[rows[~bad]] != episodes[~bad]
+        n = self._ids.size
+        if n and self._ids[0] == 0 and self._ids[-1] == n - 1:
+            # strictly increasing ids (``EpisodeTable`` checks it) from 0 to n-1: each episode is its row
+            rows, bad = episodes.copy(), (episodes < 0) | (episodes >= n)
+        else:
+            # queries in sorted order: searchsorted then walks the ids once instead of jumping about (a
+            # consumer's episodes come shuffled; at 1M episodes this is ~2x less CPU, the sort included)
+            order = np.argsort(episodes, kind="stable")
+            rows = np.empty_like(episodes)
+            rows[order] = np.searchsorted(self._ids, episodes[order])
+            bad = rows >= n
+            bad[~bad] = self._ids[rows[~bad]] != episodes[~bad]
         if bad.any():
             missing = episodes[bad][:10].tolist()
             raise FormatError(f"episodes {missing} are not in this dataset ({self._ids.size} episodes)")
