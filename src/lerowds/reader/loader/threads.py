@@ -72,6 +72,13 @@ class EpochStart:
     streams: tuple[StreamFactory, ...]
 
 
+def transform_lock() -> threading.Lock:
+    """The lock under which loader threads run seeded transforms, each inside a ``fork_rng`` of torch's CPU
+    RNG. Another thread that draws from, saves or restores torch's CPU RNG while such a loader runs must hold
+    it meanwhile, or each sees the other's RNG state (``lerowds train`` holds it around its training step)."""
+    return _TRANSFORM_LOCK
+
+
 def camera_keys(ds: LoaderSource) -> tuple[str, ...]:
     return tuple(ds.meta.camera_keys)
 
