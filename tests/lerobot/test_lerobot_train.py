@@ -50,7 +50,14 @@ def checkpoint(out: Path, step: int) -> Path:
 
 
 def check_resume(
-    out: Path, full: list[tuple], resumed: list[tuple], *, steps: int, resume_at: int, per_epoch: int
+    out: Path,
+    full: list[tuple],
+    resumed: list[tuple],
+    *,
+    steps: int,
+    resume_at: int,
+    per_epoch: int,
+    loader: str,
 ) -> None:
     assert [s[0] for s in full] == list(range(1, steps + 1))
     # (epoch, batches consumed in it) after each step: the run crosses into a second epoch
@@ -63,6 +70,7 @@ def check_resume(
     assert (out / "checkpoints" / "last").resolve() == checkpoint(out, steps).resolve()
     saved = json.loads((checkpoint(out, resume_at) / "training_state" / LOADER_STATE_FILE).read_text())
     assert saved["step"] == resume_at and saved["dataset"]["batches_consumed"] == full[resume_at - 1][2]
+    assert saved["loader"] == loader
 
     assert [s[0] for s in resumed] == list(range(resume_at + 1, steps + 1))
     assert [s[3] for s in resumed] == [s[3] for s in full[resume_at:]]  # exactly the same batches, in order
@@ -86,8 +94,9 @@ TRAIN_TIMEOUT = pytest.mark.timeout(1800)
 def test_readme_commands_act_train_checkpoint_and_exact_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """README's commands, run by lerowds' CLI in-process: ACT on the converted fixture, 20 frames in
-    batches of 8 (8, 8, 4); resumed mid-epoch 0, the run continues across the epoch's end."""
+    """README's commands, run by lerowds' CLI in-process: ACT on the converted fixture on ``lerowds.Loader``
+    (the default; one thread for ``--num_workers=0``), 20 frames in batches of 8 (8, 8, 4); resumed mid-epoch
+    0, the run continues across the epoch's end."""
     need_lerobot()
     from lerowds import cli, train
 
@@ -107,7 +116,7 @@ def test_readme_commands_act_train_checkpoint_and_exact_resume(
     assert cli.main(train_cmd[1:]) == 0
     full, records[:] = list(records), []
     assert cli.main(resume_cmd[1:]) == 0
-    check_resume(tmp_path / "act_run", full, records, steps=5, resume_at=2, per_epoch=3)
+    check_resume(tmp_path / "act_run", full, records, steps=5, resume_at=2, per_epoch=3, loader="threads")
 
     # fine-tune from the final checkpoint (lerobot's --policy.path) on other episodes: weights and processors
     # come from the checkpoint, the stats from this dataset
@@ -133,12 +142,14 @@ def test_readme_commands_act_train_checkpoint_and_exact_resume(
 
 @TRAIN_TIMEOUT
 def test_diffusion_train_checkpoint_and_exact_resume(converted: Path, tmp_path: Path) -> None:
-    """Diffusion, 2 DataLoader workers (lerobot's default spawn): 22 frames (11 per worker: 8, 8, 3, 3);
-    resumed at the very end of epoch 0 (the dataset moves on to epoch 1 by itself)."""
+    """Diffusion on torch's DataLoader (``--lerowds.loader=dataloader``), 2 workers (lerobot's default
+    spawn): 22 frames (11 per worker: 8, 8, 3, 3); resumed at the very end of epoch 0 (the dataset moves on
+    to epoch 1 by itself)."""
     out = tmp_path / "run"
     argv = [
         *TINY_DIFFUSION_FLAGS,
         f"--lerowds.source={converted}",
+        "--lerowds.loader=dataloader",
         "--dataset.episodes=[9]",
         "--batch_size=8",
         "--num_workers=2",
@@ -151,7 +162,7 @@ def test_diffusion_train_checkpoint_and_exact_resume(converted: Path, tmp_path: 
     full = train(argv)
     config = checkpoint(out, 4) / "pretrained_model" / "train_config.json"
     resumed = train(["--resume=true", f"--config_path={config}"])
-    check_resume(out, full, resumed, steps=6, resume_at=4, per_epoch=4)
+    check_resume(out, full, resumed, steps=6, resume_at=4, per_epoch=4, loader="dataloader")
 
 
 def test_cli_errors_name_the_flag(converted: Path) -> None:
@@ -161,3 +172,9 @@ def test_cli_errors_name_the_flag(converted: Path) -> None:
         parse_config([*TINY_ACT_FLAGS])
     with pytest.raises(ConfigError, match=r"does not support --dataset.streaming=true"):
         parse_config([*TINY_ACT_FLAGS, f"--lerowds.source={converted}", "--dataset.streaming=true"])
+    with pytest.raises(
+        ConfigError, match=r"--lerowds.loader must be one of threads, dataloader, got 'procs'"
+    ):
+        parse_config([*TINY_ACT_FLAGS, f"--lerowds.source={converted}", "--lerowds.loader=procs"])
+    with pytest.raises(ConfigError, match=r"--lerowds.num_threads must be an integer >= 1, got 0"):
+        parse_config([*TINY_ACT_FLAGS, f"--lerowds.source={converted}", "--lerowds.num_threads=0"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader
 
-from lerowds import ConfigError, LeRobotWebDataset, ResumeMismatchError
+from lerowds import ConfigError, LeRobotWebDataset, Loader, ResumeMismatchError
 from lerowds.convert import ConvertOptions, convert
 from lerowds.testing.v3writer import DatasetSpec, write_v3_dataset
 from lerowds.train.position import (
@@ -47,17 +47,25 @@ def identities(batch) -> tuple:
     return tuple(zip(batch["episode_index"].tolist(), batch["frame_index"].tolist()))
 
 
-def steps(ds: LeRobotWebDataset, loader: DataLoader, start: LoaderPosition, n: int) -> list[tuple]:
+def steps(ds: LeRobotWebDataset, loader: DataLoader | Loader, start: LoaderPosition, n: int) -> list[tuple]:
     stream = positioned_batches(loader, ds, start)
     return [(pos, identities(batch)) for pos, batch in (next(stream) for _ in range(n))]
 
 
-@pytest.mark.parametrize("num_workers, batch_size", [(0, 8), (2, 5)])
+@pytest.mark.parametrize(
+    "kind, num_workers, batch_size",
+    [("dataloader", 0, 8), ("dataloader", 2, 5), ("threads", 1, 8), ("threads", 2, 5)],
+)
 def test_resume_from_any_saved_position_continues_the_same_batches(
-    tabular: Path, tmp_path: Path, num_workers: int, batch_size: int
+    tabular: Path, tmp_path: Path, kind: str, num_workers: int, batch_size: int
 ) -> None:
-    def fresh() -> tuple[LeRobotWebDataset, DataLoader]:
+    """Both loaders of ``lerowds train``: torch's DataLoader, and ``lerowds.Loader`` whose thread ``w`` plays
+    worker ``w`` (the same batches as the DataLoader; a single thread is the DataLoader without workers)."""
+
+    def fresh() -> tuple[LeRobotWebDataset, DataLoader | Loader]:
         ds = LeRobotWebDataset(tabular, episode_pool_size=2, seed=5)
+        if kind == "threads":
+            return ds, Loader(ds, batch_size=batch_size, num_threads=num_workers)
         return ds, DataLoader(ds, batch_size=batch_size, num_workers=num_workers)
 
     ds, loader = fresh()
@@ -78,7 +86,9 @@ def test_resume_from_any_saved_position_continues_the_same_batches(
             [(3, 4), (0, 3), (0, 6), (0, 5), (3, 0), (4, 3), (4, 2), (4, 1)],
         ],
     }
-    assert [epoch0[:8], epoch1[:8]] == pinned[num_workers, batch_size]
+    assert [epoch0[:8], epoch1[:8]] == pinned[
+        0 if kind == "threads" and num_workers == 1 else num_workers, batch_size
+    ]
 
     for k in (1, per_epoch - 1, per_epoch, per_epoch + 2):  # mid-epoch, last batch, epoch end, next epoch
         state_dir = tmp_path / f"step{k}"
@@ -111,3 +121,23 @@ def test_empty_loader_is_an_error_not_a_hang(tabular: Path) -> None:
     ds = LeRobotWebDataset(tabular)
     with pytest.raises(ConfigError, match="yielded no batch in epoch 0"):
         next(positioned_batches([], ds, LoaderPosition()))
+
+
+def test_a_checkpoint_resumes_under_the_other_loader(tabular: Path, tmp_path: Path) -> None:
+    """``--lerowds.loader`` may change across a resume: DataLoader workers and Loader threads of the same
+    count own the same frames in the same order, so the saved position continues with the same batches."""
+    ds = LeRobotWebDataset(tabular, episode_pool_size=2, seed=5)
+    full = steps(ds, DataLoader(ds, batch_size=5, num_workers=2), LoaderPosition(), 12)
+    for k, (save_kind, load_kind) in ((3, ("dataloader", "threads")), (9, ("threads", "dataloader"))):
+        state_dir = tmp_path / f"{save_kind}{k}"
+        state_dir.mkdir()
+        save_loader_state(
+            state_dir, ds, full[k - 1][0], step=k, batch_size=5, num_workers=2, loader=save_kind
+        )
+        again = LeRobotWebDataset(tabular, episode_pool_size=2, seed=5)
+        start = load_loader_state(state_dir, again, step=k)
+        if load_kind == "threads":
+            loader = Loader(again, batch_size=5, num_threads=2)
+        else:
+            loader = DataLoader(again, batch_size=5, num_workers=2)
+        assert steps(again, loader, start, 12 - k) == full[k:], (save_kind, k)

@@ -13,6 +13,8 @@ from lerobot.configs.train import TrainPipelineConfig
 
 from lerowds.errors import ConfigError
 
+LOADERS = ("threads", "dataloader")
+
 # What lerobot-train's imports register: the --policy.type and --env.type choices draccus parses.
 for _module in ("lerobot.policies", "lerobot.envs"):
     importlib.import_module(_module)
@@ -31,6 +33,12 @@ class LerowdsSourceConfig:
     cache_limit: str | None = None
     # Optional bound on the bytes of the episodes in a consumer's pool (e.g. "512MB").
     pool_byte_budget: str | None = None
+    # "threads": lerowds.Loader (decoding threads in the training process, about half the CPU per sample);
+    # "dataloader": torch's DataLoader with --num_workers worker processes (lerobot-train's own loader).
+    loader: str = "threads"
+    # Decoding threads of the "threads" loader; default: --num_workers (at least 1). A checkpoint resumes
+    # exactly under either loader as long as this count equals the saved one's.
+    num_threads: int | None = None
 
 
 @dataclass
@@ -53,6 +61,13 @@ class LerowdsTrainConfig(TrainPipelineConfig):
                 "lerowds train needs --lerowds.source=DIR, an http(s):// URL or hf://datasets/ORG/NAME "
                 "(a dataset converted with `lerowds convert`)"
             )
+        if self.lerowds.loader not in LOADERS:
+            raise ConfigError(
+                f"--lerowds.loader must be one of {', '.join(LOADERS)}, got {self.lerowds.loader!r}"
+            )
+        threads = self.lerowds.num_threads
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ConfigError(f"--lerowds.num_threads must be an integer >= 1, got {threads!r}")
         unsupported = {
             "--dataset.streaming=true": self.dataset.streaming,
             "--dataset.eval_split > 0": self.dataset.eval_split > 0,

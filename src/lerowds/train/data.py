@@ -4,12 +4,15 @@ with ``LeRobotWebDataset`` as the dataset. Imports lerobot (after ``compat.requi
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
+from lerowds.errors import ConfigError
 from lerowds.reader.dataset import LeRobotWebDataset
+from lerowds.reader.loader.core import Loader, transform_lock
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +56,35 @@ def make_train_dataset(cfg: Any) -> LeRobotWebDataset:
     return ds
 
 
-def make_loader(ds: LeRobotWebDataset, cfg: Any, device: torch.device) -> DataLoader:
-    """The one place the loader is built (lerobot-train's DataLoader options). Never ``accelerator.prepare``
-    it: lerowds already splits the data by rank, and accelerate would dispatch or re-shard it."""
+def consumers(cfg: Any) -> int:
+    """The data consumers of one rank: ``lerowds.Loader`` threads, or DataLoader worker processes. The
+    loader state saved with a checkpoint records this count (as ``num_workers``)."""
+    if cfg.lerowds.loader == "threads":
+        return cfg.lerowds.num_threads or max(1, cfg.num_workers)
+    return cfg.num_workers
+
+
+def make_loader(ds: LeRobotWebDataset, cfg: Any, device: torch.device) -> Loader | DataLoader:
+    """The one place the loader is built: ``lerowds.Loader`` (``--lerowds.loader=threads``, the default) or
+    torch's DataLoader with lerobot-train's options. Either yields, epoch after epoch, the same batches for
+    the same consumer count. Never ``accelerator.prepare`` it: lerowds already splits the data by rank, and
+    accelerate would dispatch or re-shard it."""
+    if cfg.lerowds.loader == "threads":
+        if ds.meta.has_language_columns:
+            raise ConfigError(
+                f"{ds.meta.repo_id} has language columns, which lerobot batches with its own "
+                "lerobot_collate_fn; lerowds.Loader batches with torch's default_collate: use "
+                "--lerowds.loader=dataloader"
+            )
+        cuda = device.type == "cuda"  # batches cross as uint8 from pinned memory, then become float there
+        return Loader(
+            ds,
+            batch_size=cfg.batch_size,
+            num_threads=consumers(cfg),
+            drop_last=False,
+            pin_memory=cuda,
+            device=device if cuda else None,
+        )
     from lerobot.utils.collate import lerobot_collate_fn
 
     workers = cfg.num_workers > 0
@@ -70,6 +99,16 @@ def make_loader(ds: LeRobotWebDataset, cfg: Any, device: torch.device) -> DataLo
         persistent_workers=cfg.persistent_workers and workers,
         multiprocessing_context=cfg.dataloader_multiprocessing_context if workers else None,
     )
+
+
+def rng_guard(ds: LeRobotWebDataset, cfg: Any) -> AbstractContextManager[Any]:
+    """What the training thread holds while it saves, restores or (on a CPU device) draws from torch's CPU
+    RNG. Loader threads run a dataset's seeded image transforms inside a ``fork_rng`` of that same RNG (one
+    per process), under ``transform_lock()``: holding it keeps the training's random stream (and so the
+    losses) independent of thread timing. Nothing to hold for the DataLoader (its workers are processes)
+    or without transforms."""
+    seeded = ds.spec.image_transforms is not None or ds.transform is not None
+    return transform_lock() if cfg.lerowds.loader == "threads" and seeded else nullcontext()
 
 
 def to_device(batch: dict[str, Any], device: torch.device, camera_keys: tuple[str, ...]) -> dict[str, Any]:

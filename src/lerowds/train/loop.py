@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -34,7 +35,7 @@ from lerobot.utils.logging_utils import AverageMeter, MetricsTracker
 from lerobot.utils.random_utils import set_seed
 from lerobot.utils.utils import init_logging
 
-from lerowds.train.data import make_loader, make_train_dataset, to_device
+from lerowds.train.data import consumers, make_loader, make_train_dataset, rng_guard, to_device
 from lerowds.train.position import LoaderPosition, load_loader_state, positioned_batches, save_loader_state
 
 logger = logging.getLogger(__name__)
@@ -116,16 +117,42 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None
     pre, post = make_processors(cfg, policy, ds.meta.stats, device)
     optimizer, scheduler = make_optimizer_and_scheduler(cfg, policy)
 
-    step, start = 0, LoaderPosition()
+    start = LoaderPosition()
     if cfg.resume:  # the data position first: it must agree with lerobot's step
         state_dir = cfg.checkpoint_path / TRAINING_STATE_DIR
         start = load_loader_state(state_dir, ds, step=load_training_step(state_dir))
     loader = make_loader(ds, cfg, device)
+    try:
+        _run(cfg, accelerator, ds, loader, start, policy, pre, post, optimizer, scheduler, wandb, on_step)
+    finally:
+        close = getattr(loader, "close", None)  # lerowds.Loader: stop its threads
+        if close is not None:
+            close()
+
+
+def _run(
+    cfg: Any,
+    accelerator: Any,
+    ds: Any,
+    loader: Any,
+    start: LoaderPosition,
+    policy: Any,
+    pre: Any,
+    post: Any,
+    optimizer: Any,
+    scheduler: Any,
+    wandb: Any,
+    on_step: Callable[[StepRecord], None] | None,
+) -> None:
+    main, device, step = accelerator.is_main_process, accelerator.device, 0
+    guard = rng_guard(ds, cfg)  # held while the training thread uses torch's CPU RNG (see rng_guard)
+    step_guard = guard if device.type == "cpu" else nullcontext()
     batches = positioned_batches(loader, ds, start)
-    # iter(loader) draws from torch's RNG: do it before the checkpoint's RNG state is restored
+    # iter(DataLoader) draws from torch's RNG: do it before the checkpoint's RNG state is restored
     first = next(batches)
     if cfg.resume:
-        step, optimizer, scheduler = load_training_state(cfg.checkpoint_path, optimizer, scheduler)
+        with guard:
+            step, optimizer, scheduler = load_training_state(cfg.checkpoint_path, optimizer, scheduler)
         logger.info("resuming at step %d, epoch %d after %d batches", step, start.epoch, start.batches)
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)  # not the loader
 
@@ -148,15 +175,16 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None
         position, raw = item
         batch = pre(to_device(raw, device, ds.meta.camera_keys))
         tracker.dataloading_s = time.perf_counter() - t0
-        tracker, _ = update_policy(
-            tracker,
-            policy,
-            batch,
-            optimizer,
-            cfg.optimizer.grad_clip_norm,
-            accelerator=accelerator,
-            lr_scheduler=scheduler,
-        )
+        with step_guard:
+            tracker, _ = update_policy(
+                tracker,
+                policy,
+                batch,
+                optimizer,
+                cfg.optimizer.grad_clip_norm,
+                accelerator=accelerator,
+                lr_scheduler=scheduler,
+            )
         step += 1
         tracker.step()
         if on_step is not None:
@@ -170,19 +198,20 @@ def train(cfg: Any, on_step: Callable[[StepRecord], None] | None = None) -> None
             tracker.reset_averages()
         if cfg.save_checkpoint and should_save_checkpoint(step, cfg.save_freq, cfg.steps):
             if main:
-                _checkpoint(
-                    cfg,
-                    step,
-                    position,
-                    ds,
-                    accelerator.unwrap_model(policy),
-                    optimizer,
-                    scheduler,
-                    pre,
-                    post,
-                    accelerator.num_processes,
-                    wandb,
-                )
+                with guard:  # lerobot saves torch's RNG state in it
+                    _checkpoint(
+                        cfg,
+                        step,
+                        position,
+                        ds,
+                        accelerator.unwrap_model(policy),
+                        optimizer,
+                        scheduler,
+                        pre,
+                        post,
+                        accelerator.num_processes,
+                        wandb,
+                    )
             accelerator.wait_for_everyone()
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -227,7 +256,8 @@ def _checkpoint(
         position,
         step=step,
         batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
+        num_workers=consumers(cfg),
+        loader=cfg.lerowds.loader,
     )
     update_last_checkpoint(checkpoint_dir)
     if wandb:

@@ -80,8 +80,11 @@ def save_loader_state(
     step: int,
     batch_size: int,
     num_workers: int,
+    loader: str | None = None,
 ) -> Path:
-    """Write the dataset's resume state for ``position`` (atomically) next to lerobot's training state."""
+    """Write the dataset's resume state for ``position`` (atomically) next to lerobot's training state.
+    ``num_workers`` is the rank's consumer count (DataLoader workers or ``lerowds.Loader`` threads: their
+    states are interchangeable); ``loader`` names which loader wrote it (informative only)."""
     state = ds.state_dict(
         batches_consumed=position.batches,
         batch_size=batch_size,
@@ -90,7 +93,8 @@ def save_loader_state(
     )
     path = Path(training_state_dir) / LOADER_STATE_FILE
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps({"step": step, "dataset": state}, indent=1))
+    saved = {"step": step, "dataset": state} | ({} if loader is None else {"loader": loader})
+    tmp.write_text(json.dumps(saved, indent=1))
     os.replace(tmp, path)
     return path
 

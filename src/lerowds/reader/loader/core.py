@@ -43,6 +43,13 @@ _JOIN_S = 10.0
 _TRANSFORM_LOCK = threading.Lock()  # torch's CPU RNG is one per process: one seeded transform at a time
 
 
+def transform_lock() -> threading.Lock:
+    """The lock under which loader threads run seeded transforms, each inside a ``fork_rng`` of torch's CPU
+    RNG. Another thread that draws from, saves or restores torch's CPU RNG while such a loader runs must hold
+    it meanwhile, or each sees the other's RNG state (``lerowds train`` holds it around its training step)."""
+    return _TRANSFORM_LOCK
+
+
 class _Pending:
     """The event of a pinned batch not recorded yet: the user may still enqueue copies from it."""
 
