@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, tree_bytes
 from hubserver import HubServer
+from paused_cli import paused
 
 from lerowds.convert.fetch import RESERVE
 from lerowds.convert.plan import estimate_episode_bytes, plan_shards
-from lerowds.convert.shard import PAUSE_ENV
 from lerowds.convert.source import load_local
 
 if TYPE_CHECKING:
@@ -165,7 +165,7 @@ def test_bounded_resume_after_sigkill(hub: HubServer, bound: int, unbounded: Pat
     out = tmp_path / "out"
     args = _args(out, "--max-source-disk", str(bound))
     proc = subprocess.Popen(
-        args, env=_env(hub, tmp_path, **{PAUSE_ENV: "4"}), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        paused(4, args), env=_env(hub, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 120
