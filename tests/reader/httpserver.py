@@ -5,6 +5,7 @@ record of every ranged request (to check that no two workers fetch the same byte
 from __future__ import annotations
 
 import gzip
+import itertools
 import re
 import socket
 import ssl
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 TLS_DIR = Path(__file__).resolve().parent / "tls"
 TLS_CA = TLS_DIR / "ca.pem"  # the CA of the test server's certificate (for 127.0.0.1)
-FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle", "gzip")
+FAULTS = ("drop", "429", "503", "stall", "truncate", "corrupt", "404", "trickle", "gzip", "slow_headers")
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 _HUB = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.*)$")
 
@@ -44,6 +45,9 @@ class Fault:
     at: int | None = None  # "corrupt": the byte of the body to flip (default: the middle one)
     # "trickle": send the body ``trickle_bytes`` at a time, ``stall_s`` apart (a slow but live download)
     trickle_bytes: int = 64
+    # "slow_headers": a status line, then header lines without end, one byte every ``stall_s``, until the
+    # client hangs up (counted in ``LoopbackServer.hangups``) or the server stops; for a proxy ``CONNECT``
+    # too (``path`` matched against its ``host:port``)
 
     def __post_init__(self) -> None:
         if self.kind not in FAULTS:
@@ -111,6 +115,8 @@ class LoopbackServer:
         self.resolves: Counter[str] = Counter()  # Hub resolve requests per file
         self.redirects: dict[str, str] = {}  # path below /data/ -> Location to answer with (a 302)
         self.seen: list[Seen] = []  # every request, in arrival order
+        self.hangups = 0  # "slow_headers" answers the client hung up on
+        self.stopped = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -129,6 +135,7 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -199,7 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
     def do_CONNECT(self) -> None:
         """A proxy tunnel (an https request through this server as its proxy): recorded, then refused."""
         self._record()
+        fault = self.srv.take_fault(self.path, None)
+        if fault is not None and fault.kind == "slow_headers":
+            return self._slow_headers(fault)
         self._plain(502)
+        return None
 
     def do_GET(self) -> None:
         srv = self.srv
@@ -242,6 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
             end = min(int(m.group(2)), len(data) - 1) if m.group(2) else len(data) - 1
         key = (rel, start if status == 206 else None)
         fault = srv.take_fault(rel, key[1])
+        if fault is not None and fault.kind == "slow_headers":
+            return self._slow_headers(fault)
         if fault is not None and fault.kind == "stall":  # outlive the client's timeout, then hang up; the
             time.sleep(fault.stall_s)  # client gave up on it, so it is not counted as in flight
             self.close_connection = True
@@ -296,6 +309,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         self._write(bytes(body))
+
+    def _slow_headers(self, fault: Fault) -> None:
+        """Never finish the header block: each byte comes before any read timeout, the headers never."""
+        srv, self.close_connection = self.srv, True
+        head = itertools.chain(b"HTTP/1.1 200 OK\r\n", itertools.cycle(b"X-Slow: 1\r\n"))
+        try:
+            for byte in head:
+                if srv.stopped.wait(fault.stall_s):
+                    return
+                self.wfile.write(bytes((byte,)))
+                self.wfile.flush()
+        except OSError:  # a reset, a broken pipe, a TLS connection cut without close_notify
+            with srv.lock:
+                srv.hangups += 1
 
     def _write(self, body: bytes) -> None:
         bw, chunk = self.srv.bandwidth, 64 * 1024

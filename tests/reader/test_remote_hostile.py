@@ -8,10 +8,11 @@ import dataclasses
 import random
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from httpserver import Fault, HubRepo, LoopbackServer, use_hub
+from httpserver import TLS_CA, Fault, HubRepo, LoopbackServer, use_hub
 
 from lerowds.convert import ConvertOptions, convert
 from lerowds.errors import ConfigError, FormatError, RemoteError
@@ -131,6 +132,97 @@ def test_dribbling_server_fails_within_the_documented_wait(
         ):
             next(iter(ds))
         ds._store.close()
+
+
+def _all_hung_up(srv: LoopbackServer) -> bool:
+    """Whether the client hung up on every "slow_headers" answer (closed its socket, not left a thread in a
+    read): the server notices at its next byte, so this waits, boundedly, for that."""
+    for _ in range(200):
+        if srv.hangups == srv.faults_served["slow_headers"]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_header_timeout_setting() -> None:
+    assert HttpOptions().header_timeout_s == RemoteOptions().header_timeout_s == 120.0
+    assert RemoteOptions.from_env({"LEROWDS_HEADER_TIMEOUT": "7.5"}).http.header_timeout_s == 7.5
+    for bad in ("0", "-1"):
+        with pytest.raises(ConfigError, match=r"LEROWDS_HEADER_TIMEOUT=.*header_timeout_s must be > 0"):
+            RemoteOptions.from_env({"LEROWDS_HEADER_TIMEOUT": bad})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", [INDEX_FILE, "episodes.parquet"])
+def test_dribbled_headers_fail_the_open(
+    converted: Path, tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A server that sends its status line and headers one byte at a time, each well inside the read
+    timeout, and never ends them: opening the dataset fails on the header deadline, retried, naming the URL."""
+    monkeypatch.setenv("LEROWDS_HEADER_TIMEOUT", "1.5")
+    with LoopbackServer(converted) as srv:
+        srv.add(Fault("slow_headers", name, times=-1, stall_s=0.2))
+        pattern = (
+            rf"{re.escape(srv.url)}/{re.escape(name)}: failed after 2 attempts; last error: "
+            r"no response headers arrived within 1\.5s of sending the request \(LEROWDS_HEADER_TIMEOUT"
+        )
+        with pytest.raises(RemoteError, match=pattern):
+            LeRobotWebDataset(srv.url, cache_dir=tmp_path)
+        assert srv.faults_served["slow_headers"] == 2
+        assert _all_hung_up(srv)
+
+
+@pytest.mark.timeout(60)
+def test_dribbled_headers_fail_the_episode_download(
+    converted: Path, tmp_path: Path, fast: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same server for the shard only: the download fails on the header deadline, long before the
+    consumer's wait (60 s here), naming episode, URL and cause; no download thread is left in a read."""
+    monkeypatch.setenv("LEROWDS_HEADER_TIMEOUT", "1.5")
+    shard, _, _ = _first_span(converted)
+    with LoopbackServer(converted) as srv:
+        srv.add(Fault("slow_headers", shard, times=-1, stall_s=0.2))
+        ds = LeRobotWebDataset(srv.url, episode_pool_size=2, shuffle=False, cache_dir=tmp_path)
+        pattern = (
+            rf"episode \d \({shard} bytes \d+-\d+\): {srv.url}/{shard}: failed after 2 attempts; "
+            r"last error: no response headers arrived within 1\.5s"
+        )
+        with pytest.raises(RemoteError, match=pattern):
+            next(iter(ds))
+        ds._store.close()
+        assert srv.faults_served["slow_headers"] >= 2
+        assert _all_hung_up(srv)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("via", ["https", "http proxy", "https proxy tunnel"])
+def test_dribbled_headers_over_tls_and_proxies(
+    blob: tuple[Path, bytes], monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    """The deadline holds for https (headers dribbled through TLS), a plain request through a proxy, and a
+    proxy that dribbles its answer to ``CONNECT``."""
+    root, _ = blob
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(TLS_CA))
+    retry = RetryPolicy(attempts=2, backoff_s=0.01, backoff_max_s=0.05)
+    client = HttpClient(HttpOptions(connect_timeout_s=5, read_timeout_s=1, header_timeout_s=1.5, retry=retry))
+    with LoopbackServer(root, tls=via == "https") as srv:
+        url, path = f"{srv.url}/blob.bin", "blob.bin"
+        if via == "http proxy":
+            monkeypatch.setenv("HTTP_PROXY", srv.base)
+            url = "http://dataset.invalid/data/blob.bin"
+        elif via == "https proxy tunnel":
+            monkeypatch.setenv("HTTPS_PROXY", srv.base)
+            url, path = "https://dataset.invalid/data/blob.bin", "dataset.invalid:443"
+        srv.add(Fault("slow_headers", path, times=-1, stall_s=0.2))
+        with pytest.raises(
+            RemoteError, match=r"failed after 2 attempts; last error: .*no response headers arrived"
+        ):
+            client.get_range(url, 0, 100, lambda pos, data: None, what="t", counters=Counters())
+        assert srv.faults_served["slow_headers"] == 2
+        assert _all_hung_up(srv)
 
 
 # ----------------------------------------------------------------------------------------------- confinement

@@ -46,6 +46,7 @@ class HttpOptions:
 
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 60.0  # longest silence while waiting for headers or body bytes
+    header_timeout_s: float = 120.0  # longest wait from a request's start to its last header byte
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     redirect_ttl_s: float = 300.0  # reuse a redirect target (e.g. a signed CDN URL) this long
     chunk_bytes: int = 1 << 20
@@ -55,7 +56,7 @@ class HttpOptions:
     rate_window_s: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_timeout_s", "read_timeout_s", "rate_window_s"):
+        for name in ("connect_timeout_s", "read_timeout_s", "header_timeout_s", "rate_window_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not self.min_rate_bps >= 0:
@@ -121,7 +122,8 @@ class HttpClient:
 
     def _init_runtime(self) -> None:
         self._pid = os.getpid()
-        self._transport = Transport(self.options.connect_timeout_s, self.options.read_timeout_s)
+        opts = self.options
+        self._transport = Transport(opts.connect_timeout_s, opts.read_timeout_s, opts.header_timeout_s)
         self._lock = threading.Lock()
         self._redirects: dict[str, tuple[str, float]] = {}
         self._base_headers: dict[str, str] | None = None

@@ -16,6 +16,7 @@ from lerowds.reader.io.retry import RetryPolicy
 ENV = {
     "connect_timeout_s": "LEROWDS_CONNECT_TIMEOUT",
     "read_timeout_s": "LEROWDS_READ_TIMEOUT",
+    "header_timeout_s": "LEROWDS_HEADER_TIMEOUT",
     "retries": "LEROWDS_RETRIES",
     "backoff_s": "LEROWDS_BACKOFF",
     "backoff_max_s": "LEROWDS_BACKOFF_MAX",
@@ -38,6 +39,7 @@ class RemoteOptions:
 
     connect_timeout_s: float = 10.0  # to connect (TCP, proxy, TLS)
     read_timeout_s: float = 60.0  # longest silence while waiting for headers or body bytes
+    header_timeout_s: float = 120.0  # longest wait from a request's start to its last header byte
     retries: int = 8  # attempts per request, the first included
     backoff_s: float = 0.5  # wait after the first failure; doubles per failure, with jitter
     backoff_max_s: float = 30.0
@@ -73,6 +75,7 @@ class RemoteOptions:
         return HttpOptions(
             connect_timeout_s=self.connect_timeout_s,
             read_timeout_s=self.read_timeout_s,
+            header_timeout_s=self.header_timeout_s,
             retry=self.retry,
             min_rate_bps=self.min_rate_bps,
             rate_window_s=self.rate_window_s,

@@ -2,7 +2,8 @@
 
 One ``Transport`` per client; its pool managers belong to the process that made them and are made anew
 after a fork (a DataLoader worker) or an unpickle, never shared: a forked copy of a socket or of a pool's
-lock is not ours. urllib3 retries nothing here (``lerowds.reader.io.retry`` is the only retry policy);
+lock is not ours. Every request has a deadline for its response headers (``deadline.py``). urllib3
+retries nothing here (``lerowds.reader.io.retry`` is the only retry policy);
 it follows up to ``MAX_REDIRECTS`` redirects, drops credentials when one leaves the origin, and refuses
 one to anything but an http(s) URL.
 """
@@ -28,6 +29,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
+from lerowds.reader.io.deadline import HeaderTimeout, pool_classes
 from lerowds.reader.io.retry import Permanent, Transient
 
 __all__ = ["MAX_REDIRECTS", "Transport"]
@@ -125,6 +127,8 @@ def _cert_error(e: BaseException | None) -> ssl.SSLCertVerificationError | None:
 
 def _failure(reason: BaseException) -> Permanent | Transient:
     """What a failed urllib3 request means to the retry policy, in words a user can act on."""
+    if isinstance(reason, HeaderTimeout):
+        return Transient(str(reason))
     if isinstance(reason, ResponseError):
         return Permanent(f"more than {MAX_REDIRECTS} redirects")
     cert = _cert_error(reason)
@@ -132,6 +136,8 @@ def _failure(reason: BaseException) -> Permanent | Transient:
         return Permanent(f"TLS certificate not trusted ({cert}); set SSL_CERT_FILE to your CA bundle")
     if isinstance(reason, ProxyError):
         inner = reason.original_error
+        if isinstance(inner, HeaderTimeout):
+            return Transient(f"through the proxy: {inner}")
         return Transient(f"cannot connect through the proxy: {type(inner).__name__}: {inner}")
     if isinstance(reason, ConnectTimeoutError):  # refused, unresolvable, or no answer in time
         return Transient(f"cannot connect: {type(reason).__name__}: {reason}")
@@ -141,8 +147,10 @@ def _failure(reason: BaseException) -> Permanent | Transient:
 class Transport:
     """GET requests over kept-alive connections of this process; responses are streamed, never decoded."""
 
-    def __init__(self, connect_timeout_s: float, read_timeout_s: float) -> None:
-        self.timeouts = (connect_timeout_s, read_timeout_s)
+    def __init__(
+        self, connect_timeout_s: float, read_timeout_s: float, header_timeout_s: float = 120.0
+    ) -> None:
+        self.timeouts = (connect_timeout_s, read_timeout_s, header_timeout_s)
         self.timeout = urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s)
         self._pid = -1
         self._lock = threading.Lock()
@@ -152,7 +160,7 @@ class Transport:
     def __getstate__(self) -> dict[str, object]:
         return {"timeouts": self.timeouts}
 
-    def __setstate__(self, state: dict[str, tuple[float, float]]) -> None:
+    def __setstate__(self, state: dict[str, tuple[float, float, float]]) -> None:
         self.__init__(*state["timeouts"])  # type: ignore[misc]
 
     def _manager(self, url: str) -> urllib3.PoolManager:
@@ -173,6 +181,7 @@ class Transport:
                 if tls:
                     kw["ssl_context"] = _ssl_context()
                 manager = _proxy_manager(proxy, **kw) if proxy else urllib3.PoolManager(**kw)  # type: ignore[arg-type]
+                manager.pool_classes_by_scheme = pool_classes(self.timeouts[2])  # type: ignore[assignment]
                 self._managers[key] = manager
         return manager
 
@@ -199,6 +208,8 @@ class Transport:
             )
         except MaxRetryError as e:
             raise _failure(e.reason if e.reason is not None else e) from None
+        except HeaderTimeout as e:
+            raise Transient(str(e)) from None
         except (HTTPError, OSError) as e:
             raise Transient(f"{type(e).__name__}: {e}") from None
 
