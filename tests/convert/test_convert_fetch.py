@@ -39,14 +39,17 @@ class ListFetcher(SourceFetcher):
 
 
 def _run(needs: Sequence[Sequence[str]], fetcher: ListFetcher, slots: int) -> list[int]:
-    """Run the jobs in threads; each checks that its files are present when it starts and when it ends."""
+    """Run the jobs in threads; each checks that its files are present when it starts and when it ends.
+    Returns the order ``run_fetched`` submitted them in (the pool's threads may start queued jobs in another
+    order: on Python 3.13 they do), after checking that each submitted job ran exactly once."""
     order: list[int] = []
+    started: list[int] = []
     gate = threading.Semaphore(0)  # a job ends only once the next has been considered: jobs overlap
 
     def job(i: int) -> int:
         missing = [r for r in needs[i] if r not in fetcher.present]
         assert not missing, f"job {i} started without {missing}"
-        order.append(i)
+        started.append(i)
         gate.acquire(timeout=0.05)
         missing = [r for r in needs[i] if r not in fetcher.present]
         assert not missing, f"job {i}'s files {missing} were freed while it ran"
@@ -55,10 +58,12 @@ def _run(needs: Sequence[Sequence[str]], fetcher: ListFetcher, slots: int) -> li
     with ThreadPoolExecutor(slots) as pool:
 
         def submit(i: int) -> Future[object]:
+            order.append(i)
             gate.release()
             return pool.submit(job, i)  # type: ignore[return-value]
 
         run_fetched(needs, fetcher, submit, slots)
+    assert sorted(started) == sorted(order), (started, order)
     return order
 
 
