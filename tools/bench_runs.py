@@ -10,6 +10,19 @@ thread (``dryrun_runs.buffer_bytes``: the decoded frames of the runs its waiting
 ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run.
 
     python tools/bench_runs.py [--episodes 12 --length 90 --samples 600 --rounds 2 --runs 1:0 4:32 8:64 16:128]
+    <lerobot venv>/bin/python tools/bench_runs.py --runs 1:0 4:256 8:512 --limit --dataloader 1:0 8:512 --lerobot
+
+Side by side in the same rounds (each interleaved with the ``--runs`` rows, every ratio taken within a round):
+``--limit``: the per-sample decode limit as ``tools/bench_loader.py`` measures it (exactly the frames the r=1
+run's samples ask for, decoded from open decoders by 2 threads started together; needs ``1:0`` in ``--runs``);
+``--dataloader r:S ...``: the DataLoader path (2 workers) with lerobot-train's loader settings (batch 32,
+``pin_memory`` off as on a CPU host, ``drop_last=False``, ``prefetch_factor=4``, persistent ``spawn`` workers);
+``--epoch``: time one whole epoch from ``iter()`` instead of ``--samples`` after the first batch (a
+run-mode buffer fills before its first batch: excluding that batch would leave its decoding out of the
+clock); DataLoader rows time their second epoch, after an untimed one has started the persistent workers.
+``--lerobot``: lerobot's map-style ``LeRobotDataset`` on the same data (the v3 source the set was converted
+from) as lerobot-train builds it (torchcodec, ``return_uint8=True``, ``EpisodeAwareSampler`` with shuffle)
+through the same DataLoader settings (needs lerobot installed: run in lerobot 0.6.1's venv).
     python tools/bench_runs.py --quality [--runs ...]   # shuffle quality only, no decoding
 
 ``--quality``: the shuffle figures of ``lerowds plan`` on one consumer of ``bench_scale.py``'s synthetic 4,000
@@ -32,9 +45,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_reader import textured_frame
+from bench_loader import limit_threads
+from bench_reader import textured_frame, worker_requests
 
 from lerowds import LeRobotWebDataset, Loader
 from lerowds.reader.decode.base import ClipContext
@@ -43,6 +58,17 @@ from lerowds.reader.extras.dryrun_runs import buffer_bytes
 
 logger = logging.getLogger("bench_runs")
 CAMERAS = ("observation.images.cam_0", "observation.images.cam_1")
+WINDOW = (-2, -1, 0)
+# lerobot 0.6.1's lerobot_train.py: pin_memory=device.type == "cuda" (a CPU host here), drop_last=False,
+# prefetch_factor=4, persistent_workers=True, multiprocessing_context="spawn" (TrainPipelineConfig defaults)
+TRAIN_LOADER = {
+    "num_workers": 2,
+    "pin_memory": False,
+    "drop_last": False,
+    "prefetch_factor": 4,
+    "persistent_workers": True,
+    "multiprocessing_context": "spawn",
+}
 
 
 def build_dataset(workdir: Path, episodes: int, length: int, fps: int, size: str, gop: int) -> Path:
@@ -88,28 +114,98 @@ def keyframe_interval(root: Path) -> float:
     return length / max(keys, 1)
 
 
-def run_once(root: Path, delta: dict[str, list[float]], r: int, s: int, samples: int) -> dict[str, Any]:
+def timed(batches: Any, samples: int, epoch: bool = False) -> tuple[float, list[tuple[int, int]]]:
+    """Samples/s and the (episode, frame) pairs emitted: with ``epoch``, over one whole epoch timed from
+    ``iter()``; else after the first batch until ``samples`` samples."""
+    t0, n, emitted = time.perf_counter(), 0, []
+    it = iter(batches)
+    for i, batch in enumerate(it):
+        assert batch[CAMERAS[0]].dtype == torch.uint8
+        emitted += zip(batch["episode_index"].tolist(), batch["frame_index"].tolist())
+        if i == 0 and not epoch:
+            t0 = time.perf_counter()
+            continue
+        n += len(batch["index"])
+        if n >= samples and not epoch:
+            break
+    rate = n / (time.perf_counter() - t0)
+    del it
+    return rate, emitted
+
+
+def warm_timed(dl: DataLoader, samples: int, epoch: bool) -> float:
+    """``timed`` on a DataLoader; with ``epoch``, the second epoch (the first, untimed, starts the
+    persistent workers)."""
+    if epoch:
+        for _ in dl:
+            pass
+    return timed(dl, samples, epoch)[0]
+
+
+def run_once(
+    root: Path, delta: dict[str, list[float]], r: int, s: int, samples: int, epoch: bool = False
+) -> dict[str, Any]:
     """Samples/s of ``Loader(ds, 32, num_threads=2)`` (uint8 cameras) after the first batch, and its stats."""
     ds = LeRobotWebDataset(
         root, delta_timestamps=delta, return_uint8=True, run_length=r, shuffle_buffer=s, stats=True
     )
     loader = Loader(ds, 32, num_threads=2)
     try:
-        it = iter(loader)
-        next(it)
-        t0, n = time.perf_counter(), 0
-        for batch in it:
-            n += len(batch["index"])
-            if n >= samples:
-                break
-        rate = n / (time.perf_counter() - t0)
-        del it
+        rate, emitted = timed(loader, samples, epoch)
     finally:
         loader.close()
     st = ds.stats()
     per_cam = st["decoder_frames"] / max(st["samples"], 1) / len(CAMERAS)
     returned = st["frames_decoded"] / max(st["samples"], 1) / len(CAMERAS)
-    return {"rate": rate, "decoded_per_sample_cam": per_cam, "returned_per_sample_cam": returned}
+    return {
+        "rate": rate,
+        "decoded_per_sample_cam": per_cam,
+        "returned_per_sample_cam": returned,
+        "emitted": emitted,
+    }
+
+
+def limit_once(root: Path, emitted: list[tuple[int, int]]) -> dict[str, Any]:
+    """The per-sample decode limit of ``tools/bench_loader.py``: exactly the windows of ``emitted`` (the
+    r=1 run's samples), decoded from open decoders by 2 threads started together, in samples/s."""
+    ds = LeRobotWebDataset(root)
+    wall, _ = limit_threads(ds, worker_requests(ds, emitted, 2, WINDOW))
+    return {"rate": len(emitted) / wall}
+
+
+def dataloader_once(
+    root: Path, delta: dict[str, list[float]], r: int, s: int, samples: int, epoch: bool
+) -> dict[str, Any]:
+    """Samples/s of the DataLoader path (2 workers, lerobot-train's settings, uint8 cameras)."""
+    ds = LeRobotWebDataset(root, delta_timestamps=delta, return_uint8=True, run_length=r, shuffle_buffer=s)
+    dl = DataLoader(ds, batch_size=32, **TRAIN_LOADER)  # type: ignore[arg-type]
+    rate = warm_timed(dl, samples, epoch)
+    del dl
+    return {"rate": rate}
+
+
+def lerobot_once(
+    v3: Path, repo_id: str, delta: dict[str, list[float]], samples: int, epoch: bool
+) -> dict[str, Any]:
+    """Samples/s of lerobot's map-style ``LeRobotDataset`` as lerobot-train 0.6.1 builds and loads it."""
+    from lerobot.datasets import EpisodeAwareSampler  # type: ignore[import-not-found]
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset  # type: ignore[import-not-found]
+
+    ds = LeRobotDataset(
+        repo_id, root=v3, delta_timestamps=delta, video_backend="torchcodec", return_uint8=True
+    )
+    sampler = EpisodeAwareSampler(
+        ds.meta.episodes["dataset_from_index"],
+        ds.meta.episodes["dataset_to_index"],
+        episode_indices_to_use=ds.episodes,
+        shuffle=True,
+        seed=0,
+        absolute_to_relative_idx=ds.absolute_to_relative_idx,
+    )
+    dl = DataLoader(ds, batch_size=32, shuffle=False, sampler=sampler, **TRAIN_LOADER)  # type: ignore[arg-type]
+    rate = warm_timed(dl, samples, epoch)
+    del dl
+    return {"rate": rate}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -129,6 +225,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--quality", action="store_true", help="shuffle quality only (no dataset, no decoding)"
     )
+    parser.add_argument(
+        "--epoch",
+        action="store_true",
+        help="time one whole epoch from iter() (DataLoader rows: the second epoch of persistent workers)",
+    )
+    parser.add_argument("--limit", action="store_true", help="the per-sample decode limit (needs 1:0)")
+    parser.add_argument("--dataloader", nargs="*", default=[], help="r:S pairs for the DataLoader path")
+    parser.add_argument("--lerobot", action="store_true", help="lerobot's LeRobotDataset (lerobot venv)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("SVT_LOG", "1")
@@ -142,19 +246,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     gop_seen = {g: keyframe_interval(root) for g, root in roots.items()}
     logger.info("frames per keyframe as converted: %s", gop_seen)
-    delta: dict[str, list[float]] = {k: [o / args.fps for o in (-2, -1, 0)] for k in CAMERAS}
+    delta: dict[str, list[float]] = {k: [o / args.fps for o in WINDOW] for k in CAMERAS}
     delta["action"] = [i / args.fps for i in range(10)]
     h, w = (int(v) for v in args.size.split("x"))
     frame_bytes = len(CAMERAS) * h * w * 3  # a frame of every camera, uint8 (as decoded)
+    if args.limit and (1, 0) not in runs:
+        parser.error("--limit measures the frames of the r=1 run: add 1:0 to --runs")
+    dl_runs = [tuple(int(x) for x in p.split(":")) for p in args.dataloader]
     rows = []
+
+    def log(row: dict[str, Any]) -> None:
+        rows.append(row)
+        logger.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+
     for rnd in range(args.rounds):
         for g, root in roots.items():
             for r, s in runs:
-                row = {"round": rnd, "gop": g, "r": r, "S": s} | run_once(root, delta, r, s, args.samples)
+                got = run_once(root, delta, r, s, args.samples, args.epoch)
+                emitted = got.pop("emitted")
+                row = {"round": rnd, "gop": g, "what": "Loader", "r": r, "S": s} | got
                 row["buffer_mb"] = buffer_bytes(r, s, frame_bytes, span=2) / 1e6
-                rows.append(row)
-                logger.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
-    print(markdown(rows, gop_seen))
+                log(row)
+                if args.limit and (r, s) == (1, 0):
+                    log({"round": rnd, "gop": g, "what": "limit", "r": 1, "S": 0} | limit_once(root, emitted))
+            for r, s in dl_runs:
+                got = dataloader_once(root, delta, r, s, args.samples, args.epoch)
+                log({"round": rnd, "gop": g, "what": "DataLoader", "r": r, "S": s} | got)
+            if args.lerobot:
+                got = lerobot_once(root.parent / "v3", "lerowds/bench-runs", delta, args.samples, args.epoch)
+                log({"round": rnd, "gop": g, "what": "lerobot", "r": 1, "S": 0} | got)
+    print(markdown([x for x in rows if x["what"] == "Loader"], gop_seen))
+    if args.limit or dl_runs or args.lerobot:
+        print()
+        print(side_by_side(rows, gop_seen))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
@@ -205,6 +329,38 @@ def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
                     ),
                     f"{rs[0]['buffer_mb']:.0f} MB",
                 ]
+            )
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+LABELS = {
+    "Loader": "lerowds `Loader`, 2 threads",
+    "DataLoader": "lerowds, DataLoader 2 workers",
+    "limit": "per-sample decode limit (2 threads)",
+    "lerobot": "lerobot 0.6.1 `LeRobotDataset`, DataLoader 2 workers",
+}
+
+
+def side_by_side(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
+    """One line per (GOP, configuration): median samples/s and the medians of per-round ratios to the
+    same round's decode limit, lerobot and per-sample Loader."""
+    head = ["GOP (frames/keyframe)", "configuration", "r", "S", "samples/s", "÷ decode limit", "÷ lerobot"]
+    head.append("÷ Loader r=1")
+    lines = [head, ["---"] * len(head)]
+
+    def ratio(rs: list[dict[str, Any]], g: int, what: str) -> str:
+        base = {x["round"]: x["rate"] for x in rows if x["gop"] == g and x["what"] == what and x["r"] == 1}
+        got = [x["rate"] / base[x["round"]] for x in rs if x["round"] in base]
+        return f"{np.median(got):.2f}x" if got else ""
+
+    for g in dict.fromkeys(x["gop"] for x in rows):
+        for what, r, s in dict.fromkeys((x["what"], x["r"], x["S"]) for x in rows if x["gop"] == g):
+            rs = [x for x in rows if x["gop"] == g and (x["what"], x["r"], x["S"]) == (what, r, s)]
+            lines.append(
+                [f"{g} ({gop_seen[g]:.1f})", LABELS[what]]
+                + (["", ""] if what in ("limit", "lerobot") else [str(r), str(s)])
+                + [f"{np.median([x['rate'] for x in rs]):.0f}"]
+                + [ratio(rs, g, "limit"), ratio(rs, g, "lerobot"), ratio(rs, g, "Loader")]
             )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
