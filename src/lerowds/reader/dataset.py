@@ -37,7 +37,7 @@ from lerowds.reader.order.ranks import (
     rank_plan,
     worker_segments,
 )
-from lerowds.reader.order.runs import RunOrder, check_saved_runs
+from lerowds.reader.order.runs import RunOrder
 from lerowds.reader.pipeline import ConsumerConfig, consume
 from lerowds.reader.sample.augment import DeferredTransforms, sample_seed
 from lerowds.reader.sample.build import SampleSpec
@@ -239,13 +239,6 @@ class LeRobotWebDataset(StreamDataset):
             "run_length": self.run_length,
             "shuffle_buffer": self.shuffle_buffer,
         }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume (see ``StreamDataset.load_state_dict``); a state saved before run mode existed was saved
-        with ``run_length=1, shuffle_buffer=0`` and resumes only under them."""
-        saved = state.get("config") if isinstance(state, Mapping) else None
-        check_saved_runs(saved, self.run_length, self.shuffle_buffer)
-        super().load_state_dict(state)
 
     # ------------------------------------------------------------------------------------------ iteration
     def _segments(self, epoch: int, consumer: Consumer):

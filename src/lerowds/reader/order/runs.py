@@ -28,14 +28,14 @@ the pool's own skip.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 
 from lerowds.checks import check_int
-from lerowds.errors import ConfigError, ResumeMismatchError
+from lerowds.errors import ConfigError
 from lerowds.reader.order.events import Emit, PoolEvent
 from lerowds.reader.order.lifetimes import frame_keys
 from lerowds.reader.order.pool import PoolOrder
@@ -216,15 +216,3 @@ class RunOrder:
                 frames = tuple(f for f in frames if first + f - start >= lo and first + f - start not in done)
             if frames:
                 yield EmitRun(ev.index, ev.episode, start, frames, first)
-
-
-def check_saved_runs(saved: Any, run_length: int, shuffle_buffer: int) -> None:
-    """A resume state's ``config`` must have this run mode; one saved before run mode existed (it has an
-    ``order_version`` but no ``run_length``) was saved with ``run_length=1, shuffle_buffer=0``."""
-    if not isinstance(saved, Mapping) or "order_version" not in saved:
-        return
-    for name, default, now in (("run_length", 1, run_length), ("shuffle_buffer", 0, shuffle_buffer)):
-        if saved.get(name, default) != now:
-            raise ResumeMismatchError(
-                f"resume state was saved with {name}={saved.get(name, default)!r} but this run has {name}={now!r}"
-            )
