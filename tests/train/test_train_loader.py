@@ -9,10 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from train_helpers import convert_tabular
 
 from lerowds import ConfigError, LeRobotWebDataset, Loader
-from lerowds.convert import ConvertOptions, convert
-from lerowds.testing.v3writer import DatasetSpec, write_v3_dataset
 from lerowds.train.data import consumers, make_loader, rng_guard
 
 LENGTHS = [9, 14, 6, 11]
@@ -20,23 +19,7 @@ LENGTHS = [9, 14, 6, 11]
 
 @pytest.fixture(scope="module")
 def tabular(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("train_loader")
-    spec = DatasetSpec(
-        repo_id="lerowds/train_loader",
-        fps=15,
-        episode_lengths=LENGTHS,
-        episode_tasks=[["open the top drawer"]] * len(LENGTHS),
-    )
-    convert(
-        ConvertOptions(
-            repo_id=spec.repo_id,
-            root=write_v3_dataset(base / "src", spec),
-            output=base / "out",
-            progress=False,
-            shard_size=4 * 1024,
-        )
-    )
-    return base / "out"
+    return convert_tabular(tmp_path_factory.mktemp("train_loader"), "lerowds/train_loader", LENGTHS)
 
 
 def config(

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 from torch.utils.data import DataLoader
+from train_helpers import convert_tabular
 
 from lerowds import ConfigError, LeRobotWebDataset, Loader, ResumeMismatchError
-from lerowds.convert import ConvertOptions, convert
-from lerowds.testing.v3writer import DatasetSpec, write_v3_dataset
 from lerowds.train.position import (
     LOADER_STATE_FILE,
     LoaderPosition,
@@ -24,23 +23,7 @@ LENGTHS = [7, 1, 12, 5, 9, 4]  # 38 frames
 
 @pytest.fixture(scope="module")
 def tabular(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("train_position")
-    spec = DatasetSpec(
-        repo_id="lerowds/position",
-        fps=15,
-        episode_lengths=LENGTHS,
-        episode_tasks=[["open the top drawer"]] * len(LENGTHS),
-    )
-    convert(
-        ConvertOptions(
-            repo_id=spec.repo_id,
-            root=write_v3_dataset(base / "src", spec),
-            output=base / "out",
-            progress=False,
-            shard_size=4 * 1024,
-        )
-    )
-    return base / "out"
+    return convert_tabular(tmp_path_factory.mktemp("train_position"), "lerowds/position", LENGTHS)
 
 
 def identities(batch) -> tuple:
