@@ -9,6 +9,12 @@ Each stage is a generator function over an iterator (webdataset's ``pipelinefilt
 with its options it returns a stage for ``DataPipeline``; called with the iterator first it runs directly.
 Clips travel as in-memory bytes here (the tar stream is read sequentially); ``LeRobotWebDataset`` reads
 them in place from the shard instead.
+
+Why a second pool algorithm (``order/draws.py``) beside the reader's ``order/pool.py``: a stock webdataset
+pipeline streams tars without the index, so it learns an episode (and its length) only when the tar
+stream reaches it. ``PoolOrder`` needs a consumer's whole segment list up front (its window math, resume
+by counter and byte budget come from it); the streaming pool only needs the episodes in hand. Everything
+after the pool (windows, decode, build) is the reader's own stages (``sample/stages.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 from torch.utils.data import get_worker_info
 from webdataset.filters import pipelinefilter
 
@@ -99,12 +104,8 @@ def _episode_pool(
         return
     info = get_worker_info()
     draws = UniformDraws(seed, epoch, 0, 0 if info is None else info.id)
-    for ep, frame in swap_remove_pool(source, _length, pool_size=pool_size, draws=draws):
+    for ep, frame in swap_remove_pool(source, lambda ep: ep.rows.length, pool_size=pool_size, draws=draws):
         yield FrameRef(ep, frame)
-
-
-def _length(ep: Episode) -> int:
-    return ep.rows.length
 
 
 def _delta_windows(
@@ -140,11 +141,13 @@ def _decode_frames(
         for ref in frames:
             ep = ref.episode
             spec = SampleSpec(tuple(ep.clips), ep.rows.image_keys, ep.tasks, ref.windows, return_uint8)
-
-            def decode(key: str, positions: np.ndarray, ep: Episode = ep) -> np.ndarray:
+            run = Run(ep.rows, ref.frame, (ref.frame,), 0)  # the consumer's stages, on a run of one frame
+            video = {}
+            for key in spec.video_keys:
+                positions = run_positions(spec, key, run)
                 dec = decoders.get(
                     (ep.url, ep.key, key),
-                    lambda: make_decoder(
+                    lambda ep=ep, key=key: make_decoder(
                         decoder,
                         ep.clips[key],
                         ep.fps,
@@ -153,13 +156,7 @@ def _decode_frames(
                         tolerance_s=tolerance_s,
                     ),
                 )
-                return dec.frames(positions.tolist())
-
-            run = Run(ep.rows, ref.frame, (ref.frame,), 0)  # the consumer's stages, on a run of one frame
-            video = {}
-            for key in spec.video_keys:
-                positions = run_positions(spec, key, run)
-                video[key] = (positions, decode(key, positions))
+                video[key] = (positions, dec.frames(positions.tolist()))
             yield from (built.sample for built in build(pending([Decoded(run, video)]), spec))
     finally:
         decoders.close()
