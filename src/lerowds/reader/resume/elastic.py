@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from lerowds.checks import check_int
+from lerowds.checks import check_bool, check_choice, check_int
 from lerowds.errors import ConfigError, ResumeMismatchError
 from lerowds.reader.resume.batches import resume_plan, worker_batch_counts
 
@@ -94,22 +94,15 @@ class Leg:
 
     @classmethod
     def from_dict(cls, d: Any, what: str = "resume state's elastic leg") -> Leg:
-        if not isinstance(d, Mapping) or not {
-            "world_size",
-            "num_workers",
-            "batch_size",
-            "batches_consumed",
-        } <= set(d):
-            raise ResumeMismatchError(
-                f"{what} needs world_size, num_workers, batch_size, batches_consumed; got {d!r}"
-            )
-        for name, low in (("world_size", 1), ("num_workers", 0), ("batch_size", 1), ("batches_consumed", 0)):
+        lows = {"world_size": 1, "num_workers": 0, "batch_size": 1, "batches_consumed": 0}
+        if not isinstance(d, Mapping) or not lows.keys() <= set(d):
+            raise ResumeMismatchError(f"{what} needs {', '.join(lows)}; got {d!r}")
+        for name, low in lows.items():
             check_int(f"{what} {name}", d[name], low)
-        drop_last = d.get("drop_last", False)
-        if not isinstance(drop_last, (bool, np.bool_)):
-            raise ConfigError(f"{what} drop_last must be True or False, got {drop_last!r}")
-        topo = Topology(d["world_size"], d["num_workers"], d["batch_size"], bool(drop_last))
-        return cls(topo, d["batches_consumed"])
+        drop_last = check_bool(f"{what} drop_last", d.get("drop_last", False))
+        return cls(
+            Topology(d["world_size"], d["num_workers"], d["batch_size"], drop_last), d["batches_consumed"]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +142,7 @@ def share(total: int, parts: int, part: int) -> tuple[int, int]:
 
 def per_rank(remaining: int, world_size: int, remainder: Remainder) -> int:
     """Samples each rank yields of ``remaining``: ``R // W'`` ("drop") or ``ceil(R / W')`` ("repeat")."""
-    if remainder not in ("drop", "repeat"):
-        raise ConfigError(f"remainder must be 'drop' or 'repeat', got {remainder!r}")
+    check_choice("remainder", remainder, ("drop", "repeat"))
     return remaining // world_size if remainder == "drop" else -(-remaining // world_size)
 
 
