@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import torch
@@ -166,7 +166,37 @@ def _run(
     tracker = MetricsTracker(
         cfg.batch_size, ds.num_frames, ds.num_episodes, meters, initial_step=step, accelerator=accelerator
     )
-    stream = islice(_chain(first, batches), max(0, cfg.steps - step))
+
+    def checkpoint(step: int, position: LoaderPosition) -> None:
+        """lerobot's checkpoint, plus the loader state in its training_state/; ``last`` moves only after both."""
+        checkpoint_dir = get_step_checkpoint_dir(cfg.output_dir, cfg.steps, step)
+        logger.info("checkpoint after step %d: %s", step, checkpoint_dir)
+        save_checkpoint(
+            checkpoint_dir=checkpoint_dir,
+            step=step,
+            cfg=cfg,
+            policy=accelerator.unwrap_model(policy),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            preprocessor=pre,
+            postprocessor=post,
+            num_processes=accelerator.num_processes,
+            batch_size=cfg.batch_size,
+        )
+        save_loader_state(
+            checkpoint_dir / TRAINING_STATE_DIR,
+            ds,
+            position,
+            step=step,
+            batch_size=cfg.batch_size,
+            num_workers=consumers(cfg),
+            loader=cfg.lerowds.loader,
+        )
+        update_last_checkpoint(checkpoint_dir)
+        if wandb:
+            wandb.log_policy(checkpoint_dir)
+
+    stream = islice(chain([first], batches), max(0, cfg.steps - step))
     while True:
         t0 = time.perf_counter()
         item = next(stream, None)
@@ -199,66 +229,7 @@ def _run(
         if cfg.save_checkpoint and should_save_checkpoint(step, cfg.save_freq, cfg.steps):
             if main:
                 with guard:  # lerobot saves torch's RNG state in it
-                    _checkpoint(
-                        cfg,
-                        step,
-                        position,
-                        ds,
-                        accelerator.unwrap_model(policy),
-                        optimizer,
-                        scheduler,
-                        pre,
-                        post,
-                        accelerator.num_processes,
-                        wandb,
-                    )
+                    checkpoint(step, position)
             accelerator.wait_for_everyone()
     accelerator.wait_for_everyone()
     accelerator.end_training()
-
-
-def _chain(first: Any, rest: Any) -> Any:
-    yield first
-    yield from rest
-
-
-def _checkpoint(
-    cfg: Any,
-    step: int,
-    position: LoaderPosition,
-    ds: Any,
-    policy: Any,
-    optimizer: Any,
-    scheduler: Any,
-    pre: Any,
-    post: Any,
-    num_processes: int,
-    wandb: Any,
-) -> None:
-    """lerobot's checkpoint, plus the loader state in its training_state/; ``last`` moves only after both."""
-    checkpoint_dir = get_step_checkpoint_dir(cfg.output_dir, cfg.steps, step)
-    logger.info("checkpoint after step %d: %s", step, checkpoint_dir)
-    save_checkpoint(
-        checkpoint_dir=checkpoint_dir,
-        step=step,
-        cfg=cfg,
-        policy=policy,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        preprocessor=pre,
-        postprocessor=post,
-        num_processes=num_processes,
-        batch_size=cfg.batch_size,
-    )
-    save_loader_state(
-        checkpoint_dir / TRAINING_STATE_DIR,
-        ds,
-        position,
-        step=step,
-        batch_size=cfg.batch_size,
-        num_workers=consumers(cfg),
-        loader=cfg.lerowds.loader,
-    )
-    update_last_checkpoint(checkpoint_dir)
-    if wandb:
-        wandb.log_policy(checkpoint_dir)
