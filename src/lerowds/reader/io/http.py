@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 
-from lerowds.errors import ConfigError
+from lerowds.checks import check_float, check_int
 from lerowds.reader.io.retry import (
     Cancelled,
     Counters,
@@ -57,12 +57,9 @@ class HttpOptions:
 
     def __post_init__(self) -> None:
         for name in ("connect_timeout_s", "read_timeout_s", "header_timeout_s", "rate_window_s"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if not self.min_rate_bps >= 0:
-            raise ConfigError(f"min_rate_bps must be >= 0 (0: no minimum), got {self.min_rate_bps!r}")
-        if self.chunk_bytes < 1:
-            raise ConfigError(f"chunk_bytes must be >= 1, got {self.chunk_bytes!r}")
+            check_float(name, getattr(self, name), above=0)
+        check_float("min_rate_bps (0: no minimum)", self.min_rate_bps, 0)
+        check_int("chunk_bytes", self.chunk_bytes, 1)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

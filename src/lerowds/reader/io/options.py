@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from lerowds.checks import check_bool
 from lerowds.errors import ConfigError
 from lerowds.reader.io.http import HttpOptions
 from lerowds.reader.io.prefetch import PrefetchOptions
@@ -52,15 +53,8 @@ class RemoteOptions:
     verify: bool = True
 
     def __post_init__(self) -> None:
-        for name in _COUNTS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"RemoteOptions.{name} must be an integer, got {value!r}")
-        for name in ENV:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"RemoteOptions.{name} must be a number, got {value!r}")
-        try:  # the parts check their own ranges (timeouts > 0, retries >= 1, ...)
+        check_bool("verify", self.verify)
+        try:  # the parts check every field (checks.py: counts are integers, not bools; timeouts > 0; ...)
             self.http  # noqa: B018
             self.prefetch  # noqa: B018
         except ConfigError as e:

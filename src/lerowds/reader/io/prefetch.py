@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lerowds.checks import check_int
+from lerowds.checks import check_float, check_int
 from lerowds.errors import ConfigError, RemoteError
 from lerowds.reader.io.cache import Busy, EpisodeCache, Pin, Reservation
 from lerowds.reader.io.integrity import Span
@@ -43,10 +43,8 @@ class PrefetchOptions:
     def __post_init__(self) -> None:
         check_int("prefetch threads", self.threads, 1)
         check_int("prefetch lookahead", self.lookahead, 0)
-        if not self.wait_timeout_s > 0 or not self.poll_s > 0:
-            raise ConfigError(
-                f"wait_timeout_s and poll_s must be > 0, got {self.wait_timeout_s}, {self.poll_s}"
-            )
+        check_float("wait_timeout_s", self.wait_timeout_s, above=0)
+        check_float("poll_s", self.poll_s, above=0)
 
 
 def quota_message(quota: int, shares: int, held: int, span: Span) -> str:

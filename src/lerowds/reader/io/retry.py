@@ -14,8 +14,8 @@ from typing import TypeVar
 import urllib3
 from urllib3.exceptions import InvalidHeader
 
-from lerowds.checks import check_int
-from lerowds.errors import ConfigError, RemoteError
+from lerowds.checks import check_float, check_int
+from lerowds.errors import RemoteError
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         check_int("retry attempts", self.attempts, 1)
         for name in ("backoff_s", "backoff_max_s", "retry_after_max_s"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"retry {name} must be >= 0, got {getattr(self, name)!r}")
+            check_float(f"retry {name}", getattr(self, name), 0)
 
     def delay(self, failures: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Seconds to wait after ``failures`` failed attempts: backoff with "equal jitter", or Retry-After."""
