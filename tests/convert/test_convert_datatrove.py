@@ -275,7 +275,7 @@ def test_slurm_dry_run_writes_the_scripts_and_submits_nothing(
             "--partition only apply to --executor slurm",
         ),
         (["--executor", "local", "--tasks", "2", "--num-tasks", "2"], "drop --num-tasks"),
-        (["--executor", "local", "--tasks", "0"], "--tasks must be >= 1, got 0"),
+        (["--executor", "local", "--tasks", "0"], "--tasks must be an integer >= 1, got 0"),
         (["--executor", "slurm", "--tasks", "2", "--partition", "p", "--sbatch", "x"], "expected KEY=VALUE"),
     ],
 )
@@ -304,7 +304,7 @@ def test_missing_extra_names_it(
 def test_executor_options_check_their_values() -> None:
     with pytest.raises(ConfigError, match="--executor must be one of local, slurm, got 'ray'"):
         ExecutorOptions(kind="ray", tasks=2)
-    with pytest.raises(ConfigError, match="--parallel-tasks must be >= 1, got 0"):
+    with pytest.raises(ConfigError, match="--parallel-tasks must be an integer >= 1, got 0"):
         ExecutorOptions(kind="local", tasks=2, parallel_tasks=0)
     with pytest.raises(ConfigError, match="takes its task split from datatrove"):
         from lerowds.convert.datatrove import ConvertShards

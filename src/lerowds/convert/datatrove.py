@@ -28,6 +28,7 @@ except ImportError as e:  # tests/convert/test_convert_datatrove.py::test_missin
         f"lerowds.convert.datatrove needs datatrove ({e}); install the extra: pip install 'lerowds[datatrove]'"
     ) from e
 
+from lerowds.checks import check_int
 from lerowds.convert.finalize import collect_done
 from lerowds.convert.lock import output_lock
 from lerowds.convert.run import ConvertOptions, ConvertResult, convert, open_and_plan
@@ -86,8 +87,7 @@ class FinalizeConversion(PipelineStep):
 
     def __init__(self, options: ConvertOptions, tasks: int, task_logs: str | None = None) -> None:
         super().__init__()
-        if tasks < 1:
-            raise ConfigError(f"tasks must be >= 1, got {tasks}")
+        check_int("tasks", tasks, 1)
         self.options = replace(options, num_tasks=1, task_index=0, finalize_only=True, progress=False)
         self.tasks = tasks
         self.task_logs = task_logs
@@ -193,12 +193,11 @@ class ExecutorOptions:
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
             raise ConfigError(f"--executor must be one of {', '.join(EXECUTORS)}, got {self.kind!r}")
-        if self.tasks < 1:
-            raise ConfigError(f"--tasks must be >= 1, got {self.tasks}")
-        if self.parallel_tasks is not None and self.parallel_tasks < 1:
-            raise ConfigError(f"--parallel-tasks must be >= 1, got {self.parallel_tasks}")
-        if self.cpus_per_task is not None and self.cpus_per_task < 1:
-            raise ConfigError(f"--cpus-per-task must be >= 1, got {self.cpus_per_task}")
+        for name, count in (("--tasks", self.tasks), ("--parallel-tasks", self.parallel_tasks)):
+            if count is not None:
+                check_int(name, count, 1)
+        if self.cpus_per_task is not None:
+            check_int("--cpus-per-task", self.cpus_per_task, 1)
         if not self.job_name or any(c.isspace() for c in self.job_name):
             raise ConfigError(f"--job-name must be a non-empty word, got {self.job_name!r}")
         if self.kind == "slurm" and not self.partition:

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from lerowds.checks import check_int
 from lerowds.convert.source import SourceDataset
 from lerowds.errors import ConfigError
 from lerowds.format import TAR_BLOCK, parse_size  # noqa: F401 - re-exported for the CLI
@@ -130,8 +131,7 @@ def plan_shards(costs: Sequence[EpisodeCost], shard_size: int) -> tuple[PlannedS
 
     An episode is never split; an episode larger than ``shard_size`` gets a shard of its own.
     """
-    if shard_size <= 0:
-        raise ConfigError(f"shard_size must be > 0 bytes, got {shard_size}")
+    check_int("shard_size (bytes)", shard_size, 1)
     shards: list[PlannedShard] = []
     current: list[EpisodeCost] = []
     current_bytes = 0
@@ -160,10 +160,8 @@ def plan_shards(costs: Sequence[EpisodeCost], shard_size: int) -> tuple[PlannedS
 
 def task_shards(plan: Sequence[PlannedShard], num_tasks: int, task_index: int) -> tuple[PlannedShard, ...]:
     """The shards task ``task_index`` of ``num_tasks`` converts: those with ``shard % num_tasks == task_index``."""
-    if num_tasks < 1:
-        raise ConfigError(f"--num-tasks must be >= 1, got {num_tasks}")
-    if not 0 <= task_index < num_tasks:
-        raise ConfigError(f"--task-index must be in [0, {num_tasks}), got {task_index}")
+    check_int("--num-tasks", num_tasks, 1)
+    check_int("--task-index", task_index, 0, num_tasks - 1)
     return tuple(s for s in plan if s.shard % num_tasks == task_index)
 
 

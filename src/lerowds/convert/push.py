@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lerowds.checks import check_int
 from lerowds.convert.card import CARD_FILE, dataset_card
 from lerowds.convert.verify import verify
 from lerowds.errors import ConfigError, ConversionError
@@ -52,8 +53,7 @@ def push_to_hub(
     output = Path(output_dir)
     if repo_id.count("/") != 1 or not all(repo_id.split("/")) or repo_id.strip() != repo_id:
         raise ConfigError(f"push: the repository must be ORG/NAME, got {repo_id!r}")
-    if files_per_commit < 1:
-        raise ConfigError(f"push: files_per_commit must be >= 1, got {files_per_commit}")
+    check_int("push: files_per_commit", files_per_commit, 1)
     index = _finished_and_verified(output)
     card = dataset_card(output, repo_id).encode()
     shards = [s.name for s in index.shards]
