@@ -1,7 +1,8 @@
-"""The ``lerowds`` command line: thin argparse over library functions, one module per command.
+"""The ``lerowds`` command line: thin argparse over library functions.
 
-Each command module defines ``COMMAND`` (name, help, how to add its arguments, what to run); ``COMMANDS`` lists
-them in the order ``lerowds --help`` shows. Errors lerowds raises on purpose (``LerowdsError``) print one line
+Each command is a ``Command`` (name, help, how to add its arguments, what to run): ``convert`` (with ``push``,
+which it shares options with) and ``plan`` in modules of their own, the four small ones (``verify``, ``info``,
+``demo``, ``train``) here; ``COMMANDS`` lists them in the order ``lerowds --help`` shows. Errors lerowds raises on purpose (``LerowdsError``) print one line
 and exit with status 2; ``--debug`` or ``LEROWDS_DEBUG=1`` shows the traceback too.
 """
 
@@ -13,16 +14,103 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
-from lerowds.cli import convert, demo, info, plan, push, train, verify
+from lerowds.cli import convert, plan
 from lerowds.cli.command import EXIT_ERROR, EXIT_FAILED, EXIT_OK, Command
 from lerowds.errors import LerowdsError
 
-COMMANDS: dict[str, Command] = {
-    m.COMMAND.name: m.COMMAND for m in (convert, verify, push, info, demo, plan, train)
-}
-
 __all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_FAILED", "EXIT_OK", "Command", "build_parser", "main"]
+
+
+def _verify_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", type=Path, help="a converted dataset directory")
+    p.add_argument(
+        "--deep", action="store_true", help="also check every episode's row and video frame counts"
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from lerowds.convert.verify import verify
+
+    report = verify(args.path, deep=args.deep)
+    (sys.stdout if report.ok else sys.stderr).write(report.format())
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _info(args: argparse.Namespace) -> int:
+    from lerowds.convert.info import describe
+
+    sys.stdout.write(describe(args.path))
+    return EXIT_OK
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("lerowds-demo"),
+        help="where the sample dataset and its conversion go (default ./lerowds-demo)",
+    )
+    p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size (default 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lerowds.demo import run_demo
+
+    report = run_demo(
+        args.workdir, num_workers=args.num_workers, batch_size=args.batch_size, progress=not args.no_progress
+    )
+    sys.stdout.write("\n".join(report.lines()) + "\n")
+    return EXIT_OK
+
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "lerobot_args",
+        nargs=argparse.REMAINDER,
+        help="lerobot-train's arguments (--policy.type=act, --steps, --batch_size, --output_dir, --resume, "
+        "--config_path, --wandb.enable, ...) plus --lerowds.source=DIR|URL|hf://datasets/ORG/NAME; "
+        "see docs/LEROBOT.md",
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lerowds.train import run
+
+    run(args.lerobot_args)
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        convert.COMMAND,
+        Command("verify", "check a converted dataset's shards against its index", _verify_arguments, _verify),
+        convert.PUSH,
+        Command(
+            "info",
+            "show a converted dataset's totals, features, cameras and shards",
+            lambda p: p.add_argument("path", type=Path, help="a converted dataset directory"),
+            _info,
+        ),
+        Command(
+            "demo",
+            "make a small LeRobot v3 dataset, convert it, stream it through a DataLoader, show what came out",
+            _demo_arguments,
+            _demo,
+        ),
+        plan.COMMAND,
+        Command(
+            "train",
+            "train a lerobot policy with lerobot's own training on a converted dataset",
+            _train_arguments,
+            _train,
+        ),
+    )
+}
 
 
 def _common(suppress: bool) -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""``lerowds convert``: a LeRobot v3 dataset to per-episode tar shards, in processes or datatrove tasks."""
+"""``lerowds convert``: a LeRobot v3 dataset to per-episode tar shards, in processes or datatrove tasks; and
+``lerowds push``, whose options ``convert --push-to-hub`` shares."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lerowds.cli.command import EXIT_OK, Command
-from lerowds.cli.push import push_arguments, run_push
 
 if TYPE_CHECKING:
     from lerowds.convert.run import ConvertOptions
@@ -183,17 +183,10 @@ def _convert_datatrove(args: argparse.Namespace) -> int:
         sbatch.append((key.strip().lstrip("-"), value))
     run = ExecutorOptions(
         kind=args.executor,
-        tasks=args.tasks,
-        parallel_tasks=args.parallel_tasks,
-        logs_dir=args.logs_dir,
         job_name=args.job_name,
-        partition=args.partition,
-        time=args.time,
-        cpus_per_task=args.cpus_per_task,
-        mem_per_cpu=args.mem_per_cpu,
-        qos=args.qos,
         sbatch_args=tuple(sbatch),
         dry_run=args.slurm_dry_run,
+        **{k: getattr(args, k) for k in _EXECUTOR_ONLY},  # --tasks, --partition, ...
     )
     # tasks log to datatrove's per-task logs; bars of parallel tasks would interleave
     options = _options(args, progress=False)
@@ -229,4 +222,41 @@ COMMAND = Command(
     "convert a LeRobot v3 dataset into per-episode tar shards",
     _convert_arguments,
     _convert,
+)
+
+
+# ----------------------------------------------------------------------------------------------- push
+def push_arguments(p: argparse.ArgumentParser, *, positional: bool = True) -> None:
+    """The push options; ``lerowds convert --push-to-hub`` shares ``--private`` and ``--push-revision``."""
+    if positional:
+        p.add_argument("path", type=Path, help="a finished converted dataset directory")
+        p.add_argument("repo_id", metavar="ORG/NAME", help="the Hub dataset repository (created if absent)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument(
+        "--push-revision" if not positional else "--revision",
+        dest="push_revision",
+        metavar="BRANCH",
+        help="push to this branch (created from main if absent; default main)",
+    )
+
+
+def run_push(path: Path, repo_id: str, args: argparse.Namespace) -> None:
+    from lerowds.convert.push import push_to_hub
+
+    result = push_to_hub(path, repo_id, revision=args.push_revision, private=args.private)
+    sys.stdout.write(
+        f"{path}: pushed to {result.url} (revision {result.revision}, {len(result.commits)} commits)\n"
+    )
+
+
+def _push(args: argparse.Namespace) -> int:
+    run_push(args.path, args.repo_id, args)
+    return EXIT_OK
+
+
+PUSH = Command(
+    "push",
+    "upload a finished converted dataset to a Hugging Face dataset repository (index.json last)",
+    push_arguments,
+    _push,
 )
