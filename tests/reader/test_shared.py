@@ -12,9 +12,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lerowds.reader.epochs import EpochClock
 from lerowds.reader.extras.stats import StatsBoard
-from lerowds.reader.shared import ProcessSlots, SharedArray
+from lerowds.reader.shared import EpochClock, ProcessSlots, SharedArray
 
 WORKERS = 2
 PER_WORKER = 3

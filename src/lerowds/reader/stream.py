@@ -21,7 +21,6 @@ from torch.utils.data import IterableDataset, get_worker_info
 from lerowds.checks import check_int
 from lerowds.errors import ConfigError
 from lerowds.reader.env import Consumer, detect_consumer
-from lerowds.reader.epochs import EpochClock
 from lerowds.reader.meta import DatasetMeta
 from lerowds.reader.order.ranks import Remainder
 from lerowds.reader.resume.batches import worker_batch_counts
@@ -33,6 +32,7 @@ from lerowds.reader.resume.state import (
     plan_for_worker,
     state_to_save,
 )
+from lerowds.reader.shared import EpochClock
 
 Sample = dict[str, Any]
 
