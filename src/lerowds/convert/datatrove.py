@@ -241,9 +241,8 @@ class ExecutorRun:
     num_shards: int
     tasks: int
     finalized: bool
-    job_ids: tuple[
-        str, ...
-    ] = ()  # Slurm: (tasks job, finalize job); "" where datatrove had nothing left to run
+    # Slurm: (tasks job, finalize job); "" where datatrove had nothing left to run
+    job_ids: tuple[str, ...] = ()
     submissions: tuple[Submission, ...] = ()
 
 

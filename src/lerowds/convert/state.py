@@ -45,9 +45,8 @@ def _canonical(obj: Any) -> bytes:
 class ConversionPlan:
     """What a conversion produces: its source, the options that change the output, and the shard plan."""
 
-    source: dict[
-        str, Any
-    ]  # repo_id, revision, codebase_version, robot_type, fps, total_episodes, total_frames
+    # repo_id, revision, codebase_version, robot_type, fps, total_episodes, total_frames
+    source: dict[str, Any]
     options: dict[str, Any]  # episodes (the --episodes text), shard_size, reencode
     dataset: dict[str, Any]  # features, tasks, stats: what the index copies from the source
     shards: tuple[PlannedShard, ...]
