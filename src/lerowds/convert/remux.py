@@ -350,9 +350,8 @@ def _reencode(
             frames.append(frame)
     if len(frames) != expected_frames:
         raise ConversionError(f"{where}: decoded {len(frames)} frames, expected {expected_frames}")
-    os.environ.setdefault(
-        "SVT_LOG", "1"
-    )  # SVT-AV1 prints its banner to stderr unless told to log errors only
+    # SVT-AV1 prints its banner to stderr unless told to log errors only
+    os.environ.setdefault("SVT_LOG", "1")
     ctx = stream.codec_context
     family = codec_family(ctx.codec)
     encoder, options = ENCODERS.get(family, (family, {}))

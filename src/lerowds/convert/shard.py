@@ -72,9 +72,8 @@ def convert_shard(job: ShardJob, progress: ProgressFn | None = None) -> DoneReco
     remove_partials(job.output, job.shard.shard)
     data_files = DataFiles()
     records = []
-    sources = source_id(
-        job.root, job.episodes, dict(job.file_ids or {})
-    )  # before reading them: a change meanwhile shows on a rerun
+    # before reading them: a change meanwhile shows on a rerun
+    sources = source_id(job.root, job.episodes, dict(job.file_ids or {}))
     try:
         with ShardWriter(path) as writer, closing(VideoFiles()) as videos:
             for episode in job.episodes:
