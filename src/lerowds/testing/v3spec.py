@@ -62,12 +62,8 @@ class CameraSpec:
             )
         if self.dtype == "video" and (self.h % 2 or self.w % 2):
             raise ValueError(f"camera {self.key!r}: yuv420p video needs even h and w, got {self.h}x{self.w}")
-        _check_limit(f"camera {self.key!r} file_frames", self.file_frames)
-
-
-def _check_limit(name: str, value: int | None) -> None:
-    if value is not None:
-        check_int(name, value, 1)
+        if self.file_frames is not None:
+            check_int(f"camera {self.key!r} file_frames", self.file_frames, 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,10 +118,10 @@ class DatasetSpec:
         keys = [c.key for c in self.cameras]
         if len(set(keys)) != len(keys):
             raise ValueError(f"camera keys must be distinct, got {keys}")
-        for name in ("chunks_size", "data_file_frames", "video_file_frames", "meta_file_episodes", "gop"):
-            _check_limit(name, getattr(self, name))
-        if self.chunks_size is None or self.gop is None:
-            raise ValueError(f"chunks_size and gop must be ints, got {self.chunks_size!r}, {self.gop!r}")
+        for name in ("chunks_size", "gop", "data_file_frames", "video_file_frames", "meta_file_episodes"):
+            value = getattr(self, name)
+            if value is not None or name in ("chunks_size", "gop"):  # the file limits may be None
+                check_int(name, value, 1)
         if self.codec not in CODECS:
             raise ValueError(f"codec must be one of {sorted(CODECS)}, got {self.codec!r}")
         if self.crf is not None and not 0 <= self.crf <= 63:
