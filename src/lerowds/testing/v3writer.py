@@ -183,9 +183,8 @@ def _write_videos(root: Path, spec: DatasetSpec) -> list[dict[str, Any]]:
             continue
         lengths = list(spec.episode_lengths)
         layout = _layout(lengths, cam.file_frames or spec.video_file_frames, spec.chunks_size, glued)
-        groups: list[
-            list[int]
-        ] = []  # episodes encoded in one run: a non-keyframe episode joins its predecessor
+        # episodes encoded in one run: a non-keyframe episode joins its predecessor
+        groups: list[list[int]] = []
         for e in range(len(spec.episode_lengths)):
             if e in glued:
                 groups[-1].append(e)
