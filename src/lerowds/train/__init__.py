@@ -32,10 +32,8 @@ def parse_config(argv: Sequence[str]) -> Any:
         cfg.validate()
         return cfg
 
-    parsed.__annotations__ = {
-        "cfg": LerowdsTrainConfig,
-        "return": LerowdsTrainConfig,
-    }  # real types for lerobot's parser
+    # real types for lerobot's parser
+    parsed.__annotations__ = {"cfg": LerowdsTrainConfig, "return": LerowdsTrainConfig}
     saved = sys.argv
     sys.argv = ["lerowds train", *argv]
     try:
