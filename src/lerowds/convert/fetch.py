@@ -55,6 +55,7 @@ def hub_files(repo_id: str, commit: str, rels: Iterable[str], *, offline: bool) 
         return _cached_files(repo_id, commit, wanted)
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_api import RepoFile
 
     found: dict[str, RemoteFile] = {}
     folders = sorted({rel.split("/", 1)[0] for rel in wanted})
@@ -63,10 +64,9 @@ def hub_files(repo_id: str, commit: str, rels: Iterable[str], *, offline: bool) 
             for entry in HfApi().list_repo_tree(
                 repo_id, path_in_repo=folder, recursive=True, repo_type="dataset", revision=commit
             ):
-                lfs = getattr(entry, "lfs", None)
-                if hasattr(entry, "size") and hasattr(entry, "blob_id"):
-                    oid = lfs["sha256"] if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
-                    found[entry.path] = (int(entry.size), str(oid or entry.blob_id))
+                if isinstance(entry, RepoFile):  # not a folder
+                    oid = entry.lfs.sha256 if entry.lfs else entry.blob_id
+                    found[entry.path] = (int(entry.size), str(oid))
     except HfHubHTTPError as e:
         raise SourceError(f"{repo_id} (revision {commit}): listing its files failed: {e}") from e
     missing = [rel for rel in wanted if rel not in found]

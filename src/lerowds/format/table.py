@@ -154,9 +154,7 @@ class EpisodeTable:
         except (pa.ArrowException, OSError) as e:
             raise FormatError(f"{where}: unreadable episode table ({e}); re-convert the dataset") from e
         finally:
-            release = getattr(pa.default_memory_pool(), "release_unused", None)  # pyarrow >= 9
-            if release is not None:
-                release()  # Arrow's allocator keeps freed pages otherwise
+            pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages otherwise
         ids = out.columns["episode_index"]
         if ids.size > 1 and not bool((ids[1:] > ids[:-1]).all()):
             raise FormatError(f"{where}: episode_index must be strictly increasing")
