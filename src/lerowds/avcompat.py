@@ -3,8 +3,6 @@
 lerobot 0.6.1 pins ``av>=15,<16``; CI also runs the newest PyAV (docs/VERSIONS.md). The
 differences that matter here:
 
-- ``Codec.canonical_name`` (the codec family, e.g. "av1" for the libdav1d decoder) exists from PyAV 15;
-  ``codec_family`` also names it on PyAV 14 (which lerowds does not otherwise support).
 - ``VideoReformatter.reformat(..., threads=)`` exists from PyAV 17 (``reformat_threads_kwarg`` detects it).
 - ``Stream.index_entries`` (the demuxer's sample index) exists from PyAV 17; callers fall back to demuxing
   or to the native mp4 sample table (``convert.mp4``).
@@ -13,23 +11,6 @@ differences that matter here:
 from __future__ import annotations
 
 from typing import Any
-
-# Decoder names whose codec family differs from the name, for PyAV without ``canonical_name``.
-_DECODER_FAMILY = {
-    "libdav1d": "av1",
-    "libaom-av1": "av1",
-    "libvpx-vp9": "vp9",
-    "libvpx": "vp8",
-    "libopenh264": "h264",
-}
-
-
-def codec_family(codec: Any) -> str:
-    """The codec's canonical name ("av1", "h264", "hevc", "vp9", ...), whichever decoder implements it."""
-    name = getattr(codec, "canonical_name", None)  # PyAV >= 15
-    if name:
-        return str(name)
-    return _DECODER_FAMILY.get(codec.name, codec.name)
 
 
 def index_entries(stream: Any) -> Any | None:

@@ -1,5 +1,5 @@
-"""PyAV version differences (lerowds.avcompat): the codec family without ``Codec.canonical_name``, and the
-converter's truncation check without ``Stream.index_entries`` (PyAV < 17, e.g. lerobot 0.6.1's av 15).
+"""PyAV version differences (lerowds.avcompat): the converter's truncation check without
+``Stream.index_entries`` (PyAV < 17, e.g. lerobot 0.6.1's av 15), and swscale's ``threads`` argument.
 
 Both code paths run on whichever PyAV is installed: the fallbacks are driven with stand-in objects that lack
 the newer attributes, and must agree with what the installed PyAV reports."""
@@ -14,7 +14,7 @@ import av
 import pytest
 from av.video.reformatter import VideoReformatter
 
-from lerowds.avcompat import codec_family, index_entries, reformat_threads_kwarg
+from lerowds.avcompat import index_entries, reformat_threads_kwarg
 from lerowds.convert import mp4
 from lerowds.convert.remux import _index_end, _raise_if_truncated
 from lerowds.errors import SourceError
@@ -22,25 +22,11 @@ from lerowds.errors import SourceError
 FRONT = "videos/observation.images.front/chunk-000/file-000.mp4"
 
 
-def test_codec_family_without_canonical_name() -> None:
-    assert codec_family(SimpleNamespace(name="libdav1d")) == "av1"  # PyAV 14's default AV1 decoder
-    assert codec_family(SimpleNamespace(name="libaom-av1")) == "av1"
-    assert codec_family(SimpleNamespace(name="h264")) == "h264"
-    assert codec_family(SimpleNamespace(name="hevc", canonical_name="hevc")) == "hevc"
-
-
 def test_reformat_threads_kwarg_follows_the_installed_pyav() -> None:
     frame = av.VideoFrame(4, 4, "yuv420p")
     kwarg = reformat_threads_kwarg()
     assert kwarg == ({"threads": 1} if int(av.__version__.split(".")[0]) >= 17 else {})
     assert VideoReformatter().reformat(frame, format="rgb24", **kwarg).format.name == "rgb24"  # accepted here
-
-
-def test_codec_family_of_the_fixture_is_av1_with_any_pyav(small_root: Path) -> None:
-    with av.open(str(small_root / FRONT)) as c:
-        codec = c.streams.video[0].codec_context.codec
-        assert codec_family(codec) == "av1"
-        assert codec_family(SimpleNamespace(name=codec.name)) == "av1"  # the fallback agrees
 
 
 def test_index_end_from_the_native_table_equals_the_demuxer_index(small_root: Path) -> None:

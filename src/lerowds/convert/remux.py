@@ -23,7 +23,7 @@ import av.container
 import av.stream
 import numpy as np
 
-from lerowds.avcompat import codec_family, index_entries
+from lerowds.avcompat import index_entries
 from lerowds.convert import mp4
 from lerowds.errors import ConversionError, SourceError
 from lerowds.format import FileSlices
@@ -189,7 +189,7 @@ def cut_clip(
         # a miscounted or uncopyable segment: the PyAV path below reports it (or re-encodes it)
     container = videos.get(path)
     stream = container.streams.video[0]
-    codec = codec_family(stream.codec_context.codec)
+    codec = stream.codec_context.codec.canonical_name  # the family: "av1" for the libdav1d decoder too
     try:
         packets, reason = _select_packets(container, stream, lo, hi)
     except av.FFmpegError as e:
@@ -353,7 +353,7 @@ def _reencode(
     # SVT-AV1 prints its banner to stderr unless told to log errors only
     os.environ.setdefault("SVT_LOG", "1")
     ctx = stream.codec_context
-    family = codec_family(ctx.codec)
+    family = ctx.codec.canonical_name
     encoder, options = ENCODERS.get(family, (family, {}))
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4", options=MUX_OPTIONS) as out:
