@@ -59,20 +59,16 @@ def _env_int(environ: Mapping[str, str], name: str) -> int | None:
 
 
 def _torch_rank_world() -> tuple[int, int] | None:
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return None
+    import torch.distributed as dist  # imported here: ``lerowds.Consumer`` does not load torch
+
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return None
 
 
 def _torch_worker() -> tuple[int, int]:
-    try:
-        from torch.utils.data import get_worker_info
-    except ImportError:
-        return 0, 1
+    from torch.utils.data import get_worker_info
+
     info = get_worker_info()
     return (0, 1) if info is None else (info.id, info.num_workers)
 
