@@ -139,10 +139,8 @@ class FsspecSource:
     def __init__(
         self, url: str, *, retry: RetryPolicy | None = None, storage_options: dict[str, Any] | None = None
     ):
-        try:
-            import fsspec
-        except ImportError as e:  # pragma: no cover - fsspec is a dependency
-            raise ConfigError(f"source {url!r} needs fsspec: pip install fsspec") from e
+        import fsspec  # a dependency; imported here, as only fsspec URLs need it
+
         try:
             self.fs, self.root = fsspec.core.url_to_fs(url, **(storage_options or {}))
         except (ImportError, ValueError) as e:
