@@ -20,7 +20,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lerowds.avcompat import codec_family
 from lerowds.testing.framecode import decode_frame_id
 from lerowds.testing.v3spec import frame_task_slots
 from lerowds.testing.v3writer import CameraSpec, DatasetSpec, _layout, sample_spec, write_v3_dataset
@@ -215,7 +214,7 @@ def test_video_streams_match_fixture(fixture_root: Path, ours: Path) -> None:
                 with av.open(str(path)) as c:
                     s = c.streams.video[0]
                     cc = s.codec_context
-                    props = (codec_family(cc.codec), cc.codec_tag, cc.pix_fmt, s.time_base, s.average_rate)
+                    props = (cc.codec.canonical_name, cc.codec_tag, cc.pix_fmt, s.time_base, s.average_rate)
                     assert props == ("av1", "av01", "yuv420p", Fraction(1, 15360), 15), (path, props)
                 kf, tb = packets(path)
                 start = round(row[f"videos/{key}/from_timestamp"] / tb)
