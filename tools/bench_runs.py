@@ -7,7 +7,9 @@ printed). Then, interleaved over ``--rounds``: ``lerowds.Loader(ds, 32, num_thre
 for each ``(r, S)`` of ``--runs``: samples/s after the first batch, decoded frames per sample per camera
 (every frame the decoder produced, ``ds.stats()["decoder_frames"]``), and the buffer's memory per consumer
 thread (``dryrun_runs.buffer_bytes``: the decoded frames of the runs its waiting samples come from). The figure to read is the median over rounds of each round's
-ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run.
+ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run. Each
+configuration runs on every ``--gops`` set back to back within a round, so the last column (the median of
+per-round ratios to the first GOP's rate, same ``(r, S)``) compares GOPs.
 
     python tools/bench_runs.py [--episodes 12 --length 90 --samples 600 --rounds 2 --runs 1:0 4:32 8:64 16:128]
     <lerobot venv>/bin/python tools/bench_runs.py --runs 1:0 4:256 8:512 --limit --dataloader 1:0 8:512 --lerobot
@@ -259,9 +261,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows.append(row)
         logger.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
 
-    for rnd in range(args.rounds):
-        for g, root in roots.items():
-            for r, s in runs:
+    for rnd in range(args.rounds):  # each configuration on every GOP back to back: GOP ratios within a round
+        for r, s in runs:
+            for g, root in roots.items():
                 got = run_once(root, delta, r, s, args.samples, args.epoch)
                 emitted = got.pop("emitted")
                 row = {"round": rnd, "gop": g, "what": "Loader", "r": r, "S": s} | got
@@ -269,10 +271,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 log(row)
                 if args.limit and (r, s) == (1, 0):
                     log({"round": rnd, "gop": g, "what": "limit", "r": 1, "S": 0} | limit_once(root, emitted))
-            for r, s in dl_runs:
+        for r, s in dl_runs:
+            for g, root in roots.items():
                 got = dataloader_once(root, delta, r, s, args.samples, args.epoch)
                 log({"round": rnd, "gop": g, "what": "DataLoader", "r": r, "S": s} | got)
-            if args.lerobot:
+        if args.lerobot:
+            for g, root in roots.items():
                 got = lerobot_once(root.parent / "v3", "lerowds/bench-runs", delta, args.samples, args.epoch)
                 log({"round": rnd, "gop": g, "what": "lerobot", "r": 1, "S": 0} | got)
     print(markdown([x for x in rows if x["what"] == "Loader"], gop_seen))
@@ -309,13 +313,18 @@ def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
     """One line per (GOP, r, S): median samples/s, median of per-round ratios to r=1, decode work, buffer."""
     head = ["GOP (frames/keyframe)", "r", "S", "samples/s", "÷ r=1 (median of rounds)", "decoded frames per"]
     head[-1] += " sample per camera (returned)"
-    head.append("buffer per consumer (uint8)")
+    head += ["buffer per consumer (uint8)", f"÷ GOP {next(iter(gop_seen))} (same r, S)"]
     lines = [head, ["---"] * len(head)]
+    first = next(iter(gop_seen))
     for g in dict.fromkeys(x["gop"] for x in rows):
         base = {x["round"]: x["rate"] for x in rows if x["gop"] == g and (x["r"], x["S"]) == (1, 0)}
         for r, s in dict.fromkeys((x["r"], x["S"]) for x in rows if x["gop"] == g):
             rs = [x for x in rows if x["gop"] == g and (x["r"], x["S"]) == (r, s)]
             ratio = [x["rate"] / base[x["round"]] for x in rs if x["round"] in base]
+            at_first = {
+                x["round"]: x["rate"] for x in rows if x["gop"] == first and (x["r"], x["S"]) == (r, s)
+            }
+            by_gop = [x["rate"] / at_first[x["round"]] for x in rs if x["round"] in at_first]
             lines.append(
                 [
                     f"{g} ({gop_seen[g]:.1f})",
@@ -328,6 +337,7 @@ def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
                         f"({np.median([x['returned_per_sample_cam'] for x in rs]):.2f})"
                     ),
                     f"{rs[0]['buffer_mb']:.0f} MB",
+                    f"{np.median(by_gop):.2f}x" if by_gop else "",
                 ]
             )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
