@@ -9,7 +9,9 @@ for each ``(r, S)`` of ``--runs``: samples/s after the first batch, decoded fram
 thread (``dryrun_runs.buffer_bytes``: the decoded frames of the runs its waiting samples come from). The figure to read is the median over rounds of each round's
 ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run. Each
 configuration runs on every ``--gops`` set back to back within a round, so the last column (the median of
-per-round ratios to the first GOP's rate, same ``(r, S)``) compares GOPs.
+per-round ratios to the first GOP's rate, same ``(r, S)``) compares GOPs. Every row also reports samples per
+CPU-second (user + system time of the process and its live DataLoader workers, ``psutil``), which other load
+on a shared machine barely moves: on a busy machine read the CPU columns.
 
     python tools/bench_runs.py [--episodes 12 --length 90 --samples 600 --rounds 2 --runs 1:0 4:32 8:64 16:128]
     <lerobot venv>/bin/python tools/bench_runs.py --runs 1:0 4:256 8:512 --limit --dataloader 1:0 8:512 --lerobot
@@ -116,32 +118,53 @@ def keyframe_interval(root: Path) -> float:
     return length / max(keys, 1)
 
 
-def timed(batches: Any, samples: int, epoch: bool = False) -> tuple[float, list[tuple[int, int]]]:
-    """Samples/s and the (episode, frame) pairs emitted: with ``epoch``, over one whole epoch timed from
-    ``iter()``; else after the first batch until ``samples`` samples."""
-    t0, n, emitted = time.perf_counter(), 0, []
+def cpu_tree() -> dict[int, float]:
+    """CPU seconds (user + system, all threads) of this process and of each live child process (DataLoader
+    workers), by pid: unlike wall time, barely moved by other load on a shared machine."""
+    import psutil
+
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[proc.pid] = t.user + t.system
+    return out
+
+
+def cpu_since(start: dict[int, float]) -> float:
+    return sum(v - start.get(pid, 0.0) for pid, v in cpu_tree().items())
+
+
+def timed(batches: Any, samples: int, epoch: bool = False) -> tuple[float, float, list[tuple[int, int]]]:
+    """Samples/s, samples per CPU-second (``cpu_tree``) and the (episode, frame) pairs emitted: with ``epoch``,
+    over one whole epoch timed from ``iter()``; else after the first batch until ``samples`` samples."""
+    t0, cpu0, n, emitted = time.perf_counter(), cpu_tree(), 0, []
     it = iter(batches)
     for i, batch in enumerate(it):
         assert batch[CAMERAS[0]].dtype == torch.uint8
         emitted += zip(batch["episode_index"].tolist(), batch["frame_index"].tolist())
         if i == 0 and not epoch:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_tree()
             continue
         n += len(batch["index"])
         if n >= samples and not epoch:
             break
-    rate = n / (time.perf_counter() - t0)
+    rate, cpu_rate = n / (time.perf_counter() - t0), n / max(cpu_since(cpu0), 1e-9)
     del it
-    return rate, emitted
+    return rate, cpu_rate, emitted
 
 
-def warm_timed(dl: DataLoader, samples: int, epoch: bool) -> float:
+def warm_timed(dl: DataLoader, samples: int, epoch: bool) -> dict[str, float]:
     """``timed`` on a DataLoader; with ``epoch``, the second epoch (the first, untimed, starts the
     persistent workers)."""
     if epoch:
         for _ in dl:
             pass
-    return timed(dl, samples, epoch)[0]
+    rate, cpu_rate, _ = timed(dl, samples, epoch)
+    return {"rate": rate, "cpu_rate": cpu_rate}
 
 
 def run_once(
@@ -153,7 +176,7 @@ def run_once(
     )
     loader = Loader(ds, 32, num_threads=2)
     try:
-        rate, emitted = timed(loader, samples, epoch)
+        rate, cpu_rate, emitted = timed(loader, samples, epoch)
     finally:
         loader.close()
     st = ds.stats()
@@ -161,6 +184,7 @@ def run_once(
     returned = st["frames_decoded"] / max(st["samples"], 1) / len(CAMERAS)
     return {
         "rate": rate,
+        "cpu_rate": cpu_rate,
         "decoded_per_sample_cam": per_cam,
         "returned_per_sample_cam": returned,
         "emitted": emitted,
@@ -171,8 +195,8 @@ def limit_once(root: Path, emitted: list[tuple[int, int]]) -> dict[str, Any]:
     """The per-sample decode limit of ``tools/bench_loader.py``: exactly the windows of ``emitted`` (the
     r=1 run's samples), decoded from open decoders by 2 threads started together, in samples/s."""
     ds = LeRobotWebDataset(root)
-    wall, _ = limit_threads(ds, worker_requests(ds, emitted, 2, WINDOW))
-    return {"rate": len(emitted) / wall}
+    wall, cpu = limit_threads(ds, worker_requests(ds, emitted, 2, WINDOW))
+    return {"rate": len(emitted) / wall, "cpu_rate": len(emitted) / max(cpu, 1e-9)}
 
 
 def dataloader_once(
@@ -181,9 +205,9 @@ def dataloader_once(
     """Samples/s of the DataLoader path (2 workers, lerobot-train's settings, uint8 cameras)."""
     ds = LeRobotWebDataset(root, delta_timestamps=delta, return_uint8=True, run_length=r, shuffle_buffer=s)
     dl = DataLoader(ds, batch_size=32, **TRAIN_LOADER)  # type: ignore[arg-type]
-    rate = warm_timed(dl, samples, epoch)
+    got = warm_timed(dl, samples, epoch)
     del dl
-    return {"rate": rate}
+    return got
 
 
 def lerobot_once(
@@ -205,9 +229,9 @@ def lerobot_once(
         absolute_to_relative_idx=ds.absolute_to_relative_idx,
     )
     dl = DataLoader(ds, batch_size=32, shuffle=False, sampler=sampler, **TRAIN_LOADER)  # type: ignore[arg-type]
-    rate = warm_timed(dl, samples, epoch)
+    got = warm_timed(dl, samples, epoch)
     del dl
-    return {"rate": rate}
+    return got
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -314,6 +338,7 @@ def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
     head = ["GOP (frames/keyframe)", "r", "S", "samples/s", "÷ r=1 (median of rounds)", "decoded frames per"]
     head[-1] += " sample per camera (returned)"
     head += ["buffer per consumer (uint8)", f"÷ GOP {next(iter(gop_seen))} (same r, S)"]
+    head += ["samples per CPU-s", "÷ r=1 (CPU)", f"÷ GOP {next(iter(gop_seen))} (CPU)"]
     lines = [head, ["---"] * len(head)]
     first = next(iter(gop_seen))
     for g in dict.fromkeys(x["gop"] for x in rows):
@@ -325,6 +350,12 @@ def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
                 x["round"]: x["rate"] for x in rows if x["gop"] == first and (x["r"], x["S"]) == (r, s)
             }
             by_gop = [x["rate"] / at_first[x["round"]] for x in rs if x["round"] in at_first]
+            cbase = {x["round"]: x["cpu_rate"] for x in rows if x["gop"] == g and (x["r"], x["S"]) == (1, 0)}
+            cfirst = {
+                x["round"]: x["cpu_rate"] for x in rows if x["gop"] == first and (x["r"], x["S"]) == (r, s)
+            }
+            cpu = [x["cpu_rate"] / cbase[x["round"]] for x in rs if x["round"] in cbase]
+            cpu_gop = [x["cpu_rate"] / cfirst[x["round"]] for x in rs if x["round"] in cfirst]
             lines.append(
                 [
                     f"{g} ({gop_seen[g]:.1f})",
@@ -338,6 +369,9 @@ def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
                     ),
                     f"{rs[0]['buffer_mb']:.0f} MB",
                     f"{np.median(by_gop):.2f}x" if by_gop else "",
+                    f"{np.median([x['cpu_rate'] for x in rs]):.0f}",
+                    f"{np.median(cpu):.2f}x" if cpu else "",
+                    f"{np.median(cpu_gop):.2f}x" if cpu_gop else "",
                 ]
             )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
@@ -355,12 +389,12 @@ def side_by_side(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
     """One line per (GOP, configuration): median samples/s and the medians of per-round ratios to the
     same round's decode limit, lerobot and per-sample Loader."""
     head = ["GOP (frames/keyframe)", "configuration", "r", "S", "samples/s", "÷ decode limit", "÷ lerobot"]
-    head.append("÷ Loader r=1")
+    head += ["÷ Loader r=1", "samples per CPU-s", "÷ limit (CPU)", "÷ lerobot (CPU)", "÷ Loader r=1 (CPU)"]
     lines = [head, ["---"] * len(head)]
 
-    def ratio(rs: list[dict[str, Any]], g: int, what: str) -> str:
-        base = {x["round"]: x["rate"] for x in rows if x["gop"] == g and x["what"] == what and x["r"] == 1}
-        got = [x["rate"] / base[x["round"]] for x in rs if x["round"] in base]
+    def ratio(rs: list[dict[str, Any]], g: int, what: str, key: str = "rate") -> str:
+        base = {x["round"]: x[key] for x in rows if x["gop"] == g and x["what"] == what and x["r"] == 1}
+        got = [x[key] / base[x["round"]] for x in rs if x["round"] in base]
         return f"{np.median(got):.2f}x" if got else ""
 
     for g in dict.fromkeys(x["gop"] for x in rows):
@@ -371,6 +405,8 @@ def side_by_side(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
                 + (["", ""] if what in ("limit", "lerobot") else [str(r), str(s)])
                 + [f"{np.median([x['rate'] for x in rs]):.0f}"]
                 + [ratio(rs, g, "limit"), ratio(rs, g, "lerobot"), ratio(rs, g, "Loader")]
+                + [f"{np.median([x['cpu_rate'] for x in rs]):.0f}"]
+                + [ratio(rs, g, w, "cpu_rate") for w in ("limit", "lerobot", "Loader")]
             )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
