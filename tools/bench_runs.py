@@ -1,17 +1,14 @@
 """Benchmark run mode (``run_length=r``, ``shuffle_buffer=S``) against the per-sample order (r=1, S=0).
 
-Not a test. Builds (once, cached under ``--workdir``) issue 12's bench set shaped as ``tools/bench_loader.py``
-does (two 240x320 AV1 cameras, libsvtav1, camera-like texture, window t-2..t on each camera, a 10-step action
-chunk), once per ``--gops`` value (the v3 writer's ``gop``; the mean keyframe interval of a converted clip is
-printed). Then, interleaved over ``--rounds``: ``lerowds.Loader(ds, 32, num_threads=2)`` with uint8 cameras
-for each ``(r, S)`` of ``--runs``: samples/s after the first batch, decoded frames per sample per camera
-(every frame the decoder produced, ``ds.stats()["decoder_frames"]``), and the buffer's memory per consumer
-thread (``dryrun_runs.buffer_bytes``: the decoded frames of the runs its waiting samples come from). The figure to read is the median over rounds of each round's
-ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run. Each
-configuration runs on every ``--gops`` set back to back within a round, so the last column (the median of
-per-round ratios to the first GOP's rate, same ``(r, S)``) compares GOPs. Every row also reports samples per
-CPU-second (user + system time of the process and its live DataLoader workers, ``psutil``), which other load
-on a shared machine barely moves: on a busy machine read the CPU columns.
+Not a test. Builds (once, under ``--workdir``) issue 12's bench set as ``tools/bench_loader.py`` does (two
+240x320 AV1 cameras, camera-like texture, window t-2..t on each camera, a 10-step action chunk), once per
+``--gops`` value (the v3 writer's ``gop``; the converted clips' mean keyframe interval is printed). Then, over
+``--rounds``, each configuration on every GOP back to back: ``lerowds.Loader(ds, 32, num_threads=2)`` with
+uint8 cameras for each ``(r, S)`` of ``--runs``: samples/s, samples per CPU-second (user + system time of the
+process and its live DataLoader workers, ``psutil``: barely moved by other load on a shared machine, so read
+it there), decoded frames per sample per camera (``ds.stats()["decoder_frames"]``) and the buffer's memory
+per consumer (``dryrun_runs.buffer_bytes``). Ratios are medians over rounds of each round's ratio (to r=1,
+and to the first GOP for the same ``(r, S)``).
 
     python tools/bench_runs.py [--episodes 12 --length 90 --samples 600 --rounds 2 --runs 1:0 4:32 8:64 16:128]
     <lerobot venv>/bin/python tools/bench_runs.py --runs 1:0 4:256 8:512 --limit --dataloader 1:0 8:512 --lerobot
@@ -243,19 +240,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", default="240x320", help="HxW of both cameras")
     parser.add_argument("--gops", type=int, nargs="+", default=[2, 30])
     parser.add_argument("--runs", nargs="+", default=["1:0", "4:32", "8:64", "16:128"], help="r:S pairs")
-    parser.add_argument(
-        "--samples", type=int, default=600, help="samples timed per run (after the first batch)"
-    )
+    parser.add_argument("--samples", type=int, default=600, help="samples timed (after the first batch)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
-    parser.add_argument(
-        "--quality", action="store_true", help="shuffle quality only (no dataset, no decoding)"
-    )
-    parser.add_argument(
-        "--epoch",
-        action="store_true",
-        help="time one whole epoch from iter() (DataLoader rows: the second epoch of persistent workers)",
-    )
+    parser.add_argument("--quality", action="store_true", help="shuffle quality only (no decoding)")
+    parser.add_argument("--epoch", action="store_true", help="time one whole epoch from iter()")
     parser.add_argument("--limit", action="store_true", help="the per-sample decode limit (needs 1:0)")
     parser.add_argument("--dataloader", nargs="*", default=[], help="r:S pairs for the DataLoader path")
     parser.add_argument("--lerobot", action="store_true", help="lerobot's LeRobotDataset (lerobot venv)")
@@ -333,45 +322,38 @@ def quality(runs: Sequence[tuple[int, int]], episodes: int = 4000, pool: int = 6
     return "\n".join(lines)
 
 
+def _median_ratio(rs: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> str:
+    """Median over rounds of each row of ``rs`` ÷ the row of ``base`` from the same round (by ``key``)."""
+    by_round = {x["round"]: x[key] for x in base}
+    got = [x[key] / by_round[x["round"]] for x in rs if x["round"] in by_round]
+    return f"{np.median(got):.2f}x" if got else ""
+
+
 def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
-    """One line per (GOP, r, S): median samples/s, median of per-round ratios to r=1, decode work, buffer."""
+    """One line per (GOP, r, S): median samples/s, median of per-round ratios to r=1 and to the first GOP
+    (wall and CPU), decode work, buffer."""
+    first = next(iter(gop_seen))
     head = ["GOP (frames/keyframe)", "r", "S", "samples/s", "÷ r=1 (median of rounds)", "decoded frames per"]
     head[-1] += " sample per camera (returned)"
-    head += ["buffer per consumer (uint8)", f"÷ GOP {next(iter(gop_seen))} (same r, S)"]
-    head += ["samples per CPU-s", "÷ r=1 (CPU)", f"÷ GOP {next(iter(gop_seen))} (CPU)"]
+    head += ["buffer per consumer (uint8)", f"÷ GOP {first} (same r, S)"]
+    head += ["samples per CPU-s", "÷ r=1 (CPU)", f"÷ GOP {first} (CPU)"]
     lines = [head, ["---"] * len(head)]
-    first = next(iter(gop_seen))
     for g in dict.fromkeys(x["gop"] for x in rows):
-        base = {x["round"]: x["rate"] for x in rows if x["gop"] == g and (x["r"], x["S"]) == (1, 0)}
+        base = [x for x in rows if x["gop"] == g and (x["r"], x["S"]) == (1, 0)]
         for r, s in dict.fromkeys((x["r"], x["S"]) for x in rows if x["gop"] == g):
             rs = [x for x in rows if x["gop"] == g and (x["r"], x["S"]) == (r, s)]
-            ratio = [x["rate"] / base[x["round"]] for x in rs if x["round"] in base]
-            at_first = {
-                x["round"]: x["rate"] for x in rows if x["gop"] == first and (x["r"], x["S"]) == (r, s)
-            }
-            by_gop = [x["rate"] / at_first[x["round"]] for x in rs if x["round"] in at_first]
-            cbase = {x["round"]: x["cpu_rate"] for x in rows if x["gop"] == g and (x["r"], x["S"]) == (1, 0)}
-            cfirst = {
-                x["round"]: x["cpu_rate"] for x in rows if x["gop"] == first and (x["r"], x["S"]) == (r, s)
-            }
-            cpu = [x["cpu_rate"] / cbase[x["round"]] for x in rs if x["round"] in cbase]
-            cpu_gop = [x["cpu_rate"] / cfirst[x["round"]] for x in rs if x["round"] in cfirst]
+            at_first = [x for x in rows if x["gop"] == first and (x["r"], x["S"]) == (r, s)]
             lines.append(
-                [
-                    f"{g} ({gop_seen[g]:.1f})",
-                    str(r),
-                    str(s),
-                    f"{np.median([x['rate'] for x in rs]):.0f}",
-                    f"{np.median(ratio):.2f}x" if ratio else "",
-                    (
-                        f"{np.median([x['decoded_per_sample_cam'] for x in rs]):.2f} "
-                        f"({np.median([x['returned_per_sample_cam'] for x in rs]):.2f})"
-                    ),
+                [f"{g} ({gop_seen[g]:.1f})", str(r), str(s), f"{np.median([x['rate'] for x in rs]):.0f}"]
+                + [_median_ratio(rs, base, "rate")]
+                + [
+                    f"{np.median([x['decoded_per_sample_cam'] for x in rs]):.2f} "  # noqa: ISC004
+                    f"({np.median([x['returned_per_sample_cam'] for x in rs]):.2f})",
                     f"{rs[0]['buffer_mb']:.0f} MB",
-                    f"{np.median(by_gop):.2f}x" if by_gop else "",
+                    _median_ratio(rs, at_first, "rate"),
                     f"{np.median([x['cpu_rate'] for x in rs]):.0f}",
-                    f"{np.median(cpu):.2f}x" if cpu else "",
-                    f"{np.median(cpu_gop):.2f}x" if cpu_gop else "",
+                    _median_ratio(rs, base, "cpu_rate"),
+                    _median_ratio(rs, at_first, "cpu_rate"),
                 ]
             )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
@@ -393,9 +375,9 @@ def side_by_side(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
     lines = [head, ["---"] * len(head)]
 
     def ratio(rs: list[dict[str, Any]], g: int, what: str, key: str = "rate") -> str:
-        base = {x["round"]: x[key] for x in rows if x["gop"] == g and x["what"] == what and x["r"] == 1}
-        got = [x[key] / base[x["round"]] for x in rs if x["round"] in base]
-        return f"{np.median(got):.2f}x" if got else ""
+        return _median_ratio(
+            rs, [x for x in rows if x["gop"] == g and x["what"] == what and x["r"] == 1], key
+        )
 
     for g in dict.fromkeys(x["gop"] for x in rows):
         for what, r, s in dict.fromkeys((x["what"], x["r"], x["S"]) for x in rows if x["gop"] == g):
