@@ -1,13 +1,14 @@
 """Benchmark run mode (``run_length=r``, ``shuffle_buffer=S``) against the per-sample order (r=1, S=0).
 
-Not a test. Builds (once, cached under ``--workdir``) issue 12's bench set shaped as ``tools/bench_loader.py``
-does (two 240x320 AV1 cameras, libsvtav1, camera-like texture, window t-2..t on each camera, a 10-step action
-chunk), once per ``--gops`` value (the v3 writer's ``gop``; the mean keyframe interval of a converted clip is
-printed). Then, interleaved over ``--rounds``: ``lerowds.Loader(ds, 32, num_threads=2)`` with uint8 cameras
-for each ``(r, S)`` of ``--runs``: samples/s after the first batch, decoded frames per sample per camera
-(every frame the decoder produced, ``ds.stats()["decoder_frames"]``), and the buffer's memory per consumer
-thread (``dryrun_runs.buffer_bytes``: the decoded frames of the runs its waiting samples come from). The figure to read is the median over rounds of each round's
-ratio to r=1 on the same set: the machine is shared and noisy, so compare ratios of one run.
+Not a test. Builds (once, under ``--workdir``) issue 12's bench set as ``tools/bench_loader.py`` does (two
+240x320 AV1 cameras, camera-like texture, window t-2..t on each camera, a 10-step action chunk), once per
+``--gops`` value (the v3 writer's ``gop``; the converted clips' mean keyframe interval is printed). Then, over
+``--rounds``, each configuration on every GOP back to back: ``lerowds.Loader(ds, 32, num_threads=2)`` with
+uint8 cameras for each ``(r, S)`` of ``--runs``: samples/s, samples per CPU-second (user + system time of the
+process and its live DataLoader workers, ``psutil``: barely moved by other load on a shared machine, so read
+it there), decoded frames per sample per camera (``ds.stats()["decoder_frames"]``) and the buffer's memory
+per consumer (``dryrun_runs.buffer_bytes``). Ratios are medians over rounds of each round's ratio (to r=1,
+and to the first GOP for the same ``(r, S)``).
 
     python tools/bench_runs.py [--episodes 12 --length 90 --samples 600 --rounds 2 --runs 1:0 4:32 8:64 16:128]
     <lerobot venv>/bin/python tools/bench_runs.py --runs 1:0 4:256 8:512 --limit --dataloader 1:0 8:512 --lerobot
@@ -114,32 +115,53 @@ def keyframe_interval(root: Path) -> float:
     return length / max(keys, 1)
 
 
-def timed(batches: Any, samples: int, epoch: bool = False) -> tuple[float, list[tuple[int, int]]]:
-    """Samples/s and the (episode, frame) pairs emitted: with ``epoch``, over one whole epoch timed from
-    ``iter()``; else after the first batch until ``samples`` samples."""
-    t0, n, emitted = time.perf_counter(), 0, []
+def cpu_tree() -> dict[int, float]:
+    """CPU seconds (user + system, all threads) of this process and of each live child process (DataLoader
+    workers), by pid: unlike wall time, barely moved by other load on a shared machine."""
+    import psutil
+
+    me = psutil.Process()
+    out = {}
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        out[proc.pid] = t.user + t.system
+    return out
+
+
+def cpu_since(start: dict[int, float]) -> float:
+    return sum(v - start.get(pid, 0.0) for pid, v in cpu_tree().items())
+
+
+def timed(batches: Any, samples: int, epoch: bool = False) -> tuple[float, float, list[tuple[int, int]]]:
+    """Samples/s, samples per CPU-second (``cpu_tree``) and the (episode, frame) pairs emitted: with ``epoch``,
+    over one whole epoch timed from ``iter()``; else after the first batch until ``samples`` samples."""
+    t0, cpu0, n, emitted = time.perf_counter(), cpu_tree(), 0, []
     it = iter(batches)
     for i, batch in enumerate(it):
         assert batch[CAMERAS[0]].dtype == torch.uint8
         emitted += zip(batch["episode_index"].tolist(), batch["frame_index"].tolist())
         if i == 0 and not epoch:
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_tree()
             continue
         n += len(batch["index"])
         if n >= samples and not epoch:
             break
-    rate = n / (time.perf_counter() - t0)
+    rate, cpu_rate = n / (time.perf_counter() - t0), n / max(cpu_since(cpu0), 1e-9)
     del it
-    return rate, emitted
+    return rate, cpu_rate, emitted
 
 
-def warm_timed(dl: DataLoader, samples: int, epoch: bool) -> float:
+def warm_timed(dl: DataLoader, samples: int, epoch: bool) -> dict[str, float]:
     """``timed`` on a DataLoader; with ``epoch``, the second epoch (the first, untimed, starts the
     persistent workers)."""
     if epoch:
         for _ in dl:
             pass
-    return timed(dl, samples, epoch)[0]
+    rate, cpu_rate, _ = timed(dl, samples, epoch)
+    return {"rate": rate, "cpu_rate": cpu_rate}
 
 
 def run_once(
@@ -151,7 +173,7 @@ def run_once(
     )
     loader = Loader(ds, 32, num_threads=2)
     try:
-        rate, emitted = timed(loader, samples, epoch)
+        rate, cpu_rate, emitted = timed(loader, samples, epoch)
     finally:
         loader.close()
     st = ds.stats()
@@ -159,6 +181,7 @@ def run_once(
     returned = st["frames_decoded"] / max(st["samples"], 1) / len(CAMERAS)
     return {
         "rate": rate,
+        "cpu_rate": cpu_rate,
         "decoded_per_sample_cam": per_cam,
         "returned_per_sample_cam": returned,
         "emitted": emitted,
@@ -169,8 +192,8 @@ def limit_once(root: Path, emitted: list[tuple[int, int]]) -> dict[str, Any]:
     """The per-sample decode limit of ``tools/bench_loader.py``: exactly the windows of ``emitted`` (the
     r=1 run's samples), decoded from open decoders by 2 threads started together, in samples/s."""
     ds = LeRobotWebDataset(root)
-    wall, _ = limit_threads(ds, worker_requests(ds, emitted, 2, WINDOW))
-    return {"rate": len(emitted) / wall}
+    wall, cpu = limit_threads(ds, worker_requests(ds, emitted, 2, WINDOW))
+    return {"rate": len(emitted) / wall, "cpu_rate": len(emitted) / max(cpu, 1e-9)}
 
 
 def dataloader_once(
@@ -179,9 +202,9 @@ def dataloader_once(
     """Samples/s of the DataLoader path (2 workers, lerobot-train's settings, uint8 cameras)."""
     ds = LeRobotWebDataset(root, delta_timestamps=delta, return_uint8=True, run_length=r, shuffle_buffer=s)
     dl = DataLoader(ds, batch_size=32, **TRAIN_LOADER)  # type: ignore[arg-type]
-    rate = warm_timed(dl, samples, epoch)
+    got = warm_timed(dl, samples, epoch)
     del dl
-    return {"rate": rate}
+    return got
 
 
 def lerobot_once(
@@ -203,9 +226,9 @@ def lerobot_once(
         absolute_to_relative_idx=ds.absolute_to_relative_idx,
     )
     dl = DataLoader(ds, batch_size=32, shuffle=False, sampler=sampler, **TRAIN_LOADER)  # type: ignore[arg-type]
-    rate = warm_timed(dl, samples, epoch)
+    got = warm_timed(dl, samples, epoch)
     del dl
-    return {"rate": rate}
+    return got
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -217,19 +240,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", default="240x320", help="HxW of both cameras")
     parser.add_argument("--gops", type=int, nargs="+", default=[2, 30])
     parser.add_argument("--runs", nargs="+", default=["1:0", "4:32", "8:64", "16:128"], help="r:S pairs")
-    parser.add_argument(
-        "--samples", type=int, default=600, help="samples timed per run (after the first batch)"
-    )
+    parser.add_argument("--samples", type=int, default=600, help="samples timed (after the first batch)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
-    parser.add_argument(
-        "--quality", action="store_true", help="shuffle quality only (no dataset, no decoding)"
-    )
-    parser.add_argument(
-        "--epoch",
-        action="store_true",
-        help="time one whole epoch from iter() (DataLoader rows: the second epoch of persistent workers)",
-    )
+    parser.add_argument("--quality", action="store_true", help="shuffle quality only (no decoding)")
+    parser.add_argument("--epoch", action="store_true", help="time one whole epoch from iter()")
     parser.add_argument("--limit", action="store_true", help="the per-sample decode limit (needs 1:0)")
     parser.add_argument("--dataloader", nargs="*", default=[], help="r:S pairs for the DataLoader path")
     parser.add_argument("--lerobot", action="store_true", help="lerobot's LeRobotDataset (lerobot venv)")
@@ -259,9 +274,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows.append(row)
         logger.info("%s", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
 
-    for rnd in range(args.rounds):
-        for g, root in roots.items():
-            for r, s in runs:
+    for rnd in range(args.rounds):  # each configuration on every GOP back to back: GOP ratios within a round
+        for r, s in runs:
+            for g, root in roots.items():
                 got = run_once(root, delta, r, s, args.samples, args.epoch)
                 emitted = got.pop("emitted")
                 row = {"round": rnd, "gop": g, "what": "Loader", "r": r, "S": s} | got
@@ -269,10 +284,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                 log(row)
                 if args.limit and (r, s) == (1, 0):
                     log({"round": rnd, "gop": g, "what": "limit", "r": 1, "S": 0} | limit_once(root, emitted))
-            for r, s in dl_runs:
+        for r, s in dl_runs:
+            for g, root in roots.items():
                 got = dataloader_once(root, delta, r, s, args.samples, args.epoch)
                 log({"round": rnd, "gop": g, "what": "DataLoader", "r": r, "S": s} | got)
-            if args.lerobot:
+        if args.lerobot:
+            for g, root in roots.items():
                 got = lerobot_once(root.parent / "v3", "lerowds/bench-runs", delta, args.samples, args.epoch)
                 log({"round": rnd, "gop": g, "what": "lerobot", "r": 1, "S": 0} | got)
     print(markdown([x for x in rows if x["what"] == "Loader"], gop_seen))
@@ -305,29 +322,38 @@ def quality(runs: Sequence[tuple[int, int]], episodes: int = 4000, pool: int = 6
     return "\n".join(lines)
 
 
+def _median_ratio(rs: list[dict[str, Any]], base: list[dict[str, Any]], key: str) -> str:
+    """Median over rounds of each row of ``rs`` ÷ the row of ``base`` from the same round (by ``key``)."""
+    by_round = {x["round"]: x[key] for x in base}
+    got = [x[key] / by_round[x["round"]] for x in rs if x["round"] in by_round]
+    return f"{np.median(got):.2f}x" if got else ""
+
+
 def markdown(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
-    """One line per (GOP, r, S): median samples/s, median of per-round ratios to r=1, decode work, buffer."""
+    """One line per (GOP, r, S): median samples/s, median of per-round ratios to r=1 and to the first GOP
+    (wall and CPU), decode work, buffer."""
+    first = next(iter(gop_seen))
     head = ["GOP (frames/keyframe)", "r", "S", "samples/s", "÷ r=1 (median of rounds)", "decoded frames per"]
     head[-1] += " sample per camera (returned)"
-    head.append("buffer per consumer (uint8)")
+    head += ["buffer per consumer (uint8)", f"÷ GOP {first} (same r, S)"]
+    head += ["samples per CPU-s", "÷ r=1 (CPU)", f"÷ GOP {first} (CPU)"]
     lines = [head, ["---"] * len(head)]
     for g in dict.fromkeys(x["gop"] for x in rows):
-        base = {x["round"]: x["rate"] for x in rows if x["gop"] == g and (x["r"], x["S"]) == (1, 0)}
+        base = [x for x in rows if x["gop"] == g and (x["r"], x["S"]) == (1, 0)]
         for r, s in dict.fromkeys((x["r"], x["S"]) for x in rows if x["gop"] == g):
             rs = [x for x in rows if x["gop"] == g and (x["r"], x["S"]) == (r, s)]
-            ratio = [x["rate"] / base[x["round"]] for x in rs if x["round"] in base]
+            at_first = [x for x in rows if x["gop"] == first and (x["r"], x["S"]) == (r, s)]
             lines.append(
-                [
-                    f"{g} ({gop_seen[g]:.1f})",
-                    str(r),
-                    str(s),
-                    f"{np.median([x['rate'] for x in rs]):.0f}",
-                    f"{np.median(ratio):.2f}x" if ratio else "",
-                    (
-                        f"{np.median([x['decoded_per_sample_cam'] for x in rs]):.2f} "
-                        f"({np.median([x['returned_per_sample_cam'] for x in rs]):.2f})"
-                    ),
+                [f"{g} ({gop_seen[g]:.1f})", str(r), str(s), f"{np.median([x['rate'] for x in rs]):.0f}"]
+                + [_median_ratio(rs, base, "rate")]
+                + [
+                    f"{np.median([x['decoded_per_sample_cam'] for x in rs]):.2f} "  # noqa: ISC004
+                    f"({np.median([x['returned_per_sample_cam'] for x in rs]):.2f})",
                     f"{rs[0]['buffer_mb']:.0f} MB",
+                    _median_ratio(rs, at_first, "rate"),
+                    f"{np.median([x['cpu_rate'] for x in rs]):.0f}",
+                    _median_ratio(rs, base, "cpu_rate"),
+                    _median_ratio(rs, at_first, "cpu_rate"),
                 ]
             )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
@@ -345,13 +371,13 @@ def side_by_side(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
     """One line per (GOP, configuration): median samples/s and the medians of per-round ratios to the
     same round's decode limit, lerobot and per-sample Loader."""
     head = ["GOP (frames/keyframe)", "configuration", "r", "S", "samples/s", "÷ decode limit", "÷ lerobot"]
-    head.append("÷ Loader r=1")
+    head += ["÷ Loader r=1", "samples per CPU-s", "÷ limit (CPU)", "÷ lerobot (CPU)", "÷ Loader r=1 (CPU)"]
     lines = [head, ["---"] * len(head)]
 
-    def ratio(rs: list[dict[str, Any]], g: int, what: str) -> str:
-        base = {x["round"]: x["rate"] for x in rows if x["gop"] == g and x["what"] == what and x["r"] == 1}
-        got = [x["rate"] / base[x["round"]] for x in rs if x["round"] in base]
-        return f"{np.median(got):.2f}x" if got else ""
+    def ratio(rs: list[dict[str, Any]], g: int, what: str, key: str = "rate") -> str:
+        return _median_ratio(
+            rs, [x for x in rows if x["gop"] == g and x["what"] == what and x["r"] == 1], key
+        )
 
     for g in dict.fromkeys(x["gop"] for x in rows):
         for what, r, s in dict.fromkeys((x["what"], x["r"], x["S"]) for x in rows if x["gop"] == g):
@@ -361,6 +387,8 @@ def side_by_side(rows: list[dict[str, Any]], gop_seen: dict[int, float]) -> str:
                 + (["", ""] if what in ("limit", "lerobot") else [str(r), str(s)])
                 + [f"{np.median([x['rate'] for x in rs]):.0f}"]
                 + [ratio(rs, g, "limit"), ratio(rs, g, "lerobot"), ratio(rs, g, "Loader")]
+                + [f"{np.median([x['cpu_rate'] for x in rs]):.0f}"]
+                + [ratio(rs, g, w, "cpu_rate") for w in ("limit", "lerobot", "Loader")]
             )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 

@@ -277,6 +277,46 @@ def test_reordered_stream(h264_with_b_frames: bytes, threads: int) -> None:
         assert dec.seeks <= 1 and dec.decoded == 40  # one seek after the packet scan, then straight on
 
 
+def _runs(n: int, r: int, reach: int) -> list[list[int]]:
+    """What a run reader asks an episode's decoder for: each run of ``r`` frames with its window's reach."""
+    return [list(range(max(s - reach, 0), min(s + r, n))) for s in range(0, n, r)]
+
+
+@pytest.mark.parametrize("kind", ["pyav", pytest.param("torchcodec", marks=needs_torchcodec)])
+def test_ascending_runs_decode_each_frame_once_keeping_only_the_reach(
+    shard: dict[Path, ClipRange], kind: str
+) -> None:
+    """Runs of 8 with a t-2..t window read in order (run mode): each frame decoded (asked of torchcodec)
+    once, no seek; between calls the decoder holds the 2 reach frames, not the run's 10."""
+    _, source, ref = _one(shard)
+    n = len(ref)
+    with make_decoder(kind, source, FPS, n, CTX, channels_first=True, keep_frames=2) as dec:
+        for want in _runs(n, 8, 2):
+            got = dec.frames(want)
+            assert all(np.array_equal(g, ref[k]) for g, k in zip(got, want, strict=True))
+            assert sorted(dec._recent) == want[-2:]
+        assert dec.decoded == n and getattr(dec, "seeks", 0) == 0
+
+
+def test_a_run_reader_drops_what_a_seek_decoded_before_its_frames(shard: dict[Path, ClipRange]) -> None:
+    _, source, ref = _one(shard)
+    with PyAVClipDecoder(source, FPS, len(ref), CTX, keep_frames=2) as dec:
+        dec.frames(range(51, 60))  # a seek to the keyframe before 51, decoding up to it
+        assert dec.seeks == 1 and dec.decoded > 9
+        assert not [k for k in dec._spare if k < 60] and sorted(dec._recent) == [58, 59]
+    with pytest.raises(ConfigError, match="keep_frames must be None or an int >= 0, got -1"):
+        PyAVClipDecoder(source, FPS, len(ref), CTX, keep_frames=-1)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_ascending_runs_read_on_through_a_reordered_stream(h264_with_b_frames: bytes, threads: int) -> None:
+    ref = plain_decode(h264_with_b_frames)
+    with PyAVClipDecoder(h264_with_b_frames, FPS, 40, CTX, thread_count=threads, keep_frames=1) as dec:
+        for want in _runs(40, 6, 1):
+            assert all(np.array_equal(g, ref[k]) for g, k in zip(dec.frames(want), want, strict=True))
+        assert dec.seeks <= 1 and dec.decoded == 40
+
+
 # -------------------------------------------------------------------------------------------------- errors
 
 

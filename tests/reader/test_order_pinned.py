@@ -1,5 +1,6 @@
 """The exact sample order of ORDER_VERSION 2, pinned as literal lists (computed once with lerowds at order
-version 2; see ``order/pool.py``).
+version 2; see ``order/pool.py``). Version 3 changed run mode's order only (``run_length > 1``): these
+per-sample lists hold unchanged, and ``test_run_order_is_pinned`` pins version 3's run mode.
 
 A stream that merely "differs from sorted" passes by luck or not at all; these lists fail on any change of
 order. If one fails, every user's order (and every saved resume state) changed: bump ``ORDER_VERSION`` and
@@ -50,11 +51,22 @@ WDS_POOL4_SEED3 = [
     134, 141, 132, 121, 103, 138, 147, 149, 146, 139, 105, 115, 144, 110, 148, 143, 136, 127, 142, 140,
     106, 117, 145, 131, 130, 81, 116, 133, 128,
 ]
+# run mode, order version 3: LeRobotWebDataset(tabular_converted, episode_pool_size=2, seed=5, run_length=4,
+# shuffle_buffer=8), one consumer, epoch 0 (each episode's runs of 4 arrive in ascending order)
+RUNS_R4_S8_EPOCH0 = [
+    103, 106, 108, 104, 105, 109, 111, 107, 114, 110, 137, 112, 113, 136, 139, 115, 117, 118, 138, 120, 119,
+    116, 141, 143, 121, 122, 140, 123, 142, 124, 126, 125, 144, 147, 145, 127, 146, 128, 133, 130, 129, 132,
+    131, 134, 9, 148, 8, 149, 135, 10, 11, 64, 13, 12, 15, 66, 65, 67, 17, 19, 18, 16, 14, 69, 68, 22, 71,
+    70, 20, 21, 24, 26, 23, 25, 27, 29, 76, 28, 30, 72, 77, 7, 81, 84, 78, 85, 80, 79, 82, 87, 83, 88, 90,
+    91, 86, 89, 46, 45, 48, 52, 47, 74, 50, 49, 51, 73, 54, 55, 56, 53, 75, 57, 58, 92, 60, 93, 95, 61, 59,
+    94, 63, 98, 62, 96, 44, 97, 43, 99, 31, 101, 32, 100, 34, 102, 37, 36, 40, 39, 33, 35, 38, 0, 41, 3, 42,
+    6, 5, 4, 1, 2,
+]
 # fmt: on
 
 
 def test_order_version_of_these_lists() -> None:
-    assert ORDER_VERSION == 2
+    assert ORDER_VERSION == 3
 
 
 def test_dataset_order_is_pinned(tabular_converted: Path) -> None:
@@ -63,6 +75,13 @@ def test_dataset_order_is_pinned(tabular_converted: Path) -> None:
     assert epochs == [DATASET_EPOCH0, DATASET_EPOCH1]
     for epoch in (DATASET_EPOCH0, DATASET_EPOCH1):
         check_exactly_once(epoch, range(FRAMES), "pinned epoch")
+
+
+def test_run_order_is_pinned(tabular_converted: Path) -> None:
+    ds = LeRobotWebDataset(tabular_converted, episode_pool_size=2, seed=5, run_length=4, shuffle_buffer=8)
+    got = [int(s["index"]) for s in ds]
+    assert got == RUNS_R4_S8_EPOCH0
+    check_exactly_once(got, range(FRAMES), "pinned run-mode epoch")
 
 
 def test_wds_pool_order_is_pinned(tabular_converted: Path) -> None:

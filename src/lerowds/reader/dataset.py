@@ -358,6 +358,7 @@ class LeRobotWebDataset(StreamDataset):
             seed=self.seed,
             transform=self.transform,
             where=self.source,
+            run_length=self.run_length,
         )
 
     # ------------------------------------------------------------------------------------------ stats

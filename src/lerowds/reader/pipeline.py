@@ -25,7 +25,7 @@ from lerowds.reader.extras.stats import NoStats, StatsBoard, StatsSlot, StatsTap
 from lerowds.reader.io.store import EpisodeStore
 from lerowds.reader.order.events import Load, Release, residency
 from lerowds.reader.order.runs import EmitRun, shuffle_buffer
-from lerowds.reader.sample.build import SampleSpec
+from lerowds.reader.sample.build import SampleSpec, window_reach
 from lerowds.reader.sample.episode import EpisodeRows, parse_episode_rows
 from lerowds.reader.sample.stages import Decoded, Run, build, pending, run_positions, transformed
 
@@ -44,6 +44,7 @@ class ConsumerConfig:
     seed: int
     transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     where: str = ""
+    run_length: int = 1  # > 1: run mode, whose decoders keep only the windows' reach between runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,12 @@ class Fetched:
 
 class Decoders:
     """A consumer's open decoders, one per (episode, camera) of its pool (an LRU), and the frames they
-    produced (``produced``: those decoded only to reach a target included, where the backend counts them)."""
+    produced (``produced``: those decoded only to reach a target included, where the backend counts them).
+
+    In run mode an episode's runs come in ascending order (``order/runs.py``): run ``n + 1`` asks for the
+    windows' reach before its first frame, which run ``n`` decoded, then the frames after run ``n``'s last.
+    Each decoder keeps the reach (``keep_frames``: the camera's window span, as RGB; nothing else) and reads
+    on without a seek, so each frame of an episode is decoded once."""
 
     def __init__(self, cfg: ConsumerConfig, store: EpisodeStore) -> None:
         self._cfg, self._store = cfg, store
@@ -76,6 +82,7 @@ class Decoders:
             tolerance_s=cfg.tolerance_s,
             channels_first=True,
             frame_size=cfg.store.index.frame_size(key),
+            keep_frames=window_reach(cfg.spec, key) if cfg.run_length > 1 else None,
         )
 
     def is_open(self, rows: EpisodeRows, key: str) -> bool:

@@ -77,6 +77,11 @@ class BackendDecoder:
     ``channels_first`` they are (T, H, W, 3) views of (T, 3, H, W) memory (same values, CHW without a copy).
     With ``frame_size`` (height, width: what the dataset's features declare), frames of another size are a
     ``FormatError`` (a table pointing the camera at another camera's clip), never a wrongly shaped sample.
+    ``keep_frames``: how many of a call's frames (its highest) the decoder keeps, as RGB, for the next call to
+    reuse without decoding them again: None keeps the whole call (a per-sample reader's window), ``n`` at
+    most ``n`` (a run reader: the windows' reach, which the next run of the episode asks for again; with it
+    the decoder also drops the frames it decoded only to reach the call's frames, which such a reader,
+    reading forward, never asks for).
     """
 
     def __init__(
@@ -90,8 +95,14 @@ class BackendDecoder:
         thread_count: int = 1,
         channels_first: bool = False,
         frame_size: tuple[int, int] | None = None,
+        keep_frames: int | None = None,
     ) -> None:
         check_decoder_args(fps, num_frames, tolerance_s, thread_count)
+        if keep_frames is not None and (isinstance(keep_frames, bool) or not isinstance(keep_frames, int)):
+            raise ConfigError(f"keep_frames must be None or an int >= 0, got {keep_frames!r}")
+        if keep_frames is not None and keep_frames < 0:
+            raise ConfigError(f"keep_frames must be None or an int >= 0, got {keep_frames}")
+        self.keep_frames = keep_frames
         self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
         self.thread_count = thread_count

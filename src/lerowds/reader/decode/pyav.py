@@ -101,8 +101,10 @@ class PyAVClipDecoder(BackendDecoder):
 
     A target is decoded forward from the current position when no keyframe lies between that position
     and the target's own keyframe (same GOP, or its keyframe is the very next packet); otherwise the
-    decoder seeks to the target's keyframe. Frames returned by the previous call are kept (not copied),
-    so sliding windows read in order decode each frame once. Arguments: ``BackendDecoder``.
+    decoder seeks to the target's keyframe. Frames returned by the previous call are kept (not copied; with
+    ``keep_frames``, its highest ones only), so sliding windows and runs read in order decode each frame
+    once: a call whose first new frame follows the previous call's last reads on without a seek. Arguments:
+    ``BackendDecoder``.
     """
 
     def _init_backend(self) -> None:
@@ -140,7 +142,13 @@ class PyAVClipDecoder(BackendDecoder):
 
     def _decode(self, indices: list[int], wanted: list[int]) -> np.ndarray:
         got = self._decode_set(wanted)
-        self._recent = got
+        keep = self.keep_frames
+        if keep is None:
+            self._recent = got
+        else:  # the call's highest frames only, and of the spare ones those decoded ahead of it
+            self._recent = {k: got[k] for k in wanted[len(wanted) - keep :]} if keep else {}
+            if wanted:
+                self._spare = {k: f for k, f in self._spare.items() if k > wanted[-1]}
         if self.channels_first:
             h, w, c = self._shape
             chw = np.empty((len(indices), c, h, w), dtype=np.uint8)
@@ -197,7 +205,7 @@ class PyAVClipDecoder(BackendDecoder):
         except Exception as exc:  # corrupt data raises many FFmpeg/OS error types
             raise DecodeFailure(current, f"decoding failed: {failure_text(exc)}") from exc
         finally:
-            self._pending = set()
+            self._pending, self._got = set(), {}
         for k in todo:
             if k not in got:
                 raise DecodeFailure(k, "the decoder returned no frame for it (clip corrupt or truncated?)")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from lerowds.reader.order.pool import PoolOrder
-from lerowds.reader.order.runs import BufferKeys, run_units
+from lerowds.reader.order.runs import BufferKeys, relabel, run_units
 from lerowds.reader.order.segments import SegmentArray
 from lerowds.reader.resume.batches import dataloader_batch_order
 
@@ -51,13 +51,14 @@ def run_stream(
     want = n if limit is None else min(n, limit + shuffle_buffer + r)  # enough arrivals for `limit` emits
     units = segments if r == 1 else run_units(segments, r)
     episodes, frames, got = [], [], 0
+    emitted = np.zeros(len(segments), dtype=np.int64)  # runs of each segment so far (ascending runs)
     for seg, unit in PoolOrder(units, **order_kw).chunks(want // r + 1):
         if not seg.size:
             continue
         if r == 1:
             start, length = unit, np.ones_like(unit)
         else:
-            start = segments.start[seg] + unit * r
+            start = segments.start[seg] + relabel(seg, emitted) * r
             length = np.minimum(start + r, segments.stop[seg]) - start
         ends = np.cumsum(length)
         offset = np.arange(int(ends[-1])) - np.repeat(ends - length, length)

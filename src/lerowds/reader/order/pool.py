@@ -1,4 +1,4 @@
-"""Pool emission order, order version 2: a sliding window of segments whose frames carry random keys.
+"""Pool emission order (order version 2, unchanged in 3): a sliding window of segments whose frames carry random keys.
 
 A consumer owns segments ``0 .. m-1`` (its share of the epoch, in list order). Its **pool** is a window of
 consecutive segments: when segment ``j`` is admitted the pool is ``[lo_j, j]``, where ``lo_j`` is the
@@ -64,7 +64,10 @@ __all__ = [  # the pool math and event types are re-exported: their old home was
     "window_bounds",
 ]
 
-ORDER_VERSION = 2  # 1: lerowds before the windowed pool (uniform swap-remove draws over the pool's frames)
+# 1: lerowds before the windowed pool (uniform swap-remove draws over the pool's frames). 2: the windowed pool.
+# 3: run mode (run_length > 1) emits a segment's runs in ascending order (order/runs.py, ``relabel``); the pool's
+# keys, and so the per-sample order (run_length=1), are version 2's: resume/state.py loads such version-2 states.
+ORDER_VERSION = 3
 _CHUNK_FRAMES = 1 << 16  # frames emitted per computed chunk (about); buffering only, not part of the order
 
 

@@ -3,10 +3,13 @@ buffer of ``S`` samples reorders them. Pure integer math, like the pool it build
 
 **Runs.** Each segment ``[start, stop)`` of a consumer is cut into runs ``[start + i*r, min(start + (i+1)*r,
 stop))``: runs never cross a segment (so never an episode) end, the last run of a segment may be shorter.
-The pool (``PoolOrder``, order version 2) orders *runs* instead of frames: it runs on the segments' run
-counts (segment ``i`` holds ``ceil(len_i / r)`` units), with the same windows, byte budget and keys (the key
-counter is a run's position in the consumer's list). Every run, so every frame, comes exactly once. With
-``r = 1`` the runs are the frames and the order is the pool's own.
+The pool (``PoolOrder``) orders *units* instead of frames: it runs on the segments' run counts (segment ``i``
+holds ``ceil(len_i / r)`` units), with the same windows, byte budget and keys (the key counter is a unit's
+position in the consumer's list). **Ascending runs** (order version 3): the ``n``-th unit of segment ``i``
+the pool emits is run ``n`` of segment ``i`` (``relabel``), so an episode's runs come in frame order,
+interleaved with the other segments' as the pool's keys say, and its open decoder reads on from one run to
+the next without a seek. Every run, so every frame, comes exactly once. With ``r = 1`` the runs are the
+frames, nothing is relabelled, and the order is the pool's own (unchanged since version 2).
 
 **Arrival positions.** The runs' samples, laid end to end in run order, are the consumer's samples in
 *arrival* order: sample ``j`` is its ``j``-th.
@@ -21,8 +24,9 @@ the buffer holds at most ``S`` samples (plus the run being decoded). ``S = 0`` e
 ``k`` keys are), samples ``j >= k + S`` are not (``k`` keys are below ``(k + S) << 32``): sorting the keys of
 ``[k - S, k + S)`` gives the emitted set. The stream restarts at the run holding arrival position
 ``max(0, k - S)`` and rebuilds only samples not yet emitted: at most ``S + r`` samples decoded again. Finding
-that run is integer work over the runs before it (vectorised, ``PoolOrder.chunks``); with ``r = 1`` it is
-the pool's own skip.
+that run is integer work over the runs before it (vectorised, ``PoolOrder.chunks`` relabelled); with ``r = 1``
+it is the pool's own skip. After the pool's skip, a segment's next run is the number of its units already
+emitted (what the pool's ``Admit`` says is left).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import numpy as np
 
 from lerowds.checks import check_int
 from lerowds.errors import ConfigError
-from lerowds.reader.order.events import Emit, PoolEvent
+from lerowds.reader.order.events import Admit, Emit, Evict, PoolEvent
 from lerowds.reader.order.lifetimes import frame_keys
 from lerowds.reader.order.pool import PoolOrder
 from lerowds.reader.order.segments import Segment, SegmentArray
@@ -73,6 +77,21 @@ def run_units(segments: SegmentArray, run_length: int) -> SegmentArray:
     """The segments as the pool sees them in run mode: segment ``i`` holds units ``[0, ceil(len_i / r))``."""
     n = -(-segments.lengths // run_length)
     return SegmentArray(segments.episode, np.zeros_like(n), n)
+
+
+def relabel(seg: np.ndarray, emitted: np.ndarray) -> np.ndarray:
+    """Ascending runs: the run of each emitted unit, ``seg`` being the units' segments in emission order and
+    ``emitted`` the units of each segment emitted before them (updated in place): the ``n``-th emission of
+    segment ``i`` is its run ``n``."""
+    seg = np.asarray(seg, dtype=np.int64)
+    order = np.argsort(seg, kind="stable")
+    s = seg[order]
+    first = np.flatnonzero(np.concatenate([[True], s[1:] != s[:-1]])) if s.size else np.zeros(0, np.int64)
+    rank = np.arange(s.size) - np.repeat(first, np.diff(np.append(first, s.size)))
+    run = np.empty_like(seg)
+    run[order] = emitted[s] + rank
+    emitted += np.bincount(seg, minlength=emitted.size)
+    return run
 
 
 class BufferKeys:
@@ -188,11 +207,12 @@ class RunOrder:
     def _locate(self, lo: int) -> tuple[int, int]:
         """``(runs before, arrival position of its first frame)`` of the run holding position ``lo``."""
         count = runs = 0
+        emitted = np.zeros(len(self._segs), dtype=np.int64)
         if lo:
-            for seg, unit in PoolOrder(self._units, **self._pool).chunks(lo // self.run_length + 1):
+            for seg, _ in PoolOrder(self._units, **self._pool).chunks(lo // self.run_length + 1):
                 if not seg.size:
                     continue
-                cum = np.cumsum(self._run_lengths(seg, unit))
+                cum = np.cumsum(self._run_lengths(seg, relabel(seg, emitted)))
                 if count + int(cum[-1]) > lo:
                     i = int(np.searchsorted(cum, lo - count, side="right"))
                     return runs + i, count + (int(cum[i - 1]) if i else 0)
@@ -204,11 +224,21 @@ class RunOrder:
         r, lo, done = self.run_length, self._lo, self._done
         starts, stops = self._segs.start, self._segs.stop
         j = self._first
+        emitted: dict[int, int] = {}  # r > 1: segment -> its runs emitted so far (its next run)
         for ev in self._order.events():
+            if isinstance(ev, Admit) and r > 1:  # after a skip, a segment may be partly emitted
+                emitted[ev.index] = ev.segment.num_frames - len(ev.frames)
+            elif isinstance(ev, Evict):
+                emitted.pop(ev.index, None)
             if not isinstance(ev, Emit):
                 yield ev
                 continue
-            start = ev.frame if r == 1 else int(starts[ev.index]) + ev.frame * r
+            if r == 1:
+                start = ev.frame
+            else:
+                run = emitted[ev.index]
+                emitted[ev.index] = run + 1
+                start = int(starts[ev.index]) + run * r
             stop = min(start + r, int(stops[ev.index]))
             first, j = j, j + stop - start
             frames: tuple[int, ...] = tuple(range(start, stop))

@@ -38,6 +38,10 @@ _ABSENT = "(not recorded)"
 # Settings added after states were first saved, with the value every earlier state was saved under: a saved
 # config that lacks one was saved with this value (e.g. the per-sample order, before run mode existed).
 ADDED_LATER = {"run_length": 1, "shuffle_buffer": 0}
+# Earlier order versions whose sample stream is the current version's under one setting: version -> (setting,
+# value). Version 3 changed run mode's order only (a segment's runs in ascending order): a version-2 state saved
+# with run_length=1 (or before run mode) resumes exactly as before.
+SAME_ORDER_WHEN = {2: ("run_length", 1)}
 
 
 def _kind(config: Mapping[str, Any]) -> Any:
@@ -72,8 +76,11 @@ def check_config(saved: Mapping[str, Any], now: Mapping[str, Any]) -> None:
     empty ``saved`` is a trainer's plain counters: nothing recorded to compare."""
     if not saved:
         return
-    check_order_version(saved)
+    version = check_order_version(saved)
     a, b = _flat(saved), _flat(now)
+    if version != ORDER_VERSION:  # an earlier version whose order is this one's (SAME_ORDER_WHEN)
+        old = [k for k, v in a.items() if k.rpartition(".")[2] == "order_version" and v == version]
+        a.update(dict.fromkeys(old, ORDER_VERSION))
     for key in b.keys() - a.keys():
         if key.rpartition(".")[2] in ADDED_LATER:
             a[key] = ADDED_LATER[key.rpartition(".")[2]]
@@ -98,18 +105,40 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
-def check_order_version(config: Mapping[str, Any]) -> None:
-    """Refuse a state saved under another order version (a saved ``config`` without one is version 1)."""
+def check_order_version(config: Mapping[str, Any]) -> Any:
+    """Refuse a state saved under another order version (a saved ``config`` without one is version 1), unless
+    that version's order is this one's for the settings it was saved with (``SAME_ORDER_WHEN``); return the
+    saved version."""
     if not config:
-        return  # a trainer's plain counters: nothing recorded to compare
+        return ORDER_VERSION  # a trainer's plain counters: nothing recorded to compare
     saved = config.get("order_version", 1)
-    if saved != ORDER_VERSION:
+    if saved == ORDER_VERSION:
+        return saved
+    restart = (
+        "Finish this epoch with the lerowds version that saved it, or start the next epoch (set "
+        "batches_consumed to 0 and epoch to the next one)"
+    )
+    same = SAME_ORDER_WHEN.get(saved) if isinstance(saved, int) else None
+    if same is not None:
+        name, value = same
+        values = {k: v for k, v in _flat(config).items() if k.rpartition(".")[2] == name} or {
+            name: ADDED_LATER[name]
+        }
+        bad = {k: v for k, v in values.items() if v != value}
+        if not bad:
+            return saved
+        key, got = next(iter(bad.items()))
         raise OrderVersionError(
-            f"resume state was saved under sample-order version {saved!r} but this lerowds samples in order "
-            f"version {ORDER_VERSION} (see docs/ORDER.md): resuming would not continue the saved run's "
-            "sample stream. Finish this epoch with the lerowds version that saved it, or start the next "
-            "epoch (set batches_consumed to 0 and epoch to the next one)"
+            f"resume state was saved under sample-order version {saved!r} with {key}={got!r}, but this lerowds "
+            f"samples in order version {ORDER_VERSION}, whose run mode emits an episode's runs in ascending "
+            f"order (see docs/ORDER.md): resuming would not continue the saved run's sample stream "
+            f"({name}={value!r} states still resume). {restart}"
         )
+    raise OrderVersionError(
+        f"resume state was saved under sample-order version {saved!r} but this lerowds samples in order "
+        f"version {ORDER_VERSION} (see docs/ORDER.md): resuming would not continue the saved run's "
+        f"sample stream. {restart}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

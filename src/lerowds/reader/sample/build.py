@@ -72,6 +72,15 @@ def sample_positions(
     return np.asarray([frame], dtype=np.int64), None
 
 
+def window_reach(spec: SampleSpec, key: str) -> int:
+    """How many frames of camera ``key`` two consecutive runs both need: its window's span (largest offset
+    minus smallest; 0 without a window)."""
+    if spec.windows is None or key not in spec.windows.offsets:
+        return 0
+    offsets = spec.windows.offsets[key]
+    return max(offsets) - min(offsets)
+
+
 def build_sample(rows: EpisodeRows, frame: int, spec: SampleSpec, decode_video: VideoFn) -> dict[str, Any]:
     """The sample of ``frame`` of an episode: videos first, then the parquet columns, pad masks, task."""
     if not 0 <= frame < rows.length:
