@@ -7,6 +7,7 @@ the keyframe at or before a target only when decoding forward from where it stan
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -281,15 +282,13 @@ class PyAVClipDecoder(BackendDecoder):
     def _rgb(self, frame: Any) -> np.ndarray:
         """The frame as RGB uint8: (H, W, 3), or (3, H, W) when ``channels_first``. Channels first goes
         through swscale's planar ``gbrp`` output (same values as ``rgb24``) and copies its planes: no
-        transposing copy, which costs more than the conversion itself."""
-        if not self.channels_first:
-            return self._reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray()
+        transposing copy, which costs more than the conversion itself. Where swscale's ``gbrp`` differs from
+        its ``rgb24`` for this frame format and size (``planar_matches_rgb24``), rgb24 and a transpose."""
+        if not self.channels_first or not planar_matches_rgb24(frame.format.name, frame.width, frame.height):
+            rgb = self._reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray()
+            return np.ascontiguousarray(rgb.transpose(2, 0, 1)) if self.channels_first else rgb
         planar = self._reformatter.reformat(frame, format="gbrp", **_ONE_THREAD)
-        h, w = planar.height, planar.width
-        out = np.empty((3, h, w), dtype=np.uint8)
-        for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
-            out[channel] = np.frombuffer(plane, dtype=np.uint8).reshape(h, plane.line_size)[:, :w]
-        return out
+        return _planes_to_chw(planar)
 
     def _close_backend(self) -> None:
         self._release_packets()
@@ -301,3 +300,31 @@ class PyAVClipDecoder(BackendDecoder):
 
 _ONE_THREAD = avcompat.reformat_threads_kwarg()
 _GBRP_TO_RGB = (1, 2, 0)  # gbrp planes are G, B, R: the RGB channel each one fills
+
+
+def _planes_to_chw(planar: Any) -> np.ndarray:
+    h, w = planar.height, planar.width
+    out = np.empty((3, h, w), dtype=np.uint8)
+    for channel, plane in zip(_GBRP_TO_RGB, planar.planes):
+        out[channel] = np.frombuffer(plane, dtype=np.uint8).reshape(h, plane.line_size)[:, :w]
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def planar_matches_rgb24(pix_fmt: str, width: int, height: int) -> bool:
+    """Whether swscale's ``gbrp`` output equals its ``rgb24`` output for ``pix_fmt`` frames of this size,
+    checked once per (format, size) on a frame of random pixels. It does not always: FFmpeg's yuv420p ->
+    gbrp leaves the last columns unwritten when ``width % 16`` is 2..8 (e.g. 424 or 40 wide: garbage
+    pixels), and 10-bit or nv12 sources round differently. The answer is a fact of the installed FFmpeg,
+    cached for the process."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    try:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+        reformatter = VideoReformatter()
+        ref = reformatter.reformat(frame, format="rgb24", **_ONE_THREAD).to_ndarray()
+        planar = _planes_to_chw(reformatter.reformat(frame, format="gbrp", **_ONE_THREAD))
+    except (av.FFmpegError, ValueError, TypeError) as exc:  # a format swscale cannot write: use rgb24
+        logger.debug("planar check of %s %dx%d failed: %s", pix_fmt, width, height, failure_text(exc))
+        return False
+    return bool(np.array_equal(planar, ref.transpose(2, 0, 1)))
