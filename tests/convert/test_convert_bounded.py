@@ -4,6 +4,7 @@ against a loopback Hub serving the fixture in the ``resolve`` layout; the bytes 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -19,6 +20,7 @@ from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, tree_bytes
 from hubserver import HubServer
 from paused_cli import paused
 
+from lerowds.cli import main
 from lerowds.convert.fetch import RESERVE
 from lerowds.convert.plan import estimate_episode_bytes, plan_shards
 from lerowds.convert.source import load_local
@@ -112,7 +114,8 @@ class DiskMonitor:
 
 @pytest.fixture(scope="module")
 def unbounded(hub: HubServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same Hub dataset converted without the limit (every file downloaded first)."""
+    """The same Hub dataset converted without the limit (every file downloaded first, into the Hugging Face
+    cache ``../hf``: read-only, copy it to use it)."""
     tmp = tmp_path_factory.mktemp("unbounded")
     done = subprocess.run(_args(tmp / "out"), env=_env(hub, tmp), capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -191,7 +194,9 @@ def test_bounded_resume_after_sigkill(hub: HubServer, bound: int, unbounded: Pat
     assert _published(out) == _published(unbounded)
 
 
-def test_limit_below_a_file_or_a_shard_is_a_clear_error(hub: HubServer, bound: int, tmp_path: Path) -> None:
+def test_limit_below_a_file_or_a_shard_is_a_clear_error(
+    hub: HubServer, bound: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = _env(hub, tmp_path)
     done = subprocess.run(
         _args(tmp_path / "a", "--max-source-disk", "17KB"),
@@ -211,14 +216,10 @@ def test_limit_below_a_file_or_a_shard_is_a_clear_error(hub: HubServer, bound: i
         check=False,
     )
     assert done.returncode == 2 and "shard 0 reads" in done.stderr and "lower --shard-size" in done.stderr
-    done = subprocess.run(
-        _args(tmp_path / "c", "--max-source-disk", "1GB", "--root", str(tmp_path)),
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 2 and "applies to Hub sources" in done.stderr
+    # a local source: refused before any Hub is asked, so in this process
+    local = _args(tmp_path / "c", "--max-source-disk", "1GB", "--root", str(tmp_path))[3:]
+    assert main(local) == 2
+    assert "applies to Hub sources" in capsys.readouterr().err
 
 
 def test_bounded_offline_reads_the_user_cache_in_place(
@@ -226,8 +227,7 @@ def test_bounded_offline_reads_the_user_cache_in_place(
 ) -> None:
     """Offline, every file comes from the Hugging Face cache (filled by a run without the limit) and stays."""
     env = _env(hub, tmp_path)
-    first = subprocess.run(_args(tmp_path / "warm"), env=env, capture_output=True, text=True, check=False)
-    assert first.returncode == 0, first.stderr
+    shutil.copytree(unbounded.parent / "hf", tmp_path / "hf", symlinks=True)  # the unbounded run's cache
     cached = sorted(p for p in (tmp_path / "hf" / "hub").rglob("*") if p.is_file())
     out = tmp_path / "out"
     with DiskMonitor(out / SOURCE_DIR, hub) as disk:
