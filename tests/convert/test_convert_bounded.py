@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, tree_bytes
 from hubserver import HubServer
-from paused_cli import paused
+from paused_cli import paused, wait_for
 
 from lerowds.cli import main
 from lerowds.convert.fetch import RESERVE
@@ -171,15 +170,10 @@ def test_bounded_resume_after_sigkill(hub: HubServer, bound: int, unbounded: Pat
         paused(4, args), env=_env(hub, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        deadline = time.monotonic() + 120
-        while not list((out / "shards").glob(".shard-*.partial")) or not (out / ".lerowds/done").is_dir():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the conversion never reached the failpoint"
-            time.sleep(0.02)
-        while not list((out / "shards").glob(".shard-000001.tar.*.partial")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the conversion never reached shard 1"
-            time.sleep(0.02)
+        wait_for("shard 0 done", lambda: (out / ".lerowds/done").is_dir(), proc)
+        wait_for(
+            "shard 1 half-written", lambda: any((out / "shards").glob(".shard-000001.tar.*.partial")), proc
+        )
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
