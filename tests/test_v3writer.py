@@ -49,8 +49,9 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_v3_dataset(tmp_path_factory.mktemp("v3") / "edge", sample_spec("edge"))
+def edge(edge_root: Path) -> Path:
+    """The edge preset, written once per run (tests/conftest.py)."""
+    return edge_root
 
 
 # ---------------------------------------------------------------- helpers
@@ -304,8 +305,8 @@ def test_no_video_dataset(tmp_path: Path) -> None:
     assert info(root)["video_path"] is None and len(data(root)) == 6
 
 
-def test_demo_and_x264(tmp_path: Path) -> None:
-    root = write_v3_dataset(tmp_path / "demo", sample_spec("demo"))
+def test_demo_and_x264(demo_root: Path, tmp_path: Path) -> None:
+    root = demo_root  # written once per run (tests/conftest.py)
     assert len(list(root.glob("data/chunk-*"))) >= 2 and len(list(root.glob("videos/*/chunk-*"))) >= 4
     spec = dataclasses.replace(sample_spec("edge"), codec="libx264", episode_lengths=(4, 1, 2, 3, 6, 5) * 2)
     root = write_v3_dataset(tmp_path / "x264", spec)

@@ -1,5 +1,6 @@
 """Session fixtures of the converter tests: source datasets (the real lerobot fixture, synthetic ones from
-``lerowds.testing.v3writer``) and their conversions, each made once."""
+``lerowds.testing.v3writer``) and their conversions, each made once (``small_converted``, ``edge_root`` and
+``edge_out``: tests/conftest.py, shared with the reader tests)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from convert_helpers import SMALL_CAMS, SMALL_REPO, SMALL_SHARD_SIZE, need_fixture, run_convert
+from convert_helpers import SMALL_CAMS, need_fixture, run_convert
 
 from lerowds.testing.v3writer import sample_spec, write_v3_dataset
 
@@ -19,25 +20,10 @@ def small_root() -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_out(small_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real fixture converted with a small shard size (several shards); read-only, copy to modify."""
-    out = tmp_path_factory.mktemp("small") / "out"
-    run_convert(small_root, SMALL_REPO, out, shard_size=SMALL_SHARD_SIZE)
-    return out
-
-
-@pytest.fixture(scope="session")
-def edge_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """v3writer's "edge" preset: 1/2/3-frame episodes, 4 cameras (one image-dtype), fps 10, unicode and long
-    tasks, task changes mid-episode, non-keyframe episode starts (2, 5, 9, 10)."""
-    return write_v3_dataset(tmp_path_factory.mktemp("edge") / "src", sample_spec("edge"))
-
-
-@pytest.fixture(scope="session")
-def edge_out(edge_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("edge_out") / "out"
-    run_convert(edge_root, "lerowds/edge", out, shard_size=60_000, reencode=True)
-    return out
+def small_out(small_converted: Path) -> Path:
+    """The real fixture converted with a small shard size (several shards: SMALL_SHARD_SIZE, as SMALL_REPO);
+    read-only, copy to modify."""
+    return small_converted
 
 
 @pytest.fixture(scope="session")

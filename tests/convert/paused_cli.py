@@ -5,9 +5,11 @@ point instead of racing it. The patch is made at import, so spawned workers (whi
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lerowds.convert import shard
@@ -31,6 +33,16 @@ def paused(after: int, command: list[str]) -> list[str]:
     if command[1:3] != ["-m", "lerowds.cli"]:
         raise ValueError(f"expected a 'python -m lerowds.cli ...' command, got {command[:3]}")
     return [command[0], __file__, str(after), *command[3:]]
+
+
+def wait_for(what: str, cond: Callable[[], bool], proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Poll ``cond`` until it holds (the paused process has reached its failpoint); fail naming ``what`` if the
+    process ends first or ``timeout_s`` passes (a hang guard, not a timing assertion)."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
 
 
 if __name__ in ("__main__", "__mp_main__"):

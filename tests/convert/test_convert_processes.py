@@ -6,13 +6,12 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert, tree_bytes
-from paused_cli import paused
+from paused_cli import paused, wait_for
 
 from lerowds.errors import ConversionError
 
@@ -26,14 +25,6 @@ def _convert_args(root: Path, out: Path, *extra: str) -> list[str]:
     return _cli(*args, "--shard-size", "64KiB", "--no-progress", *extra)
 
 
-def _wait_for(what: str, cond, proc: subprocess.Popen, timeout_s: float = 120) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.02)
-
-
 def test_sigkill_of_the_parent_leaves_no_worker_behind(small_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = subprocess.Popen(  # each worker stops after its first episode, mid-shard
@@ -43,7 +34,7 @@ def test_sigkill_of_the_parent_leaves_no_worker_behind(small_root: Path, tmp_pat
     )
     children: list[psutil.Process] = []
     try:
-        _wait_for(
+        wait_for(
             "both workers mid-shard",
             lambda: len(list((out / "shards").glob(".shard-*.partial"))) >= 2,
             proc,
@@ -72,7 +63,7 @@ def test_a_second_conversion_into_the_same_output_is_refused_naming_the_first(
         paused(2, _convert_args(small_root, out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_for("the first run mid-shard", lambda: any((out / "shards").glob(".shard-*.partial")), first)
+        wait_for("the first run mid-shard", lambda: any((out / "shards").glob(".shard-*.partial")), first)
         with pytest.raises(ConversionError, match=rf"another conversion is running \(pid {first.pid}\)"):
             run_convert(small_root, SMALL_REPO, out, shard_size=SMALL_SHARD_SIZE)
         assert any((out / "shards").glob(".shard-*.partial"))  # the refused run deleted nothing
@@ -97,7 +88,7 @@ def test_tasks_run_side_by_side_but_not_beside_a_whole_run(
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait_for("task 0 mid-shard", lambda: any((out / "shards").glob(".shard-*.partial")), task0)
+        wait_for("task 0 mid-shard", lambda: any((out / "shards").glob(".shard-*.partial")), task0)
         kw = {"shard_size": SMALL_SHARD_SIZE}
         with pytest.raises(ConversionError, match=rf"another conversion is running \(pid {task0.pid}\)"):
             run_convert(small_root, SMALL_REPO, out, num_tasks=2, task_index=0, **kw)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ import yaml
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert
 from hubserver import HubServer
 
+from lerowds.cli import main
 from lerowds.convert.card import SOURCE_RECORD, source_card_metadata
 from lerowds.convert.push import push_to_hub
 from lerowds.errors import ConversionError
@@ -167,7 +168,11 @@ def test_pushed_dataset_reads_back_through_hf(
 
 
 def test_cli_push_and_convert_push_to_hub(
-    carded: Path, hub: HubServer, small_root: Path, tmp_path: Path
+    carded: Path,
+    hub: HubServer,
+    small_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_ENDPOINT=hub.endpoint, HF_TOKEN=TOKEN, HF_HOME=str(tmp_path / "hf"))
@@ -188,17 +193,16 @@ def test_cli_push_and_convert_push_to_hub(
     )
     assert done.returncode == 0, done.stderr
     assert hub.files("me/conv")[INDEX_FILE] == (out / INDEX_FILE).read_bytes()
-    bad = subprocess.run([*cli, *args, "--private"], env=env, capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and "--private and --push-revision need --push-to-hub" in bad.stderr
+    commits = len(hub.commits)
+    # refused before any commit (in this process; the hub fixture points it at the loopback Hub): a push flag
+    # without --push-to-hub, a dataset without its index
+    assert main([*args, "--private"]) == 2
+    assert "--private and --push-revision need --push-to-hub" in capsys.readouterr().err
     (out / INDEX_FILE).unlink()
-    bad = subprocess.run(
-        [*cli, "push", str(out), "me/cli2"], env=env, capture_output=True, text=True, check=False
-    )
-    assert (
-        bad.returncode == 2
-        and "not a finished lerowds dataset" in bad.stderr
-        and "Traceback" not in bad.stderr
-    )
+    assert main(["push", str(out), "me/cli2"]) == 2
+    err = capsys.readouterr().err
+    assert "not a finished lerowds dataset" in err and "Traceback" not in err
+    assert len(hub.commits) == commits  # nothing was sent
 
 
 def test_source_card_metadata_keeps_license_and_tags_and_survives_a_bad_card(

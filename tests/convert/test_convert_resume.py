@@ -6,12 +6,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from convert_helpers import SMALL_REPO, SMALL_SHARD_SIZE, run_convert, tree_bytes
-from paused_cli import paused
+from paused_cli import paused, wait_for
 
 from lerowds.convert.state import ConversionPlan, load_plan
 from lerowds.errors import ConversionError
@@ -34,11 +33,9 @@ def test_resume_after_sigkill_gives_the_bytes_of_a_clean_run(
     after = len(plan.shards[0].episodes) + 1
     proc = subprocess.Popen(paused(after, _cli(*args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not list((out / "shards").glob(".shard-000001.tar.*.partial")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the conversion never reached the failpoint"
-            time.sleep(0.02)
+        wait_for(
+            "shard 1 half-written", lambda: any((out / "shards").glob(".shard-000001.tar.*.partial")), proc
+        )
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()

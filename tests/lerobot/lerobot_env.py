@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from lerowds.convert import ConvertOptions, convert
-
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 SMALL = FIXTURES / "lerobot_v3_small"
 REPO_ID = "lerowds/fixture_small"
@@ -38,14 +36,11 @@ def need_shared_fixture() -> Path:
     return SMALL
 
 
-def convert_fixture(out: Path) -> Path:
-    """The shared fixture converted into several shards, as tests/reader/conftest.py does."""
-    convert(
-        ConvertOptions(
-            repo_id=REPO_ID, root=need_shared_fixture(), output=out, progress=False, shard_size=64 * 1024
-        )
-    )
-    return out
+def shared_converted(request: pytest.FixtureRequest) -> Path:
+    """The shared fixture converted as REPO_ID into several 64 KiB shards: tests/conftest.py's
+    ``small_converted``, made once per run (read-only); a missing fixture fails here first."""
+    need_shared_fixture()
+    return request.getfixturevalue("small_converted")
 
 
 def tiny_policy_config(kind: str, **overrides: object):

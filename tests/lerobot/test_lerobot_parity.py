@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from lerobot_env import FPS, REPO_ID, SMALL, convert_fixture, need_lerobot
+from lerobot_env import FPS, REPO_ID, SMALL, need_lerobot, shared_converted
 
 from lerowds import LeRobotWebDataset
 
@@ -23,9 +23,9 @@ CAMERAS = ("observation.images.front", "observation.images.wrist")
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def converted(request: pytest.FixtureRequest) -> Path:
     need_lerobot()
-    return convert_fixture(tmp_path_factory.mktemp("lerobot_parity") / "out")
+    return shared_converted(request)
 
 
 def lerobot_dataset(**kw):

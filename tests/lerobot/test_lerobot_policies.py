@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lerobot_env import REPO_ID, SMALL, convert_fixture, need_lerobot, tiny_policy_config
+from lerobot_env import REPO_ID, SMALL, need_lerobot, shared_converted, tiny_policy_config
 from torch.utils.data import default_collate
 
 from lerowds import LeRobotWebDataset
@@ -17,9 +17,9 @@ INDICES = [0, 19, 20, 66, 250, 300, 471, 586]  # episode starts and ends (padded
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def converted(request: pytest.FixtureRequest) -> Path:
     need_lerobot()
-    return convert_fixture(tmp_path_factory.mktemp("lerobot_policies") / "out")
+    return shared_converted(request)
 
 
 def front_camera_only(cfg, meta) -> None:

@@ -13,9 +13,9 @@ import pytest
 from lerobot_env import (
     TINY_ACT_FLAGS,
     TINY_DIFFUSION_FLAGS,
-    convert_fixture,
     need_lerobot,
     need_shared_fixture,
+    shared_converted,
 )
 
 from lerowds import ConfigError
@@ -24,9 +24,9 @@ from lerowds.train.position import LOADER_STATE_FILE
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def converted(request: pytest.FixtureRequest) -> Path:
     need_lerobot()
-    return convert_fixture(tmp_path_factory.mktemp("lerobot_train") / "out")
+    return shared_converted(request)
 
 
 def recorded_run(argv: list[str], into: list[tuple]) -> None:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from lerobot_env import TINY_ACT_FLAGS, convert_fixture, need_lerobot
+from lerobot_env import TINY_ACT_FLAGS, need_lerobot, shared_converted
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reader"))
 from httpserver import HubRepo, LoopbackServer
@@ -24,9 +24,9 @@ HUB_REPO = "lerowds/fixture_small_lerowds"
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def converted(request: pytest.FixtureRequest) -> Path:
     need_lerobot()
-    return convert_fixture(tmp_path_factory.mktemp("lerobot_train_ranks") / "out")
+    return shared_converted(request)
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lerowds.convert import ConvertOptions, convert
-from lerowds.testing.v3writer import CameraSpec, DatasetSpec, sample_spec, write_v3_dataset
+from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 SMALL = FIXTURES / "lerobot_v3_small"
@@ -29,26 +29,23 @@ def convert_to(root: Path, repo_id: str, out: Path, **kw: object) -> Path:
 
 
 @pytest.fixture(scope="session")
-def fixture_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """lerobot's own v3 fixture converted into several shards."""
-    out = tmp_path_factory.mktemp("fixture") / "out"
-    return convert_to(need_shared_fixture(), "lerowds/fixture_small", out, shard_size=64 * 1024)
+def fixture_converted(small_converted: Path) -> Path:
+    """lerobot's own v3 fixture converted into several shards (tests/conftest.py)."""
+    return small_converted
 
 
 @pytest.fixture(scope="session")
-def demo_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_converted(demo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo preset: 36 episodes incl. 1/2/3-frame ones, 2 video cameras + 1 image camera."""
-    base = tmp_path_factory.mktemp("demo")
-    src = write_v3_dataset(base / "src", sample_spec("demo"))
-    return convert_to(src, "lerowds/demo", base / "out", shard_size=128 * 1024)
+    out = tmp_path_factory.mktemp("demo_out") / "out"
+    return convert_to(demo_root, "lerowds/demo", out, shard_size=128 * 1024)
 
 
 @pytest.fixture(scope="session")
-def edge_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The edge preset (fps 10, 4 cameras, unicode/long tasks, mid-GOP episode starts re-encoded)."""
-    base = tmp_path_factory.mktemp("edge")
-    src = write_v3_dataset(base / "src", sample_spec("edge"))
-    return convert_to(src, "lerowds/edge", base / "out", shard_size=60_000, reencode=True)
+def edge_converted(edge_out: Path) -> Path:
+    """The edge preset (fps 10, 4 cameras, unicode/long tasks, mid-GOP episode starts re-encoded):
+    tests/conftest.py's ``edge_out``."""
+    return edge_out
 
 
 def tabular_spec(lengths: list[int], fps: int = 15) -> DatasetSpec:

@@ -1,6 +1,7 @@
-"""Run by test_elastic.py under ``torch.distributed.run``: save on N processes, resume on M (gloo, CPU).
+"""Run by test_elastic.py under ``torch.distributed.run``: resume on M processes (gloo, CPU) from the state a
+run on other ranks saved.
 
-Usage: elastic_script.py save DATASET OUT_DIR BATCHES  |  elastic_script.py resume DATASET OUT_DIR
+Usage: elastic_script.py resume DATASET OUT_DIR  (reads OUT_DIR/state.json)
 Rank and world size come from the process group, as in training. Each rank writes a json report.
 """
 
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from itertools import islice
 from pathlib import Path
 
 import torch.distributed as dist
@@ -21,22 +21,16 @@ KW = {"shuffle": True, "seed": 7, "episode_pool_size": 2}  # test_elastic.KW
 
 def main() -> None:
     mode, dataset, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    if mode != "resume":
+        raise SystemExit(f"usage: elastic_script.py resume DATASET OUT_DIR, got mode {mode!r}")
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     ds = LeRobotWebDataset(dataset, **KW)
     report: dict[str, object] = {"rank": rank, "world_size": world}
-    if mode == "save":
-        batches = int(sys.argv[4])
-        dl = DataLoader(ds, batch_size=4, num_workers=2)
-        report["consumed"] = [i for b in islice(dl, batches) for i in b["index"].tolist()]
-        state = ds.state_dict(batches_consumed=batches, batch_size=4, epoch=0, num_workers=2)
-        if rank == 0:
-            (out / "state.json").write_text(json.dumps(state))
-    else:
-        ds.load_state_dict(json.loads((out / "state.json").read_text()))
-        dl = DataLoader(ds, batch_size=5, num_workers=1)
-        report["epoch0"] = [i for b in dl for i in b["index"].tolist()]
-        report["epoch1"] = [i for b in dl for i in b["index"].tolist()]
+    ds.load_state_dict(json.loads((out / "state.json").read_text()))
+    dl = DataLoader(ds, batch_size=5, num_workers=1)
+    report["epoch0"] = [i for b in dl for i in b["index"].tolist()]
+    report["epoch1"] = [i for b in dl for i in b["index"].tolist()]
     (out / f"{mode}{rank}.json").write_text(json.dumps(report))
     dist.barrier()
     dist.destroy_process_group()

@@ -98,10 +98,8 @@ STAGES: dict[str, Case] = {
     "dataset-direct-noshuffle": Case(lambda p: lambda: Counted(ds(p, shuffle=False))),
     "dataset-direct-budget": Case(lambda p: lambda: Counted(ds(p, pool_byte_budget=14000))),
     "dataset-w2-b7": Case(lambda p: lambda: Counted(ds(p, episode_pool_size=2), {"batch_size": 7} | W2)),
-    # one rank's share (the ranks' split: test_ranks_split_each_epoch)
-    "dataset-rank1of2-w2-b5": Case(
-        lambda p: lambda: Counted(ds(p, rank=1, world_size=2), {"batch_size": 5} | W2), whole=False
-    ),
+    # one rank's share (the ranks' split: test_ranks_split_each_epoch; a rank's share through DataLoader
+    # workers, resumed from the trainer's counters: test_resume_exact.py's r2of4 and r1of4 cases)
     "dataset-rank2of3": Case(lambda p: lambda: Counted(ds(p, rank=2, world_size=3)), whole=False),
     "dataset-rank2of4-repeat": Case(
         lambda p: lambda: Counted(ds(p, rank=2, world_size=4, remainder="repeat")), whole=False

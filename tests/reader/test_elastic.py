@@ -173,16 +173,23 @@ def _torchrun(nproc: int, *args: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_processes_resumed_as_three(tabular_converted, tmp_path) -> None:
-    """torchrun, 2 processes (gloo): 5 batches of 4 from 2 workers each, save; 3 processes resume (batch 5,
-    1 worker) to the end of the epoch and through the next one."""
-    _torchrun(2, "save", str(tabular_converted), str(tmp_path), "5")
+def test_two_ranks_resumed_as_three_processes(tabular_converted, tmp_path) -> None:
+    """2 ranks: 5 batches of 4 from 2 workers each, save; torchrun, 3 processes (gloo, rank and world size
+    from the process group) resume (batch 5, 1 worker) to the end of the epoch and through the next one.
+    The 2 saving ranks are explicit here (one launch fewer): the rank a process group gives equals the
+    explicit one (test_distributed.py), and the topology rows above save and resume on explicit ranks."""
+    saved = []
+    for rank in range(2):
+        ds = LeRobotWebDataset(tabular_converted, rank=rank, world_size=2, **KW)
+        saved.append(indices(list(islice(loader(ds, batch_size=4, num_workers=2), 5))))
+        if rank == 0:
+            state = ds.state_dict(batches_consumed=5, batch_size=4, epoch=0, num_workers=2)
+            (tmp_path / "state.json").write_text(json.dumps(state))
     _torchrun(3, "resume", str(tabular_converted), str(tmp_path))
-    saved = [json.loads((tmp_path / f"save{r}.json").read_text()) for r in range(2)]
     resumed = [json.loads((tmp_path / f"resume{r}.json").read_text()) for r in range(3)]
-    assert all(s["world_size"] == 2 for s in saved) and all(r["world_size"] == 3 for r in resumed)
-    assert all(len(s["consumed"]) == 20 for s in saved)  # 5 batches of 4 per rank
-    before = [i for s in saved for i in s["consumed"]]
+    assert all(r["world_size"] == 3 for r in resumed)
+    assert all(len(s) == 20 for s in saved)  # 5 batches of 4 per rank
+    before = [i for s in saved for i in s]
     after = [i for r in resumed for i in r["epoch0"]]
     assert len({len(r["epoch0"]) for r in resumed}) == 1  # equal per rank: no rank waits at the epoch's end
     assert len(set(before + after)) == len(before + after) == 150 - (150 - 40) % 3

@@ -93,7 +93,9 @@ def test_missing_shard_is_named(tabular_converted, tmp_path) -> None:
 
 
 def test_memory_does_not_grow_over_epochs(demo_converted) -> None:
-    """RSS after 6 epochs stays within a few MB of RSS after the first 2: no buffer of decoded frames."""
+    """RSS over 3 epochs after the first grows by less than 6 MB an epoch (an epoch decodes ~400 MB): no buffer
+    of decoded frames. RSS is flat after one epoch (< 0.05 MB an epoch in all three CI environments, measured
+    2026-12-05), so one warm-up epoch is enough."""
     fps = 15
     ds = LeRobotWebDataset(
         demo_converted,
@@ -107,10 +109,9 @@ def test_memory_does_not_grow_over_epochs(demo_converted) -> None:
         gc.collect()
         return n
 
-    for _ in range(2):
-        epoch()
+    epoch()
     base = proc.memory_info().rss
-    counts = [epoch() for _ in range(4)]
+    counts = [epoch() for _ in range(3)]
     grown = proc.memory_info().rss - base
-    assert counts == [ds.meta.total_frames] * 4
-    assert grown < 24 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB over 4 epochs"
+    assert counts == [ds.meta.total_frames] * 3
+    assert grown < 18 * 2**20, f"RSS grew by {grown / 2**20:.1f} MB over 3 epochs"

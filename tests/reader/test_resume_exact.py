@@ -59,25 +59,28 @@ class Case:
 # Per-worker sample counts: 150 frames give 150 (1 worker), 75/75 (2), 50/50/50 (3); SUB149 gives 75/74
 # and 50/50/49. Batch size 5 divides them, 4 and 7 do not; 7 with 50/50/49, 37 or 2 with 75/74 leave one
 # worker a batch short, so it runs out before the others near the end of the epoch.
+# Every cut is a fresh DataLoader (num_workers forks), so the full sweep runs in-process (w0), with few batches
+# (b37) and for the uneven 3-worker case (w3-b7-p2-e0sub, 50/50/49); the other worker cases take the sample
+# (the edges, each worker's last batches, and a run of cuts mid-epoch with each worker next).
 CASES = [
     Case(0, 4, 1),
     Case(0, 5, 64),
     Case(0, 7, 2, SUB149, epoch=1),
-    Case(1, 5, 2),
+    Case(1, 5, 2, every_cut=False),
     Case(1, 4, 64, epoch=1, every_cut=False),
-    Case(2, 5, 1),
+    Case(2, 5, 1, every_cut=False),
     Case(2, 37, 2, SUB149),
     Case(2, 37, 64, SUB149, epoch=1),
     Case(2, 3, 64, epoch=1, every_cut=False),
     Case(2, 2, 2, SUB149, every_cut=False),
     Case(2, 4, 2, every_cut=False, tensors=True),  # torch's default collate: tensors and task strings
     Case(3, 7, 2, SUB149),
-    Case(3, 5, 64),
-    Case(3, 4, 1),
+    Case(3, 5, 64, every_cut=False),
+    Case(3, 4, 1, every_cut=False),
     Case(3, 7, 64, SUB149, epoch=1, every_cut=False),
     Case(3, 4, 2, rank=2, world_size=4),  # 37 per rank (2 dropped): 13/12/12 samples, 4/3/3 batches
     Case(2, 4, 2, rank=1, world_size=4, extra={"remainder": "repeat"}),  # 38 per rank: 19/19
-    Case(3, 7, 2, SUB149, drop_last=True),
+    Case(3, 7, 2, SUB149, drop_last=True, every_cut=False),
     Case(2, 37, 2, SUB149, every_cut=False, persistent=True),
     Case(
         2, 4, 64, every_cut=False, extra={"pool_byte_budget": 14000}
@@ -115,8 +118,9 @@ def cut_points(counts: list[int], batch_size: int, drop_last: bool, every: bool)
         return list(range(total + 1))
     last_of = {w: i for i, (w, _) in enumerate(order)}  # each worker's last batch
     around = {i + d for i in last_of.values() for d in (-1, 0, 1, 2)}
+    mid = {total // 2 + d for d in range(len(counts))}  # mid-epoch, each worker's turn next
     return sorted(
-        {0, 1, 2, total // 3, total // 2, total - 1, total} | {i for i in around if 0 <= i <= total}
+        {0, 1, 2, total // 3, total // 2, total - 1, total} | {i for i in around | mid if 0 <= i <= total}
     )
 
 
