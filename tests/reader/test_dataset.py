@@ -135,6 +135,21 @@ def test_windows_and_padding_at_episode_edges(edge_converted) -> None:
     assert checked_short >= 6  # the 1-, 2- and 3-frame episodes were all covered
 
 
+def test_every_camera_frame_of_the_edge_set_identifies_itself(edge_converted) -> None:
+    """Each camera (a 30x40 one among them: swscale's planar path once left its last columns unwritten at
+    such widths) returns the frame of its sample, in uint8 CHW as the Loader and lerobot-train take it."""
+    from lerowds.testing.framecode import decode_frame_id
+
+    cams = list(enumerate(sample_spec("edge").cameras))
+    checked = 0
+    for s in LeRobotWebDataset(edge_converted, shuffle=False, return_uint8=True):
+        want = (int(s["episode_index"]), int(s["frame_index"]))
+        for cam_no, cam in cams:
+            assert decode_frame_id(s[cam.key].numpy(), cam_no) == want, (cam.key, want)
+            checked += 1
+    assert checked == len(cams) * sum(sample_spec("edge").episode_lengths)
+
+
 def test_task_strings_follow_task_changes(edge_converted) -> None:
     spec = sample_spec("edge")
     ds = LeRobotWebDataset(edge_converted, shuffle=False)
