@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_reader import textured_frame, worker_requests
+from cpu_clock import cpu_since, cpu_tree
 
 from lerowds import LeRobotWebDataset, Loader
 from lerowds.reader.decode.base import ClipContext
@@ -47,13 +47,21 @@ logger = logging.getLogger("bench_loader")
 CAMERAS = ("observation.images.cam_0", "observation.images.cam_1")
 
 
-def build_dataset(workdir: Path, episodes: int, length: int, fps: int, size: str) -> Path:
-    """The converted bench set under ``workdir`` (written once, then reused while its parameters match)."""
+def build_dataset(workdir: Path, episodes: int, length: int, fps: int, size: str, gop: int = 2) -> Path:
+    """The converted bench set under ``workdir``, keyframes every ``gop`` frames as written (written once, then
+    reused while its parameters match; ``tools/bench_runs.py`` builds its GOP sets with it too)."""
     from lerowds.convert import ConvertOptions, convert
     from lerowds.testing import v3writer
     from lerowds.testing.v3spec import CameraSpec, DatasetSpec
 
-    params = {"episodes": episodes, "length": length, "fps": fps, "size": size, "content": "textured"}
+    params = {
+        "episodes": episodes,
+        "length": length,
+        "fps": fps,
+        "size": size,
+        "content": "textured",
+        "gop": gop,
+    }
     out, stamp = workdir / "converted", workdir / "bench_loader.json"
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return out
@@ -69,6 +77,7 @@ def build_dataset(workdir: Path, episodes: int, length: int, fps: int, size: str
         episode_lengths=(length,) * episodes,
         episode_tasks=tuple((f"task {e % 3}",) for e in range(episodes)),
         cameras=tuple(CameraSpec(key, h, w) for key in CAMERAS),
+        gop=gop,
     )
     t = time.perf_counter()
     v3writer.encode_frame = textured_frame  # type: ignore[assignment]  # camera-like content, not flat bands
@@ -96,18 +105,6 @@ class _Decoders:
         )
 
 
-def cpu_now() -> float:
-    """CPU seconds (user + system) of this process (all its threads) and its live children."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
-        try:
-            total += sum(child.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
-
-
 def limit_threads(ds: LeRobotWebDataset, per_thread: list[list[Any]]) -> tuple[float, float]:
     """(wall, CPU) seconds for N threads, started together with their decoders open, to decode their
     requests."""
@@ -127,12 +124,12 @@ def limit_threads(ds: LeRobotWebDataset, per_thread: list[list[Any]]) -> tuple[f
     for t in threads:
         t.start()
     barrier.wait()
-    start, cpu = time.perf_counter(), cpu_now()
+    start, cpu = time.perf_counter(), cpu_tree()
     for t in threads:
         t.join()
     if errors:
         raise errors[0]
-    return max(ends) - start, cpu_now() - cpu
+    return max(ends) - start, cpu_since(cpu)
 
 
 def _emitted(batch: dict[str, Any]) -> list[tuple[int, int]]:
@@ -148,7 +145,7 @@ def timed(
     batch = next(it)
     first = time.perf_counter()
     emitted, n = _emitted(batch), 0
-    cpu0 = cpu_now()
+    cpu0 = cpu_tree()
     for batch in it:
         if convert:
             batch = {k: (v.float().div_(255) if k in cameras else v) for k, v in batch.items()}
@@ -158,7 +155,7 @@ def timed(
         if len(emitted) >= samples:
             break
     end = time.perf_counter()
-    cpu = cpu_now() - cpu0
+    cpu = cpu_since(cpu0)
     del it, batch
     return {"first_s": first - t0, "rate": n / (end - first), "emitted": emitted, "cpu_ms": 1e3 * cpu / n}
 

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
+from cpu_clock import cpu_since, cpu_tree
 from torch.utils.data import DataLoader
 
 from lerowds import LeRobotWebDataset, mix
@@ -80,17 +80,6 @@ def build_dataset(workdir: Path, data: BenchData) -> Path:
     return out
 
 
-def _cpu_s(me: psutil.Process) -> float:
-    """CPU seconds (user + system) of this process and its live children (the DataLoader workers)."""
-    total = sum(me.cpu_times()[:2])
-    for child in me.children():
-        try:
-            total += sum(child.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
-
-
 def epoch_rates(ds: object, *, batch_size: int, num_workers: int, epochs: int) -> list[tuple[float, float]]:
     """``(samples/s, CPU µs per sample)`` of each epoch after its first batch, one persistent DataLoader.
 
@@ -98,14 +87,14 @@ def epoch_rates(ds: object, *, batch_size: int, num_workers: int, epochs: int) -
     loader = DataLoader(
         ds, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0
     )
-    me, out = psutil.Process(), []
+    out = []
     for _ in range(epochs):
         it = iter(loader)
         next(it)
-        start, cpu, samples = time.perf_counter(), _cpu_s(me), 0
+        start, cpu, samples = time.perf_counter(), cpu_tree(), 0
         for batch in it:
             samples += len(batch["index"])
-        wall, cpu = time.perf_counter() - start, _cpu_s(me) - cpu
+        wall, cpu = time.perf_counter() - start, cpu_since(cpu)
         out.append((samples / wall, 1e6 * cpu / samples))
     return out
 

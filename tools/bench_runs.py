@@ -37,7 +37,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -49,8 +48,9 @@ import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_loader import limit_threads
-from bench_reader import textured_frame, worker_requests
+from bench_loader import build_dataset, limit_threads
+from bench_reader import worker_requests
+from cpu_clock import cpu_since, cpu_tree
 
 from lerowds import LeRobotWebDataset, Loader
 from lerowds.reader.decode.base import ClipContext
@@ -72,35 +72,6 @@ TRAIN_LOADER = {
 }
 
 
-def build_dataset(workdir: Path, episodes: int, length: int, fps: int, size: str, gop: int) -> Path:
-    """The converted bench set with keyframes every ``gop`` frames (written once, then reused)."""
-    from lerowds.convert import ConvertOptions, convert
-    from lerowds.testing import v3writer
-    from lerowds.testing.v3spec import CameraSpec, DatasetSpec
-
-    params = {"episodes": episodes, "length": length, "fps": fps, "size": size, "gop": gop}
-    base = workdir / f"gop{gop}"
-    out, stamp = base / "converted", base / "params.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == params:
-        return out
-    shutil.rmtree(base, ignore_errors=True)
-    base.mkdir(parents=True)
-    h, w = (int(v) for v in size.split("x"))
-    spec = DatasetSpec(
-        repo_id="lerowds/bench-runs",
-        fps=fps,
-        episode_lengths=(length,) * episodes,
-        episode_tasks=tuple((f"task {e % 3}",) for e in range(episodes)),
-        cameras=tuple(CameraSpec(key, h, w) for key in CAMERAS),
-        gop=gop,
-    )
-    v3writer.encode_frame = textured_frame  # type: ignore[assignment]  # camera-like content
-    v3writer.write_v3_dataset(base / "v3", spec)
-    convert(ConvertOptions(repo_id=spec.repo_id, root=base / "v3", output=out, progress=False))
-    stamp.write_text(json.dumps(params))
-    return out
-
-
 def keyframe_interval(root: Path) -> float:
     """Mean frames per keyframe of the first episode's first camera clip, as converted."""
     ds = LeRobotWebDataset(root)
@@ -113,26 +84,6 @@ def keyframe_interval(root: Path) -> float:
     finally:
         dec.close()
     return length / max(keys, 1)
-
-
-def cpu_tree() -> dict[int, float]:
-    """CPU seconds (user + system, all threads) of this process and of each live child process (DataLoader
-    workers), by pid: unlike wall time, barely moved by other load on a shared machine."""
-    import psutil
-
-    me = psutil.Process()
-    out = {}
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            continue
-        out[proc.pid] = t.user + t.system
-    return out
-
-
-def cpu_since(start: dict[int, float]) -> float:
-    return sum(v - start.get(pid, 0.0) for pid, v in cpu_tree().items())
 
 
 def timed(batches: Any, samples: int, epoch: bool = False) -> tuple[float, float, list[tuple[int, int]]]:
@@ -257,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(quality(runs))
         return
     roots = {
-        g: build_dataset(args.workdir, args.episodes, args.length, args.fps, args.size, g) for g in args.gops
+        g: build_dataset(args.workdir / f"gop{g}", args.episodes, args.length, args.fps, args.size, g)
+        for g in args.gops
     }
     gop_seen = {g: keyframe_interval(root) for g, root in roots.items()}
     logger.info("frames per keyframe as converted: %s", gop_seen)

@@ -25,34 +25,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lerobot"))
-from lerobot_env import TINY_ACT_FLAGS, convert_fixture
+from cpu_clock import cpu_since, cpu_tree
+from lerobot_env import REPO_ID, SMALL, TINY_ACT_FLAGS
 
 logger = logging.getLogger("bench_train")
-
-
-def cpu_now() -> float:
-    """CPU seconds (user + system) of this process (all its threads) and its live children."""
-    me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
-    for child in me.children(recursive=True):
-        try:
-            total += sum(child.cpu_times()[:2])
-        except psutil.Error:
-            pass
-    return total
 
 
 def one_run(source: Path, out: Path, loader: str, args: argparse.Namespace) -> dict[str, Any]:
     from lerowds.train import run
 
-    marks: list[tuple[float, float]] = []
+    marks: list[tuple[float, dict[int, float]]] = []
 
     def record(_step: Any) -> None:
-        marks.append((time.perf_counter(), cpu_now()))
+        marks.append((time.perf_counter(), cpu_tree()))
 
     argv = [
         *TINY_ACT_FLAGS,
@@ -72,7 +59,7 @@ def one_run(source: Path, out: Path, loader: str, args: argparse.Namespace) -> d
     skip = args.consumers  # until every consumer (thread or worker process) has delivered its first batch
     (t0, c0), (t1, c1) = marks[skip - 1], marks[-1]
     n = len(marks) - skip
-    return {"loader": loader, "steps_per_s": n / (t1 - t0), "cpu_s_per_step": (c1 - c0) / n}
+    return {"loader": loader, "steps_per_s": n / (t1 - t0), "cpu_s_per_step": cpu_since(c0, c1) / n}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -87,7 +74,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     source = args.workdir / "converted"
     if not (source / "index.json").exists():
-        convert_fixture(source)
+        from lerowds.convert import ConvertOptions, convert
+
+        # the shared fixture as the tests convert it (tests/conftest.py's small_converted)
+        convert(
+            ConvertOptions(repo_id=REPO_ID, root=SMALL, output=source, progress=False, shard_size=64 * 1024)
+        )
     rows = []
     for r in range(args.rounds):
         for loader in ("threads", "dataloader"):
