@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,27 @@ def need_shared_fixture() -> Path:
 def convert_to(root: Path, repo_id: str, out: Path, **kw: object) -> Path:
     convert(ConvertOptions(repo_id=repo_id, root=root, output=out, progress=False, **kw))  # type: ignore[arg-type]
     return out
+
+
+def video_converted(
+    base: Path,
+    repo_id: str,
+    lengths: Sequence[int],
+    tasks: Sequence[Sequence[str]] | None = None,
+    **kw: object,
+) -> Path:
+    """Episodes of ``lengths`` frames with one 32x32 video camera at fps 15, written to ``base/src`` and
+    converted into ``base/out`` (``kw``: ConvertOptions); ``tasks``: each episode's tasks (default: all "pick
+    up the red cube")."""
+    tasks = [["pick up the red cube"]] * len(lengths) if tasks is None else tasks
+    spec = DatasetSpec(
+        repo_id=repo_id,
+        fps=15,
+        episode_lengths=lengths,
+        episode_tasks=tasks,
+        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
+    )
+    return convert_to(write_v3_dataset(base / "src", spec), repo_id, base / "out", **kw)
 
 
 @pytest.fixture(scope="session")
@@ -66,32 +88,19 @@ def tabular_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def video_small_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """8 episodes of 6..13 frames with one small video camera: resume/split checks that decode frames."""
-    base = tmp_path_factory.mktemp("video_small")
     lengths = [6, 13, 8, 11, 7, 12, 9, 10]
-    spec = DatasetSpec(
-        repo_id="lerowds/video_small",
-        fps=15,
-        episode_lengths=lengths,
-        episode_tasks=[["pick up the red cube"]] * len(lengths),
-        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
+    return video_converted(
+        tmp_path_factory.mktemp("video_small"), "lerowds/video_small", lengths, shard_size=16 * 1024
     )
-    src = write_v3_dataset(base / "src", spec)
-    return convert_to(src, "lerowds/video_small", base / "out", shard_size=16 * 1024)
 
 
 @pytest.fixture(scope="session")
 def seed8_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The issue's seed scenario: 8 episodes x 20 frames, one 32x32 video camera, in several shards."""
-    base = tmp_path_factory.mktemp("seed8")
-    spec = DatasetSpec(
-        repo_id="lerowds/seed8",
-        fps=15,
-        episode_lengths=[20] * 8,
-        episode_tasks=[["pick up the red cube"] if e % 2 else ["open the top drawer"] for e in range(8)],
-        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
+    tasks = [["pick up the red cube"] if e % 2 else ["open the top drawer"] for e in range(8)]
+    return video_converted(
+        tmp_path_factory.mktemp("seed8"), "lerowds/seed8", [20] * 8, tasks, shard_size=16 * 1024
     )
-    src = write_v3_dataset(base / "src", spec)
-    return convert_to(src, "lerowds/seed8", base / "out", shard_size=16 * 1024)
 
 
 @pytest.fixture(autouse=True)

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 import torch
+from conftest import video_converted
 from torch.utils.data import DataLoader
 
-from lerowds.convert import ConvertOptions, convert
 from lerowds.errors import ConfigError, RemoteError
 from lerowds.format import INDEX_FILE, DatasetIndex, EpisodeTable, read_local_index
 from lerowds.reader.dataset import LeRobotWebDataset
@@ -32,7 +32,6 @@ from lerowds.reader.io.options import RemoteOptions
 from lerowds.reader.io.remote import RemoteStore
 from lerowds.reader.io.retry import Counters, RetryPolicy, parse_retry_after
 from lerowds.reader.io.store import LocalStore, open_store
-from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -74,20 +73,7 @@ def _with_crc32(src: Path, out: Path) -> Path:
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 episodes of 1..12 frames, one 32x32 camera, several episodes per ~16 kB shard."""
-    base = tmp_path_factory.mktemp("remote")
-    spec = DatasetSpec(
-        repo_id="lerowds/remote",
-        fps=15,
-        episode_lengths=tuple(LENGTHS),
-        episode_tasks=tuple(("pick up the red cube",) for _ in LENGTHS),
-        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
-    )
-    src = write_v3_dataset(base / "src", spec)
-    out = base / "out"
-    convert(
-        ConvertOptions(repo_id="lerowds/remote", root=src, output=out, shard_size=16 * 1024, progress=False)
-    )
-    return out
+    return video_converted(tmp_path_factory.mktemp("remote"), "lerowds/remote", LENGTHS, shard_size=16 * 1024)
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import video_converted
 from httpserver import TLS_CA, Fault, HubRepo, LoopbackServer, use_hub
 
-from lerowds.convert import ConvertOptions, convert
 from lerowds.errors import ConfigError, FormatError, RemoteError
 from lerowds.format import INDEX_FILE, DatasetIndex, read_local_index
 from lerowds.reader.dataset import LeRobotWebDataset
@@ -23,7 +23,6 @@ from lerowds.reader.io.hub import HubPath
 from lerowds.reader.io.options import RemoteOptions
 from lerowds.reader.io.retry import Counters, RetryPolicy
 from lerowds.reader.io.sources import FsspecSource, HttpSource
-from lerowds.testing.v3writer import CameraSpec, DatasetSpec, write_v3_dataset
 
 LENGTHS = [40, 30, 50, 20]
 FAST = {
@@ -48,18 +47,7 @@ HOSTILE = (
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 episodes of 20..50 frames, one 32x32 camera, in one shard."""
-    base = tmp_path_factory.mktemp("hostile")
-    spec = DatasetSpec(
-        repo_id="lerowds/hostile",
-        fps=15,
-        episode_lengths=tuple(LENGTHS),
-        episode_tasks=tuple(("pick up the red cube",) for _ in LENGTHS),
-        cameras=(CameraSpec("observation.images.front", h=32, w=32),),
-    )
-    src = write_v3_dataset(base / "src", spec)
-    out = base / "out"
-    convert(ConvertOptions(repo_id="lerowds/hostile", root=src, output=out, progress=False))
-    return out
+    return video_converted(tmp_path_factory.mktemp("hostile"), "lerowds/hostile", LENGTHS)
 
 
 @pytest.fixture
