@@ -308,7 +308,7 @@ def test_a_run_reader_drops_what_a_seek_decoded_before_its_frames(shard: dict[Pa
         dec.frames(range(51, 60))  # a seek to the keyframe before 51, decoding up to it
         assert dec.seeks == 1 and dec.decoded > 9
         assert not [k for k in dec._spare if k < 60] and sorted(dec._recent) == [58, 59]
-    with pytest.raises(ConfigError, match="keep_frames must be None or an int >= 0, got -1"):
+    with pytest.raises(ConfigError, match="keep_frames must be an integer >= 0, got -1"):
         PyAVClipDecoder(source, FPS, len(ref), CTX, keep_frames=-1)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from lerowds.checks import check_int
 from lerowds.errors import ConfigError, FormatError, VideoDecodeError
 from lerowds.reader.decode.clipfile import ClipFile, ClipSource, describe_source, open_clip
 
@@ -98,11 +99,7 @@ class BackendDecoder:
         keep_frames: int | None = None,
     ) -> None:
         check_decoder_args(fps, num_frames, tolerance_s, thread_count)
-        if keep_frames is not None and (isinstance(keep_frames, bool) or not isinstance(keep_frames, int)):
-            raise ConfigError(f"keep_frames must be None or an int >= 0, got {keep_frames!r}")
-        if keep_frames is not None and keep_frames < 0:
-            raise ConfigError(f"keep_frames must be None or an int >= 0, got {keep_frames}")
-        self.keep_frames = keep_frames
+        self.keep_frames = None if keep_frames is None else check_int("keep_frames", keep_frames)
         self.frame_size = None if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.fps, self.num_frames, self.context, self.tolerance_s = fps, num_frames, context, tolerance_s
         self.thread_count = thread_count
